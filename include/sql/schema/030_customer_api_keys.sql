@@ -1,0 +1,11 @@
+CREATE TABLE IF NOT EXISTS `${project}.${dataset}.customer_api_keys` (
+  key_id STRING NOT NULL,
+  customer_id STRING NOT NULL,
+  key_prefix STRING NOT NULL,        -- first characters of the key, for lookup; the key itself is never stored
+  key_hash STRING NOT NULL,          -- salted hash of the whole key
+  scopes ARRAY<STRING>,
+  created_at TIMESTAMP NOT NULL,
+  expires_at TIMESTAMP,
+  revoked_at TIMESTAMP
+)
+CLUSTER BY key_prefix

@@ -1,0 +1,25 @@
+CREATE TABLE IF NOT EXISTS `${project}.${dataset}.customer_pipeline_configs` (
+  config_id STRING NOT NULL,
+  customer_id STRING NOT NULL,
+  display_name STRING,
+  provider STRING NOT NULL,          -- GCP | AWS | AZURE | OPENAI | CLAUDE
+  domain STRING NOT NULL,            -- COST | SECURITY | COMPLIANCE | OBSERVABILITY
+  pipeline_template STRING NOT NULL,
+  is_active BOOL NOT NULL,
+  schedule_cron STRING NOT NULL,
+  timezone STRING NOT NULL,
+  priority INT64 NOT NULL,           -- 1 (lowest) .. 10 (highest)
+  parameters JSON,
+  retry_config JSON,                 -- {max_attempts, base_delay_minutes, backoff_multiplier}
+  max_execution_duration_minutes INT64,
+  sla_breach_threshold_minutes INT64,
+  -- Informational; never written on a run's hot path (see views/pipeline_configs_status.sql).
+  next_run_time TIMESTAMP,
+  version INT64 NOT NULL,
+  deleted_at TIMESTAMP,              -- soft delete
+  created_at TIMESTAMP NOT NULL,
+  updated_at TIMESTAMP NOT NULL,
+  created_by STRING,
+  updated_by STRING
+)
+CLUSTER BY customer_id, config_id

@@ -1,0 +1,41 @@
+-- Configs with their informational columns derived from the mirror rather than updated per run:
+-- last run time and status, and consecutive failed runs since the last success.
+CREATE OR REPLACE VIEW `${project}.${dataset}.pipeline_configs_status` AS
+WITH finished AS (
+  SELECT config_id, state, COALESCE(logical_date, state_changed_at) AS run_time
+  FROM `${project}.${dataset}.pipeline_runs_current`
+  WHERE state IN ('COMPLETED', 'FAILED', 'TIMEOUT')
+),
+last_success AS (
+  SELECT config_id, MAX(IF(state = 'COMPLETED', run_time, NULL)) AS last_success_time
+  FROM finished
+  GROUP BY config_id
+),
+latest AS (
+  SELECT config_id, state AS last_run_status, run_time AS last_run_time
+  FROM finished
+  WHERE TRUE
+  QUALIFY ROW_NUMBER() OVER (PARTITION BY config_id ORDER BY run_time DESC) = 1
+),
+failures AS (
+  SELECT f.config_id, COUNT(*) AS consecutive_failures
+  FROM finished AS f
+  LEFT JOIN last_success AS s USING (config_id)
+  WHERE f.state IN ('FAILED', 'TIMEOUT') AND (s.last_success_time IS NULL OR f.run_time > s.last_success_time)
+  GROUP BY f.config_id
+)
+SELECT
+  c.config_id,
+  c.customer_id,
+  c.pipeline_template,
+  c.is_active,
+  c.schedule_cron,
+  c.timezone,
+  c.next_run_time,
+  l.last_run_time,
+  l.last_run_status,
+  COALESCE(f.consecutive_failures, 0) AS consecutive_failures
+FROM `${project}.${dataset}.customer_pipeline_configs` AS c
+LEFT JOIN latest AS l USING (config_id)
+LEFT JOIN failures AS f USING (config_id)
+WHERE c.deleted_at IS NULL

@@ -1,0 +1,5 @@
+import sys
+
+from customer_pipelines.cli import main
+
+sys.exit(main())

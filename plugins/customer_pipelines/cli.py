@@ -1,0 +1,188 @@
+"""``python -m customer_pipelines``: operate the fleet and the embedded stack."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+from customer_pipelines.settings import Settings, get_settings
+
+DEMO_DAG_ID = "cust_acme_001.acme_gcp_cost_daily"
+
+
+def _store(settings: Settings):
+    from customer_pipelines.store import BigQueryStore
+
+    return BigQueryStore(settings)
+
+
+def cmd_emulator(args: argparse.Namespace, settings: Settings) -> int:
+    from customer_pipelines.local import emulator
+
+    settings = settings.model_copy(update={"bigquery_emulator_host": f"127.0.0.1:{settings.emulator_port}"})
+    if args.action == "start":
+        took = emulator.start(settings)
+        print(f"BigQuery emulator ready at {emulator.emulator_url(settings)} (started in {took:.1f}s)")
+    elif args.action == "stop":
+        print("stopped" if emulator.stop_emulator(settings) else "not running")
+    else:
+        ready = emulator.is_ready(settings)
+        print(f"{'running' if ready else 'not running'} at {emulator.emulator_url(settings)}")
+        return 0 if ready else 1
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace, settings: Settings) -> int:
+    applied = _store(settings).apply_schema()
+    print(f"schema applied to {settings.bq_project}.{settings.bq_dataset}: {len(applied)} statements")
+    return 0
+
+
+def cmd_seed(args: argparse.Namespace, settings: Settings) -> int:
+    from customer_pipelines.seed import demo_dataset, fleet_dataset, load_dataset
+
+    data = demo_dataset() if args.what == "demo" else fleet_dataset(args.customers, seed=args.seed)
+    counts = load_dataset(_store(settings), data)
+    print("seeded " + ", ".join(f"{table}: {n}" for table, n in counts.items() if n))
+    return 0
+
+
+def cmd_snapshot(args: argparse.Namespace, settings: Settings) -> int:
+    from customer_pipelines.snapshot import Snapshot, refresh_snapshot
+
+    if args.action == "refresh":
+        result = refresh_snapshot(_store(settings), settings.snapshot_file)
+        print(
+            f"snapshot {result.path}: {result.configs} configs, {result.customers} customers, "
+            f"{len(result.invalid)} invalid"
+        )
+        for error in result.invalid:
+            print(f"  invalid: {error}")
+        return 0
+    with Snapshot.open_last_good(settings.snapshot_file) as snapshot:
+        print(json.dumps({"path": str(snapshot.path), **snapshot.meta}, indent=2))
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
+    from customer_pipelines.factory import InvalidPipelineConfigs, raise_config_errors
+
+    try:
+        raise_config_errors(settings=settings)
+    except InvalidPipelineConfigs as exc:
+        print(exc)
+        return 1
+    print("every config in the snapshot is valid")
+    return 0
+
+
+def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
+    from customer_pipelines.sync import run_sync, sync_forever
+
+    if args.loop:
+        if args.interval:
+            settings = settings.model_copy(update={"sync_interval_seconds": args.interval})
+        sync_forever(settings)
+        return 0
+    report = run_sync(settings)
+    print(report.summary())
+    for error in report.invalid:
+        print(f"  invalid: {error}")
+    return 0
+
+
+def cmd_stack(args: argparse.Namespace, settings: Settings) -> int:
+    from customer_pipelines.local import stack
+    from customer_pipelines.local.airflow import ADMIN_USER, admin_password
+
+    if args.action == "down":
+        stopped = stack.down(settings)
+        print("stopped: " + (", ".join(stopped) or "nothing was running"))
+        return 0
+    info = stack.up(settings, seed_demo=not args.no_demo)
+    timings = ", ".join(f"{k} {v:.1f}s" for k, v in info.timings.items())
+    print(f"Airflow UI: {info.ui_url}  (login {ADMIN_USER} / {admin_password(info.settings)})")
+    print(f"state: {info.settings.state_dir}  logs: {info.settings.state_dir / 'run'}")
+    print(f"timings: {timings}")
+    return 0
+
+
+def cmd_demo_run(args: argparse.Namespace, settings: Settings) -> int:
+    """Trigger a demo DAG through Airflow's REST API and print what the mirror recorded."""
+    from customer_pipelines.local.airflow import ADMIN_USER, admin_password, api_url
+    from customer_pipelines.local.airflow_api import AirflowClient
+    from customer_pipelines.local.stack import with_embedded_defaults
+
+    settings = with_embedded_defaults(settings)
+    client = AirflowClient(api_url(settings), ADMIN_USER, admin_password(settings))
+    client.wait_for_dags([args.dag_id], timeout=240)
+    run = client.trigger(args.dag_id)
+    finished = client.wait_for_run(args.dag_id, run["dag_run_id"], timeout=args.timeout)
+    print(f"run {args.dag_id} / {run['dag_run_id']}: {finished['state']}")
+    rows = _store(settings).query("queries/runs_of_dag_run.sql", {"dag_id": args.dag_id, "run_id": run["dag_run_id"]})
+    for row in rows:
+        print(
+            f"  mirrored {row['state']:<10} try {row['try_number']} "
+            f"at {row['event_time']:%H:%M:%S} {row['details'] or ''}"
+        )
+    return 0 if finished["state"] == "success" and any(r["state"] == "COMPLETED" for r in rows) else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m customer_pipelines",
+        description="Multi-tenant pipeline scheduling on Airflow 3: operate the fleet and the embedded stack.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("emulator", help="start, stop or check the local BigQuery emulator")
+    p.add_argument("action", choices=["start", "stop", "status"])
+    p.set_defaults(func=cmd_emulator)
+
+    p = sub.add_parser("schema", help="create datasets, tables and views (idempotent)")
+    p.add_argument("action", choices=["apply"])
+    p.set_defaults(func=cmd_schema)
+
+    p = sub.add_parser("seed", help="load the demo customers, or a synthetic fleet")
+    p.add_argument("what", choices=["demo", "fleet"])
+    p.add_argument("--customers", type=int, default=100, help="fleet size (with 'fleet')")
+    p.add_argument("--seed", type=int, default=7, help="random seed of the fleet generator")
+    p.set_defaults(func=cmd_seed)
+
+    p = sub.add_parser("snapshot", help="refresh the local config snapshot from BigQuery, or show it")
+    p.add_argument("action", choices=["refresh", "show"])
+    p.set_defaults(func=cmd_snapshot)
+
+    p = sub.add_parser("validate", help="list the configs of the snapshot that cannot become DAGs")
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("sync", help="refresh the snapshot, then sync pools and paused flags into Airflow")
+    p.add_argument("--loop", action="store_true", help="keep syncing every CP_SYNC_INTERVAL_SECONDS")
+    p.add_argument("--interval", type=int, default=None, help="seconds between syncs (with --loop)")
+    p.set_defaults(func=cmd_sync)
+
+    p = sub.add_parser("stack", help="start or stop the whole embedded system (emulator, PostgreSQL, Airflow)")
+    p.add_argument("action", choices=["up", "down"])
+    p.add_argument("--no-demo", action="store_true", help="do not load the demo customers")
+    p.set_defaults(func=cmd_stack)
+
+    p = sub.add_parser("demo-run", help="trigger a demo DAG on the running stack and show its mirrored states")
+    p.add_argument("--dag-id", default=DEMO_DAG_ID)
+    p.add_argument("--timeout", type=float, default=300)
+    p.set_defaults(func=cmd_demo_run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    func: Callable[[argparse.Namespace, Settings], int] = args.func
+    try:
+        return func(args, get_settings())
+    except Exception as exc:
+        logging.getLogger("customer_pipelines").debug("command failed", exc_info=True)
+        print(f"error: {exc}", file=sys.stderr)
+        return 1

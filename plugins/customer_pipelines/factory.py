@@ -1,0 +1,241 @@
+"""The DAG factory: snapshot rows -> validated configs -> one Airflow DAG per config.
+
+Never raises to the DAG file: a bad row becomes a ConfigError (reported by the errors DAG file and
+the logs) and every other row still becomes its DAG. On a worker running one task, only the DAG of
+that task is built (Airflow's parsing context)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import MutableMapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from airflow.sdk import DAG, get_parsing_context
+from airflow.timetables.trigger import CronTriggerTimetable
+
+from customer_pipelines.models import ConfigError, Customer, PipelineConfig, Plan, parse_config, pool_name_for
+from customer_pipelines.operator import CustomerPipelineOperator
+from customer_pipelines.settings import Settings, get_settings
+from customer_pipelines.snapshot import Snapshot, SnapshotError
+from customer_pipelines.templates import TEMPLATES
+
+log = logging.getLogger(__name__)
+
+FLEET_TAG = "customer-pipelines"
+TASK_ID = "run_pipeline"
+
+
+@dataclass
+class FactoryResult:
+    dags: dict[str, DAG] = field(default_factory=dict)
+    errors: list[ConfigError] = field(default_factory=list)
+    snapshot_error: str | None = None
+
+
+PLAN_TIEBREAK = {Plan.STARTER: 0, Plan.PROFESSIONAL: 1, Plan.SCALE: 2, Plan.ENTERPRISE: 3}
+
+
+def priority_weight_for(config: PipelineConfig, customer: Customer | None) -> int:
+    """Config priority 1-10 -> Airflow priority_weight, used with weight_rule="absolute".
+
+    Priority dominates (steps of 10); within one priority a larger plan goes first (+0..3), so a
+    plan can never overtake a higher priority. Equal weights start in Airflow's own order."""
+    plan_bonus = PLAN_TIEBREAK.get(customer.plan, 0) if customer and customer.plan else 0
+    return config.priority * 10 + plan_bonus
+
+
+def should_run(config: PipelineConfig, customer: Customer | None) -> bool:
+    return bool(config.is_active and customer is not None and customer.is_active)
+
+
+def _doc_md(config: PipelineConfig, customer: Customer | None) -> str:
+    template = TEMPLATES[config.pipeline_template]
+    retry = config.retry_config
+    company = customer.company_name if customer else "(unknown customer)"
+    plan = customer.plan.value if customer and customer.plan else "-"
+    status = customer.status.value if customer else "MISSING"
+    # Parameters are shown: they are validated against the template's model, which holds no secrets
+    # (credentials come from Airflow connections, never from config rows).
+    params = ", ".join(f"`{k}`={v!r}" for k, v in sorted(config.parameters.items())) or "(defaults)"
+    return "\n".join(
+        [
+            f"## {config.display_name or config.config_id}",
+            "",
+            f"Customer **{company}** (`{config.customer_id}`, plan {plan}, status {status}).",
+            "",
+            "| | |",
+            "|---|---|",
+            f"| config | `{config.config_id}` (version {config.version}) |",
+            f"| provider / domain | {config.provider.value} / {config.domain.value} |",
+            f"| template | `{template.name}`: {template.description} |",
+            f"| schedule | `{config.schedule_cron}` in {config.timezone} |",
+            f"| priority | {config.priority} (priority_weight {priority_weight_for(config, customer)}) |",
+            f"| retries | {retry.max_attempts} attempts, {retry.base_delay_minutes} min x{retry.backoff_multiplier} |",
+            f"| max duration | {config.max_execution_duration_minutes or '-'} min |",
+            f"| SLA | {config.sla_breach_threshold_minutes or '-'} min |",
+            f"| parameters | {params} |",
+            f"| active | {config.is_active} |",
+        ]
+    )
+
+
+def build_dag(config: PipelineConfig, customer: Customer | None, settings: Settings) -> DAG:
+    retry = config.retry_config
+    default_args: dict[str, Any] = {
+        "owner": config.customer_id,
+        "pool": pool_name_for(config.customer_id, settings.pool_prefix),
+        "priority_weight": priority_weight_for(config, customer),
+        "weight_rule": "absolute",
+        "retries": retry.max_attempts - 1,
+        "retry_delay": timedelta(minutes=retry.base_delay_minutes),
+        "retry_exponential_backoff": retry.backoff_multiplier if retry.backoff_multiplier > 1 else 0,
+        "max_retry_delay": timedelta(minutes=settings.max_retry_delay_minutes),
+    }
+    if config.max_execution_duration_minutes:
+        default_args["execution_timeout"] = timedelta(minutes=config.max_execution_duration_minutes)
+    dag = DAG(
+        dag_id=config.dag_id,
+        # No start_date and run_immediately=False: a new (or re-enabled) config waits for its next
+        # tick instead of firing the latest past one. Missed ticks are recovered by backfills.
+        schedule=CronTriggerTimetable(config.schedule_cron, timezone=config.timezone),
+        catchup=False,
+        max_active_runs=1,
+        is_paused_upon_creation=not should_run(config, customer),
+        tags=[
+            FLEET_TAG,
+            f"customer:{config.customer_id}",
+            f"provider:{config.provider.value}",
+            f"domain:{config.domain.value}",
+            f"template:{config.pipeline_template}",
+        ],
+        description=f"{config.provider.value} {config.domain.value} pipeline of {config.customer_id}",
+        doc_md=_doc_md(config, customer),
+        default_args=default_args,
+    )
+    with dag:
+        CustomerPipelineOperator(
+            task_id=TASK_ID,
+            config_id=config.config_id,
+            customer_id=config.customer_id,
+            provider=config.provider.value,
+            pipeline_template=config.pipeline_template,
+            parameters=dict(config.parameters),
+            timezone=config.timezone,
+        )
+    return dag
+
+
+def build_dags(
+    snapshot: Snapshot,
+    settings: Settings | None = None,
+    *,
+    only_dag_id: str | None = None,
+    shard: int | None = None,
+    shards: int = 1,
+) -> FactoryResult:
+    settings = settings or get_settings()
+    result = FactoryResult()
+    if only_dag_id is not None:
+        found = snapshot.config_by_dag_id(only_dag_id)
+        rows = [found] if found else []
+    else:
+        rows = list(snapshot.configs(shard=shard, shards=shards))
+    customers = snapshot.customers() if only_dag_id is None else {}
+    seen: set[str] = set()
+    for config_row in rows:
+        parsed = parse_config(config_row.row)
+        if isinstance(parsed, ConfigError):
+            result.errors.append(parsed)
+            continue
+        customer = customers.get(parsed.customer_id) if only_dag_id is None else snapshot.customer(parsed.customer_id)
+        if customer is None:
+            result.errors.append(
+                ConfigError(
+                    config_id=parsed.config_id, customer_id=parsed.customer_id, reason="customer_id: no such customer"
+                )
+            )
+            continue
+        if parsed.dag_id in seen:
+            result.errors.append(
+                ConfigError(config_id=parsed.config_id, customer_id=parsed.customer_id, reason="dag_id: duplicate")
+            )
+            continue
+        try:
+            result.dags[parsed.dag_id] = build_dag(parsed, customer, settings)
+        except Exception as exc:  # noqa: BLE001 - one config must never hide the others
+            result.errors.append(
+                ConfigError(config_id=parsed.config_id, customer_id=parsed.customer_id, reason=f"dag: {exc}")
+            )
+        seen.add(parsed.dag_id)
+    return result
+
+
+def load_fleet(
+    snapshot_path: Path | None = None,
+    *,
+    shard: int | None = None,
+    shards: int = 1,
+    settings: Settings | None = None,
+) -> FactoryResult:
+    """Build the DAGs of a DAG file from the last good snapshot; never raises."""
+    settings = settings or get_settings()
+    path = snapshot_path or settings.snapshot_file
+    only_dag_id = get_parsing_context().dag_id
+    try:
+        with Snapshot.open_last_good(path) as snapshot:
+            result = build_dags(snapshot, settings, only_dag_id=only_dag_id, shard=shard, shards=shards)
+    except SnapshotError as exc:
+        log.error("customer pipelines: %s; no customer DAGs are built until a snapshot is refreshed", exc)
+        return FactoryResult(snapshot_error=str(exc))
+    except Exception as exc:
+        log.exception("customer pipelines: factory failed")
+        return FactoryResult(snapshot_error=f"factory failed: {exc}")
+    for error in result.errors:
+        log.warning("invalid pipeline config: %s", error)
+    return result
+
+
+def register_dags(namespace: MutableMapping[str, Any], **kwargs: Any) -> FactoryResult:
+    """Put the fleet's DAGs into a DAG file's globals (how Airflow finds them)."""
+    result = load_fleet(**kwargs)
+    namespace.update(result.dags)
+    return result
+
+
+class InvalidPipelineConfigs(Exception):
+    """Raised by the errors DAG file so Airflow lists bad configs among its import errors."""
+
+
+def raise_config_errors(snapshot_path: Path | None = None, settings: Settings | None = None) -> None:
+    """Validate every row of the snapshot; raise one readable error listing the bad ones.
+
+    Used by a DAG file that defines no DAG, so raising hides nothing: Airflow's "DAG Import Errors"
+    panel, which operators watch, shows each bad config with its reason."""
+    if get_parsing_context().dag_id is not None:
+        return  # a worker running one task never needs this report
+    settings = settings or get_settings()
+    path = snapshot_path or settings.snapshot_file
+    problems: list[str] = []
+    try:
+        with Snapshot.open_last_good(path) as snapshot:
+            customers = snapshot.customers()
+            for config_row in snapshot.configs():
+                parsed = parse_config(config_row.row)
+                if isinstance(parsed, ConfigError):
+                    problems.append(str(parsed))
+                elif parsed.customer_id not in customers:
+                    problems.append(
+                        f"config {parsed.config_id} (customer {parsed.customer_id}): customer_id: no such customer"
+                    )
+            if snapshot.path != path:
+                problems.insert(0, f"snapshot {path} is unreadable; serving the previous one ({snapshot.path})")
+    except SnapshotError as exc:
+        problems.append(str(exc))
+    if problems:
+        raise InvalidPipelineConfigs(
+            f"{len(problems)} customer pipeline problem(s); the other configs' DAGs are unaffected:\n"
+            + "\n".join(f"- {p}" for p in problems)
+        )

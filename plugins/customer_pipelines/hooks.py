@@ -1,0 +1,52 @@
+"""The one way this project talks to BigQuery: the google provider's BigQueryHook, which on a
+configured emulator uses anonymous credentials and the emulator's endpoint, and otherwise the
+Airflow connection's credentials (service account, workload identity, ADC) unchanged."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from airflow.exceptions import AirflowNotFoundException
+from airflow.providers.google.cloud.hooks.bigquery import BigQueryHook
+from airflow.sdk import Connection
+from google.auth.credentials import AnonymousCredentials
+from google.cloud import bigquery
+
+from customer_pipelines.settings import Settings, get_settings
+
+
+class CustomerPipelinesBigQueryHook(BigQueryHook):
+    def __init__(self, settings: Settings | None = None, **kwargs: Any) -> None:
+        self.settings = settings or get_settings()
+        kwargs.setdefault("gcp_conn_id", self.settings.gcp_conn_id)
+        kwargs.setdefault("location", self.settings.bq_location)
+        kwargs.setdefault("use_legacy_sql", False)
+        super().__init__(**kwargs)
+
+    @classmethod
+    def get_connection(cls, conn_id: str) -> Connection:
+        try:
+            return super().get_connection(conn_id)
+        except AirflowNotFoundException:
+            settings = get_settings()
+            if settings.emulator_url is None:
+                raise
+            # With an emulator no credentials are needed, so no connection has to be defined.
+            return Connection(
+                conn_id=conn_id,
+                conn_type="google_cloud_platform",
+                extra=json.dumps({"project": settings.bq_project}),
+            )
+
+    def get_client(self, project_id: str | None = None, location: str | None = None) -> bigquery.Client:
+        emulator = self.settings.emulator_url
+        if emulator is None:
+            return super().get_client(project_id=project_id or self.settings.bq_project, location=location)
+        # Anonymous credentials only ever go to an emulator the settings name explicitly.
+        return bigquery.Client(
+            project=project_id or self.settings.bq_project,
+            location=location or self.settings.bq_location,
+            credentials=AnonymousCredentials(),
+            client_options={"api_endpoint": emulator},
+        )

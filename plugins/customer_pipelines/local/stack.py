@@ -1,0 +1,118 @@
+"""The whole embedded system in one call: emulator + schema + demo data, PostgreSQL, Airflow's
+components and the fleet syncer. ``make demo`` runs ``python -m customer_pipelines stack up``."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+
+from customer_pipelines.local import airflow as local_airflow
+from customer_pipelines.local import emulator, postgres
+from customer_pipelines.local.processes import read_pid, spawn, stop
+from customer_pipelines.settings import REPO_ROOT, Settings
+
+SYNCER = "customer-pipelines-syncer"
+QUOTA_DATABASE = "customer_pipelines"
+AIRFLOW_DATABASE = "airflow"
+
+
+@dataclass
+class StackInfo:
+    settings: Settings
+    env: dict[str, str]
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def ui_url(self) -> str:
+        return local_airflow.api_url(self.settings)
+
+
+def with_embedded_defaults(settings: Settings) -> Settings:
+    """The embedded default: the local emulator unless real BigQuery is configured explicitly."""
+    updates: dict[str, object] = {}
+    if not settings.bigquery_emulator_host and os.environ.get("CP_REAL_BIGQUERY", "").lower() not in ("1", "true"):
+        updates["bigquery_emulator_host"] = f"127.0.0.1:{settings.emulator_port}"
+    return settings.model_copy(update=updates)
+
+
+def prepare(settings: Settings, *, seed_demo: bool = True) -> StackInfo:
+    """Everything but Airflow's long-running components: data services, schema, demo, migration."""
+    timings: dict[str, float] = {}
+    settings = with_embedded_defaults(settings)
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    if settings.bigquery_emulator_host and settings.bigquery_emulator_host.endswith(f":{settings.emulator_port}"):
+        timings["emulator_start"] = emulator.start(settings)
+
+    began = time.monotonic()
+    server = postgres.start(settings)
+    timings["postgres_start"] = time.monotonic() - began
+    metadata_url = postgres.ensure_database(server, AIRFLOW_DATABASE)
+    if not settings.quota_db_url:
+        settings = settings.model_copy(update={"quota_db_url": postgres.ensure_database(server, QUOTA_DATABASE)})
+    env = local_airflow.airflow_env(settings, metadata_url)
+
+    began = time.monotonic()
+    run_module(env, "schema", "apply")
+    timings["schema_apply"] = time.monotonic() - began
+    if seed_demo:
+        began = time.monotonic()
+        run_module(env, "seed", "demo")
+        timings["seed_demo"] = time.monotonic() - began
+    began = time.monotonic()
+    local_airflow.migrate(env)
+    timings["airflow_db_migrate"] = time.monotonic() - began
+    began = time.monotonic()
+    run_module(env, "sync")
+    timings["first_sync"] = time.monotonic() - began
+    return StackInfo(settings, env, timings)
+
+
+def up(
+    settings: Settings, *, seed_demo: bool = True, components: tuple[str, ...] = local_airflow.COMPONENTS
+) -> StackInfo:
+    info = prepare(settings, seed_demo=seed_demo)
+    began = time.monotonic()
+    local_airflow.start(info.settings, info.env, components=components)
+    run_dir = info.settings.state_dir / "run"
+    if read_pid(run_dir / f"{SYNCER}.pid") is None:
+        spawn(
+            SYNCER,
+            [sys.executable, "-m", "customer_pipelines", "sync", "--loop"],
+            run_dir=run_dir,
+            env=info.env,
+            cwd=REPO_ROOT,
+        )
+    info.timings["airflow_start"] = time.monotonic() - began
+    return info
+
+
+def down(settings: Settings) -> list[str]:
+    settings = with_embedded_defaults(settings)
+    stopped = []
+    if stop(SYNCER, settings.state_dir / "run"):
+        stopped.append(SYNCER)
+    stopped += [f"airflow-{c}" for c in local_airflow.stop_all(settings)]
+    if emulator.stop_emulator(settings):
+        stopped.append(emulator.NAME)
+    if postgres.stop(settings):
+        stopped.append("postgres")
+    return stopped
+
+
+def run_module(env: dict[str, str], *args: str, timeout: float = 600) -> str:
+    """Run ``python -m customer_pipelines <args>`` with the stack's environment."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "customer_pipelines", *args],
+        env=env,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"customer_pipelines {' '.join(args)} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
+    return proc.stdout

@@ -1,0 +1,169 @@
+"""The run-state mirror: each state transition of a run becomes one append-only row of
+``scheduled_pipeline_runs``, keyed by a deterministic event key (so duplicates collapse in the
+views). A write that fails is spooled to local disk and delivered by the next write or a drain:
+a BigQuery outage never turns a pipeline's result into a failure, and nothing is lost."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+RUNS_TABLE = "scheduled_pipeline_runs"
+
+
+class RunState(StrEnum):
+    SCHEDULED = "SCHEDULED"
+    QUEUED = "QUEUED"
+    RUNNING = "RUNNING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    RETRYING = "RETRYING"
+    SKIPPED = "SKIPPED"
+    TIMEOUT = "TIMEOUT"
+    CANCELLED = "CANCELLED"
+
+
+class SkipReason(StrEnum):
+    QUOTA_EXCEEDED = "QUOTA_EXCEEDED"
+    CUSTOMER_INACTIVE = "CUSTOMER_INACTIVE"
+    CONFIG_INACTIVE = "CONFIG_INACTIVE"
+
+
+@dataclass(frozen=True)
+class RunIdentity:
+    """Which run (and which try of its task) a transition belongs to."""
+
+    config_id: str
+    customer_id: str
+    dag_id: str
+    run_id: str
+    task_id: str | None = None
+    try_number: int | None = None
+    logical_date: datetime | None = None
+    scheduled_time: datetime | None = None
+    run_type: str | None = None
+
+    @property
+    def run_key(self) -> str:
+        return f"{self.dag_id}/{self.run_id}"
+
+
+def event_key(identity: RunIdentity, state: RunState) -> str:
+    """The same transition always gets the same key, whoever reports it and however often."""
+    raw = "|".join(
+        [identity.dag_id, identity.run_id, identity.task_id or "", str(identity.try_number or 0), state.value]
+    )
+    return hashlib.sha256(raw.encode()).hexdigest()[:40]
+
+
+def run_event(
+    identity: RunIdentity,
+    state: RunState,
+    *,
+    source: str,
+    event_time: datetime | None = None,
+    started_at: datetime | None = None,
+    ended_at: datetime | None = None,
+    skip_reason: SkipReason | None = None,
+    error: BaseException | None = None,
+    error_type: str | None = None,
+    error_message: str | None = None,
+    details: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    now = datetime.now(UTC)
+    duration = (ended_at - started_at).total_seconds() if started_at and ended_at else None
+    if error is not None:
+        error_type = error_type or type(error).__name__
+        error_message = error_message or str(error)
+    return {
+        "event_key": event_key(identity, state),
+        "run_key": identity.run_key,
+        "config_id": identity.config_id,
+        "customer_id": identity.customer_id,
+        "dag_id": identity.dag_id,
+        "run_id": identity.run_id,
+        "task_id": identity.task_id,
+        "try_number": identity.try_number,
+        "state": state.value,
+        "skip_reason": skip_reason.value if skip_reason else None,
+        "run_type": identity.run_type,
+        "logical_date": identity.logical_date,
+        "scheduled_time": identity.scheduled_time,
+        "started_at": started_at,
+        "ended_at": ended_at,
+        "duration_seconds": duration,
+        "error_type": error_type,
+        "error_message": (error_message or "")[:4000] or None,
+        "hostname": socket.gethostname(),
+        "source": source,
+        "details": dict(details) if details else None,
+        "event_time": event_time or ended_at or started_at or now,
+        "recorded_at": now,
+    }
+
+
+def _as_json(row: Mapping[str, Any]) -> str:
+    return json.dumps(row, default=lambda v: v.isoformat() if isinstance(v, datetime) else str(v), sort_keys=True)
+
+
+class RunStateMirror:
+    def __init__(self, store: Any, spool_dir: Path) -> None:
+        self.store = store
+        self.spool_dir = spool_dir
+
+    def record(self, row: Mapping[str, Any]) -> bool:
+        """Deliver one transition (and any backlog); spool it if BigQuery fails. Never raises.
+        Returns True when it reached BigQuery now."""
+        pending = self._spooled()
+        batch = [json.loads(p.read_text()) for p in pending] + [json.loads(_as_json(row))]
+        try:
+            self._deliver(batch)
+        except Exception as exc:  # noqa: BLE001 - the pipeline's result must not depend on the mirror
+            log.warning("run-state mirror: BigQuery write failed (%s); spooled %s", exc, row["event_key"])
+            self._spool(row)
+            return False
+        for path in pending:
+            path.unlink(missing_ok=True)
+        return True
+
+    def drain(self, limit: int = 500) -> int:
+        """Deliver up to ``limit`` spooled transitions; returns how many were delivered."""
+        pending = self._spooled()[:limit]
+        if not pending:
+            return 0
+        self._deliver([json.loads(p.read_text()) for p in pending])
+        for path in pending:
+            path.unlink(missing_ok=True)
+        return len(pending)
+
+    def backlog(self) -> int:
+        return len(self._spooled())
+
+    def _deliver(self, rows: list[dict[str, Any]]) -> None:
+        now = datetime.now(UTC).isoformat()
+        for row in rows:
+            row["recorded_at"] = now
+        self.store.insert_rows(RUNS_TABLE, rows, row_ids=[r["event_key"] for r in rows])
+
+    def _spooled(self) -> list[Path]:
+        if not self.spool_dir.exists():
+            return []
+        return sorted(self.spool_dir.glob("*.json"))
+
+    def _spool(self, row: Mapping[str, Any]) -> None:
+        self.spool_dir.mkdir(parents=True, exist_ok=True)
+        final = self.spool_dir / f"{row['event_time']:%Y%m%dT%H%M%S%f}-{row['event_key']}.json"
+        tmp = final.with_suffix(".tmp")
+        tmp.write_text(_as_json(row))
+        os.replace(tmp, final)

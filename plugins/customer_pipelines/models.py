@@ -1,0 +1,210 @@
+"""Config models: what a row of ``customer_pipeline_configs`` (and its customer) must look like to
+become a DAG. Validation happens here and only here; everything downstream trusts these types."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from croniter import croniter
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from customer_pipelines.templates import TEMPLATES
+
+CUSTOMER_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+CONFIG_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$"
+_CUSTOMER_ID = re.compile(CUSTOMER_ID_PATTERN)
+_CONFIG_ID = re.compile(CONFIG_ID_PATTERN)
+
+
+class Provider(StrEnum):
+    GCP = "GCP"
+    AWS = "AWS"
+    AZURE = "AZURE"
+    OPENAI = "OPENAI"
+    CLAUDE = "CLAUDE"
+
+
+class Domain(StrEnum):
+    COST = "COST"
+    SECURITY = "SECURITY"
+    COMPLIANCE = "COMPLIANCE"
+    OBSERVABILITY = "OBSERVABILITY"
+
+
+class CustomerStatus(StrEnum):
+    ACTIVE = "ACTIVE"
+    SUSPENDED = "SUSPENDED"
+    CHURNED = "CHURNED"
+
+
+class Plan(StrEnum):
+    STARTER = "STARTER"
+    PROFESSIONAL = "PROFESSIONAL"
+    SCALE = "SCALE"
+    ENTERPRISE = "ENTERPRISE"
+
+
+def dag_id_for(customer_id: str, config_id: str) -> str:
+    """Stable, unique and readable: ids are immutable and customer ids contain no dot."""
+    return f"{customer_id}.{config_id}"
+
+
+def pool_name_for(customer_id: str, prefix: str = "cp_") -> str:
+    return f"{prefix}{customer_id}"
+
+
+class Customer(BaseModel):
+    """A customer as the factory and the quota gate see it: status plus the current plan's limits."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    customer_id: str = Field(pattern=CUSTOMER_ID_PATTERN)
+    company_name: str = ""
+    status: CustomerStatus
+    plan: Plan | None = None
+    daily_run_limit: int | None = Field(default=None, ge=0)
+    monthly_run_limit: int | None = Field(default=None, ge=0)
+    max_concurrent_runs: int = Field(default=1, ge=1)
+
+    @property
+    def is_active(self) -> bool:
+        return self.status is CustomerStatus.ACTIVE
+
+
+class RetryConfig(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_attempts: int = Field(default=3, ge=1, le=10)
+    base_delay_minutes: float = Field(default=5.0, gt=0, le=24 * 60)
+    backoff_multiplier: float = Field(default=2.0, ge=1, le=10)
+
+
+class PipelineConfig(BaseModel):
+    """One customer pipeline: becomes one DAG."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    config_id: str
+    customer_id: str
+    display_name: str = Field(default="", max_length=200)
+    provider: Provider
+    domain: Domain
+    pipeline_template: str
+    is_active: bool = True
+    schedule_cron: str
+    timezone: str = "UTC"
+    priority: int = Field(default=5, ge=1, le=10)
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    retry_config: RetryConfig = Field(default_factory=RetryConfig)
+    max_execution_duration_minutes: int | None = Field(default=None, ge=1, le=24 * 60)
+    sla_breach_threshold_minutes: int | None = Field(default=None, ge=1, le=7 * 24 * 60)
+    version: int = Field(default=1, ge=1)
+    updated_at: datetime | None = None
+
+    @field_validator("config_id")
+    @classmethod
+    def _config_id_is_safe(cls, value: str) -> str:
+        if not _CONFIG_ID.match(value):
+            raise ValueError("must be 1-128 characters of letters, digits, '_' or '-', starting with a letter or digit")
+        return value
+
+    @field_validator("customer_id")
+    @classmethod
+    def _customer_id_is_safe(cls, value: str) -> str:
+        if not _CUSTOMER_ID.match(value):
+            raise ValueError(
+                "must be 1-63 characters of lower-case letters, digits, '_' or '-', starting with a letter or digit"
+            )
+        return value
+
+    @field_validator("schedule_cron")
+    @classmethod
+    def _cron_is_valid(cls, value: str) -> str:
+        value = " ".join(value.split())
+        if len(value.split(" ")) != 5 or not croniter.is_valid(value):
+            raise ValueError(f"not a valid 5-field cron expression: {value[:60]!r}")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone_is_iana(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown IANA timezone: {value[:60]!r}") from None
+        return value
+
+    @field_validator("parameters", "retry_config", mode="before")
+    @classmethod
+    def _json_text_is_decoded(cls, value: Any) -> Any:
+        # BigQuery JSON columns arrive as text through some clients.
+        if isinstance(value, str):
+            return json.loads(value) if value.strip() else {}
+        return {} if value is None else value
+
+    @model_validator(mode="after")
+    def _template_fits(self) -> PipelineConfig:
+        template = TEMPLATES.get(self.pipeline_template)
+        if template is None:
+            known = ", ".join(sorted(TEMPLATES))
+            raise ValueError(f"pipeline_template: unknown template {self.pipeline_template[:60]!r} (known: {known})")
+        if self.domain.value != template.domain or self.provider.value not in template.providers:
+            raise ValueError(
+                f"pipeline_template: {template.name} runs {template.domain} pipelines for "
+                f"{', '.join(sorted(template.providers))}, not {self.provider.value}/{self.domain.value}"
+            )
+        try:
+            template.params_model.model_validate(self.parameters)
+        except ValidationError as exc:
+            raise ValueError(f"parameters: {_first_errors(exc)}") from None
+        return self
+
+    @property
+    def dag_id(self) -> str:
+        return dag_id_for(self.customer_id, self.config_id)
+
+
+class ConfigError(BaseModel):
+    """A config that cannot become a DAG, and why; shown to operators."""
+
+    model_config = ConfigDict(frozen=True)
+
+    config_id: str
+    customer_id: str | None
+    reason: str
+
+    def __str__(self) -> str:
+        return f"config {self.config_id} (customer {self.customer_id}): {self.reason}"
+
+
+def _first_errors(exc: ValidationError, limit: int = 3) -> str:
+    parts = []
+    for error in exc.errors()[:limit]:
+        location = ".".join(str(p) for p in error["loc"]) or "row"
+        message = error["msg"].removeprefix("Value error, ")
+        parts.append(f"{location}: {message}")
+    more = len(exc.errors()) - limit
+    return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
+
+
+def _printable_id(value: Any) -> str:
+    text = str(value)
+    return repr(text[:60] + ("..." if len(text) > 60 else "")) if not _CONFIG_ID.match(text) else text
+
+
+def parse_config(row: dict[str, Any]) -> PipelineConfig | ConfigError:
+    """Validate one row; a bad row becomes a ConfigError naming the field and the reason."""
+    try:
+        return PipelineConfig.model_validate(row)
+    except ValidationError as exc:
+        customer = row.get("customer_id")
+        return ConfigError(
+            config_id=_printable_id(row.get("config_id", "<missing>")),
+            customer_id=str(customer)[:63] if customer is not None else None,
+            reason=_first_errors(exc),
+        )

@@ -1,0 +1,302 @@
+"""Demo data (the seeds' two customers and four pipelines, plus billing/security/compliance data
+their templates work on) and a synthetic fleet generator for tests and benchmarks."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from customer_pipelines.store import BigQueryStore
+
+PLAN_LIMITS: dict[str, tuple[int, int, int]] = {
+    # plan: (daily runs, monthly runs, max concurrent runs)
+    "STARTER": (10, 300, 2),
+    "PROFESSIONAL": (25, 750, 3),
+    "SCALE": (100, 3000, 10),
+    "ENTERPRISE": (500, 15000, 25),
+}
+
+
+@dataclass
+class Dataset:
+    customers: list[dict[str, Any]] = field(default_factory=list)
+    subscriptions: list[dict[str, Any]] = field(default_factory=list)
+    configs: list[dict[str, Any]] = field(default_factory=list)
+    billing: list[dict[str, Any]] = field(default_factory=list)
+    findings: list[dict[str, Any]] = field(default_factory=list)
+    controls: list[dict[str, Any]] = field(default_factory=list)
+
+
+def customer_rows(
+    customer_id: str, company: str, plan: str, *, status: str = "ACTIVE", now: datetime
+) -> tuple[dict, dict]:
+    daily, monthly, concurrent = PLAN_LIMITS[plan]
+    customer = {
+        "customer_id": customer_id,
+        "company_name": company,
+        "admin_email": f"admin@{customer_id.replace('_', '-')}.example.com",
+        "status": status,
+        "created_at": now,
+        "updated_at": now,
+    }
+    subscription = {
+        "subscription_id": f"sub_{customer_id}",
+        "customer_id": customer_id,
+        "plan": plan,
+        "daily_run_limit": daily,
+        "monthly_run_limit": monthly,
+        "max_concurrent_runs": concurrent,
+        "valid_from": now - timedelta(days=365),
+        "valid_until": None,
+        "created_at": now,
+        "updated_at": now,
+    }
+    return customer, subscription
+
+
+def config_row(
+    config_id: str,
+    customer_id: str,
+    name: str,
+    provider: str,
+    domain: str,
+    template: str,
+    cron: str,
+    timezone: str,
+    *,
+    priority: int = 5,
+    is_active: bool = True,
+    parameters: dict[str, Any] | None = None,
+    now: datetime,
+) -> dict[str, Any]:
+    return {
+        "config_id": config_id,
+        "customer_id": customer_id,
+        "display_name": name,
+        "provider": provider,
+        "domain": domain,
+        "pipeline_template": template,
+        "is_active": is_active,
+        "schedule_cron": cron,
+        "timezone": timezone,
+        "priority": priority,
+        "parameters": parameters or {},
+        "retry_config": {"max_attempts": 3, "base_delay_minutes": 5, "backoff_multiplier": 2},
+        "max_execution_duration_minutes": 60,
+        "sla_breach_threshold_minutes": 30,
+        "next_run_time": None,
+        "version": 1,
+        "deleted_at": None,
+        "created_at": now,
+        "updated_at": now,
+        "created_by": "seed",
+        "updated_by": "seed",
+    }
+
+
+def demo_dataset(today: date | None = None) -> Dataset:
+    now = datetime.now(UTC)
+    today = today or now.date()
+    data = Dataset()
+    for customer_id, company, plan in (
+        ("cust_acme_001", "Acme Test Corp", "PROFESSIONAL"),
+        ("cust_globex_001", "Globex Test Inc", "SCALE"),
+    ):
+        customer, subscription = customer_rows(customer_id, company, plan, now=now)
+        data.customers.append(customer)
+        data.subscriptions.append(subscription)
+    data.configs = [
+        config_row(
+            "acme_gcp_cost_daily",
+            "cust_acme_001",
+            "Daily GCP Cost Analysis",
+            "GCP",
+            "COST",
+            "cost_billing",
+            "0 2 * * *",
+            "UTC",
+            priority=7,
+            now=now,
+        ),
+        config_row(
+            "acme_gcp_security_weekly",
+            "cust_acme_001",
+            "Weekly Security Audit",
+            "GCP",
+            "SECURITY",
+            "security_audit",
+            "0 0 * * 1",
+            "America/New_York",
+            priority=5,
+            parameters={"min_severity": "MEDIUM"},
+            now=now,
+        ),
+        config_row(
+            "globex_aws_cost_daily",
+            "cust_globex_001",
+            "Daily AWS Cost",
+            "AWS",
+            "COST",
+            "cost_billing",
+            "0 3 * * *",
+            "America/New_York",
+            priority=6,
+            now=now,
+        ),
+        config_row(
+            "globex_azure_compliance_monthly",
+            "cust_globex_001",
+            "Monthly Compliance",
+            "AZURE",
+            "COMPLIANCE",
+            "compliance_report",
+            "0 0 1 * *",
+            "UTC",
+            priority=4,
+            parameters={"framework": "SOC2"},
+            now=now,
+        ),
+    ]
+    rng = random.Random(20251117)
+    services = {
+        "GCP": ["BigQuery", "Compute Engine", "Cloud Storage"],
+        "AWS": ["EC2", "S3", "RDS"],
+        "AZURE": ["VMs", "Blob"],
+    }
+    for offset in range(-45, 2):
+        day = today + timedelta(days=offset)
+        for customer_id, provider in (
+            ("cust_acme_001", "GCP"),
+            ("cust_globex_001", "AWS"),
+            ("cust_globex_001", "AZURE"),
+        ):
+            for service in services[provider]:
+                for sku in range(2):
+                    data.billing.append(
+                        {
+                            "customer_id": customer_id,
+                            "provider": provider,
+                            "usage_date": day,
+                            "service": service,
+                            "sku": f"{service.lower().replace(' ', '-')}-{sku}",
+                            "cost": Decimal(f"{rng.uniform(5, 400):.2f}"),
+                            "currency": "USD",
+                        }
+                    )
+            for control in range(12):
+                data.controls.append(
+                    {
+                        "customer_id": customer_id,
+                        "provider": provider,
+                        "framework": "SOC2",
+                        "control_id": f"CC{control + 1}",
+                        "check_date": day,
+                        "passed": rng.random() > 0.2,
+                    }
+                )
+    for n in range(40):
+        detected = today - timedelta(days=rng.randint(0, 60))
+        resolved = detected + timedelta(days=rng.randint(1, 20)) if rng.random() < 0.5 else None
+        data.findings.append(
+            {
+                "customer_id": "cust_acme_001",
+                "provider": "GCP",
+                "finding_id": f"F{n:04d}",
+                "severity": rng.choice(["LOW", "MEDIUM", "HIGH", "CRITICAL"]),
+                "resource": f"projects/acme/r{n}",
+                "detected_date": detected,
+                "resolved_date": resolved,
+            }
+        )
+    return data
+
+
+_CRONS = [
+    # (cron, weight): a large share fires at 02:00, the burst the scheduler must absorb
+    ("0 2 * * *", 30),
+    ("0 3 * * *", 10),
+    ("30 1 * * *", 5),
+    ("0 * * * *", 10),
+    ("*/30 * * * *", 3),
+    ("0 0 * * 1", 10),
+    ("15 6 * * 1-5", 8),
+    ("0 0 1 * *", 8),
+    ("0 12 * * *", 8),
+    ("45 23 * * *", 8),
+]
+_TIMEZONES = [
+    "UTC",
+    "UTC",
+    "UTC",
+    "America/New_York",
+    "Europe/London",
+    "Europe/Berlin",
+    "Asia/Tokyo",
+    "America/Los_Angeles",
+    "Australia/Sydney",
+    "Asia/Kolkata",
+]
+_KINDS = [
+    ("GCP", "COST", "cost_billing"),
+    ("AWS", "COST", "cost_billing"),
+    ("AZURE", "COST", "cost_billing"),
+    ("OPENAI", "COST", "cost_billing"),
+    ("CLAUDE", "COST", "cost_billing"),
+    ("GCP", "SECURITY", "security_audit"),
+    ("AWS", "SECURITY", "security_audit"),
+    ("AZURE", "COMPLIANCE", "compliance_report"),
+    ("AWS", "COMPLIANCE", "compliance_report"),
+]
+
+
+def fleet_dataset(customers: int, *, seed: int = 7, configs_per_customer: tuple[int, int] = (2, 8)) -> Dataset:
+    """A synthetic fleet: plans, statuses, crons, timezones and priorities in a realistic mix
+    (about 5 configs per customer, ~7% inactive customers, ~10% paused configs)."""
+    rng = random.Random(seed)
+    now = datetime.now(UTC)
+    data = Dataset()
+    crons, weights = zip(*_CRONS, strict=True)
+    for i in range(1, customers + 1):
+        customer_id = f"fleet_{i:06d}"
+        plan = rng.choices(list(PLAN_LIMITS), weights=[30, 40, 25, 5])[0]
+        status = rng.choices(["ACTIVE", "SUSPENDED", "CHURNED"], weights=[93, 5, 2])[0]
+        customer, subscription = customer_rows(customer_id, f"Fleet Customer {i}", plan, status=status, now=now)
+        data.customers.append(customer)
+        data.subscriptions.append(subscription)
+        for j in range(rng.randint(*configs_per_customer)):
+            provider, domain, template = rng.choice(_KINDS)
+            data.configs.append(
+                config_row(
+                    f"{customer_id}_{template}_{j}",
+                    customer_id,
+                    f"{provider} {domain.lower()} #{j}",
+                    provider,
+                    domain,
+                    template,
+                    rng.choices(crons, weights=weights)[0],
+                    rng.choice(_TIMEZONES),
+                    priority=rng.randint(1, 10),
+                    is_active=rng.random() > 0.1,
+                    now=now,
+                )
+            )
+    return data
+
+
+def load_dataset(store: BigQueryStore, data: Dataset, *, replace: bool = True) -> dict[str, int]:
+    """Write a dataset with load jobs; with ``replace`` its customers' earlier rows go first, so
+    seeding twice gives the same tables."""
+    if replace and data.customers:
+        store.query("queries/delete_customers.sql", {"customer_ids": [c["customer_id"] for c in data.customers]})
+    counts = {
+        "customers": store.load_rows("customers", data.customers),
+        "customer_subscriptions": store.load_rows("customer_subscriptions", data.subscriptions),
+        "customer_pipeline_configs": store.load_rows("customer_pipeline_configs", data.configs),
+        "billing_export": store.load_rows("billing_export", data.billing, data=True),
+        "security_findings": store.load_rows("security_findings", data.findings, data=True),
+        "compliance_controls": store.load_rows("compliance_controls", data.controls, data=True),
+    }
+    return counts

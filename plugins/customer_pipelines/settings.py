@@ -1,0 +1,109 @@
+"""Every setting of the project in one place: environment variables prefixed ``CP_`` (plus
+``BIGQUERY_EMULATOR_HOST``, the google client's own variable), each with a documented default.
+The README's configuration table lists the same fields."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SQL_DIR = REPO_ROOT / "include" / "sql"
+
+_PROJECT_ID = re.compile(r"^[a-z][a-z0-9-]{4,61}[a-z0-9]$|^[a-z][a-z0-9-]{0,28}$")
+_DATASET_ID = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,1023}$")
+
+
+def _default_state_dir() -> Path:
+    # Outside the repo and outside $HOME: the embedded PostgreSQL runs as its own user when started
+    # as root, and must be able to reach its data. One directory per checkout.
+    checkout = hashlib.sha256(str(REPO_ROOT).encode()).hexdigest()[:8]
+    return Path("/var/tmp") / f"customer-pipelines-{checkout}"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CP_", extra="ignore")
+
+    state_dir: Path = Field(default_factory=_default_state_dir)
+    """Where the embedded services keep their data (emulator, PostgreSQL, Airflow home, snapshot)."""
+
+    bq_project: str = "demo-project"
+    bq_dataset: str = "customers_metadata"
+    bq_data_dataset: str = "customer_pipeline_data"
+    """Dataset the demo pipeline templates read and write (billing exports, cost tables)."""
+    bq_location: str = "US"
+    bigquery_emulator_host: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("BIGQUERY_EMULATOR_HOST", "CP_BIGQUERY_EMULATOR_HOST"),
+    )
+    """``host:port`` of a BigQuery emulator; unset means real BigQuery with real credentials."""
+    gcp_conn_id: str = "customer_pipelines_bigquery"
+
+    snapshot_path: Path | None = None
+    """The local config snapshot DAG files read; default ``<state_dir>/snapshot/configs.sqlite``."""
+    sync_interval_seconds: int = Field(default=60, ge=5)
+
+    quota_db_url: str | None = None
+    """PostgreSQL URL of the quota ledger (``postgresql://user@host/db``); the local stack sets it
+    to its own PostgreSQL (embedded, or the one given by ``CP_POSTGRES_URL``)."""
+    postgres_url: str | None = None
+    """An external PostgreSQL server for the local stack (Airflow metadata + quota ledger);
+    unset: the stack runs the embedded PostgreSQL under ``<state_dir>/postgres``."""
+
+    pool_prefix: str = "cp_"
+    consecutive_failures_to_pause: int = Field(default=5, ge=1)
+    consecutive_failures_to_warn: int = Field(default=3, ge=1)
+    max_retry_delay_minutes: int = Field(default=60, ge=1)
+
+    emulator_port: int = 9050
+    emulator_grpc_port: int = 9060
+    airflow_port: int = 8080
+
+    @field_validator("bq_project")
+    @classmethod
+    def _project_is_an_id(cls, value: str) -> str:
+        if not _PROJECT_ID.match(value):
+            raise ValueError(f"not a BigQuery project id: {value!r}")
+        return value
+
+    @field_validator("bq_dataset", "bq_data_dataset")
+    @classmethod
+    def _dataset_is_an_id(cls, value: str) -> str:
+        if not _DATASET_ID.match(value):
+            raise ValueError(f"not a BigQuery dataset id: {value!r}")
+        return value
+
+    @property
+    def emulator_url(self) -> str | None:
+        """The emulator as the google client wants it (with a scheme), or None for real BigQuery."""
+        host = self.bigquery_emulator_host
+        if not host:
+            return None
+        return host if "://" in host else f"http://{host}"
+
+    @property
+    def snapshot_file(self) -> Path:
+        return self.snapshot_path or self.state_dir / "snapshot" / "configs.sqlite"
+
+    @property
+    def spool_dir(self) -> Path:
+        return self.state_dir / "mirror-spool"
+
+    @property
+    def embedded_postgres_dir(self) -> Path:
+        return self.state_dir / "postgres"
+
+    def require_quota_db_url(self) -> str:
+        if not self.quota_db_url:
+            raise RuntimeError("CP_QUOTA_DB_URL is not set: the quota ledger needs a PostgreSQL URL")
+        return self.quota_db_url
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

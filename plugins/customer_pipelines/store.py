@@ -1,0 +1,191 @@
+"""The BigQuery store: every read and write of the project's tables goes through here, with SQL
+from include/sql and values as query parameters. Callers see rows as dicts and one error type."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import date, datetime
+from decimal import Decimal
+from functools import cached_property
+from typing import Any
+
+from google.api_core.exceptions import GoogleAPIError
+from google.cloud import bigquery
+
+from customer_pipelines.settings import Settings, get_settings
+from customer_pipelines.sql import load_sql, sql_files
+
+
+class StoreError(RuntimeError):
+    """BigQuery refused or could not be reached; the message says which statement or table."""
+
+
+def _query_parameter(name: str, value: Any) -> bigquery.ScalarQueryParameter | bigquery.ArrayQueryParameter:
+    if isinstance(value, (list, tuple)):
+        element_type = _bq_type(value[0]) if value else "STRING"
+        return bigquery.ArrayQueryParameter(name, element_type, list(value))
+    return bigquery.ScalarQueryParameter(name, _bq_type(value), value)
+
+
+def _bq_type(value: Any) -> str:
+    if isinstance(value, bool):
+        return "BOOL"
+    if isinstance(value, int):
+        return "INT64"
+    if isinstance(value, float):
+        return "FLOAT64"
+    if isinstance(value, Decimal):
+        return "NUMERIC"
+    if isinstance(value, datetime):
+        return "TIMESTAMP"
+    if isinstance(value, date):
+        return "DATE"
+    return "STRING"
+
+
+def _json_ready(row: Mapping[str, Any], *, json_as_text: bool = True) -> dict[str, Any]:
+    """A row as JSON values. JSON columns travel as text in streaming inserts and as objects in
+    newline-delimited load files."""
+    out: dict[str, Any] = {}
+    for key, value in row.items():
+        if isinstance(value, (datetime, date)):
+            out[key] = value.isoformat()
+        elif isinstance(value, Decimal):
+            out[key] = str(value)
+        elif isinstance(value, dict):
+            out[key] = json.dumps(value, sort_keys=True) if json_as_text else value
+        else:
+            out[key] = value
+    return out
+
+
+def split_statements(sql: str) -> list[str]:
+    """Statements end with ';' at the end of a line (the project's SQL files keep to that)."""
+    statements, current = [], []
+    for line in sql.splitlines():
+        current.append(line)
+        if line.rstrip().endswith(";"):
+            statements.append("\n".join(current).rstrip().rstrip(";"))
+            current = []
+    tail = "\n".join(current).strip()
+    if tail:
+        statements.append(tail)
+    return [s for s in statements if _has_code(s)]
+
+
+def _has_code(statement: str) -> bool:
+    return any(line.strip() and not line.strip().startswith("--") for line in statement.splitlines())
+
+
+class BigQueryStore:
+    def __init__(self, settings: Settings | None = None, client: bigquery.Client | None = None) -> None:
+        self.settings = settings or get_settings()
+        self._client = client
+        self.calls: Counter[str] = Counter()
+        """API calls made, by kind (query, dml, insert, load, ...): the benchmarks read it."""
+
+    @cached_property
+    def client(self) -> bigquery.Client:
+        if self._client is not None:
+            return self._client
+        from customer_pipelines.hooks import CustomerPipelinesBigQueryHook
+
+        return CustomerPipelinesBigQueryHook(settings=self.settings).get_client()
+
+    def table_id(self, table: str, *, data: bool = False) -> str:
+        dataset = self.settings.bq_data_dataset if data else self.settings.bq_dataset
+        return f"{self.settings.bq_project}.{dataset}.{table}"
+
+    # -- statements -------------------------------------------------------------------------
+
+    def query(self, sql_file: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+        """Run the statements of ``include/sql/<sql_file>`` in order, each as its own job with the
+        parameters it uses; returns the rows of the last one, as dicts. Statements of one file are
+        not one transaction: where atomicity matters a file holds a single MERGE."""
+        params = params or {}
+        rows: list[dict[str, Any]] = []
+        for statement in split_statements(load_sql(sql_file, self.settings)):
+            used = [_query_parameter(k, v) for k, v in params.items() if re.search(rf"@{k}\b", statement)]
+            self.calls["query"] += 1
+            try:
+                result = self.client.query(
+                    statement, job_config=bigquery.QueryJobConfig(query_parameters=used)
+                ).result()
+            except GoogleAPIError as exc:
+                raise StoreError(f"{sql_file}: {exc}") from exc
+            rows = [dict(row.items()) for row in result]
+        return rows
+
+    def apply_schema(self) -> list[str]:
+        """Create the datasets, tables and views; applying twice changes nothing."""
+        applied = []
+        for dataset in (self.settings.bq_dataset, self.settings.bq_data_dataset):
+            ds = bigquery.Dataset(f"{self.settings.bq_project}.{dataset}")
+            ds.location = self.settings.bq_location
+            self.calls["dataset"] += 1
+            try:
+                self.client.create_dataset(ds, exists_ok=True)
+            except GoogleAPIError as exc:
+                raise StoreError(f"dataset {dataset}: {exc}") from exc
+        for sql_file in sql_files("schema") + sql_files("views"):
+            self.query(sql_file)
+            applied.append(sql_file)
+        return applied
+
+    # -- rows -------------------------------------------------------------------------------
+
+    def insert_rows(
+        self,
+        table: str,
+        rows: Sequence[Mapping[str, Any]],
+        *,
+        row_ids: Sequence[str] | None = None,
+        data: bool = False,
+    ) -> None:
+        """Streaming insert (tabledata.insertAll): no DML, so no DML quota or per-table queueing."""
+        if not rows:
+            return
+        self.calls["insert"] += 1
+        try:
+            errors = self.client.insert_rows_json(
+                self.table_id(table, data=data),
+                [_json_ready(r) for r in rows],
+                row_ids=list(row_ids) if row_ids is not None else None,
+            )
+        except GoogleAPIError as exc:
+            raise StoreError(f"insert into {table}: {exc}") from exc
+        if errors:
+            raise StoreError(f"insert into {table} rejected rows: {errors[:3]}")
+
+    def load_rows(self, table: str, rows: Iterable[Mapping[str, Any]], *, data: bool = False) -> int:
+        """Batch load (a load job, free of streaming-buffer limits): for seeding and bulk changes."""
+        payload = [_json_ready(r, json_as_text=False) for r in rows]
+        if not payload:
+            return 0
+        table_id = self.table_id(table, data=data)
+        body = io.BytesIO("\n".join(json.dumps(row) for row in payload).encode())
+        self.calls["load"] += 1
+        try:
+            destination = self.client.get_table(table_id)
+            job_config = bigquery.LoadJobConfig(
+                schema=destination.schema,
+                write_disposition=bigquery.WriteDisposition.WRITE_APPEND,
+                source_format=bigquery.SourceFormat.NEWLINE_DELIMITED_JSON,
+            )
+            # size=None: a resumable upload (multipart uploads are not served by every emulator).
+            self.client.load_table_from_file(body, destination, job_config=job_config, size=None).result()
+        except GoogleAPIError as exc:
+            raise StoreError(f"load into {table}: {exc}") from exc
+        return len(payload)
+
+    # -- reads used by the snapshot ----------------------------------------------------------
+
+    def fetch_configs(self) -> list[dict[str, Any]]:
+        return self.query("queries/snapshot_configs.sql")
+
+    def fetch_customers(self) -> list[dict[str, Any]]:
+        return self.query("queries/snapshot_customers.sql")

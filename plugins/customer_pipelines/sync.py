@@ -1,0 +1,173 @@
+"""The fleet sync: BigQuery -> snapshot -> Airflow's pools and paused flags.
+
+It runs as its own process (``python -m customer_pipelines sync [--loop]``, a service beside the
+scheduler), not as a task: Airflow 3 task code has no metadata-database access, while this process,
+like Airflow's own CLI, has it. Pools and paused flags are diffed against what Airflow has and only
+changes are written, in one transaction each."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from customer_pipelines.models import ConfigError, Customer, CustomerStatus, parse_config, pool_name_for
+from customer_pipelines.settings import Settings, get_settings
+from customer_pipelines.snapshot import Snapshot, SnapshotError, refresh_snapshot
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PoolSpec:
+    slots: int
+    description: str
+
+
+@dataclass
+class PoolSyncResult:
+    created: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+    unchanged: int = 0
+
+
+def desired_pools(customers: Mapping[str, Customer], prefix: str) -> dict[str, PoolSpec]:
+    """One pool per customer; slots = the plan's max concurrent runs. A suspended or churned
+    customer keeps its pool with 0 slots: nothing of theirs starts, queued work waits rather than
+    fails, and the pool's history stays visible."""
+    pools = {}
+    for customer in customers.values():
+        active = customer.status is CustomerStatus.ACTIVE
+        slots = customer.max_concurrent_runs if active else 0
+        plan = customer.plan.value if customer.plan else "no plan"
+        pools[pool_name_for(customer.customer_id, prefix)] = PoolSpec(
+            slots=slots,
+            description=f"{customer.company_name or customer.customer_id} ({plan}, {customer.status.value})",
+        )
+    return pools
+
+
+def sync_pools(desired: Mapping[str, PoolSpec], prefix: str) -> PoolSyncResult:
+    """Make Airflow's pools named ``<prefix>*`` equal ``desired``; writes only the differences."""
+    from airflow.models.pool import Pool
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    result = PoolSyncResult()
+    with create_session() as session:
+        existing = {p.pool: p for p in session.scalars(select(Pool).where(Pool.pool.startswith(prefix)))}
+        for name, spec in desired.items():
+            pool = existing.pop(name, None)
+            if pool is None:
+                session.add(Pool(pool=name, slots=spec.slots, description=spec.description, include_deferred=False))
+                result.created.append(name)
+            elif pool.slots != spec.slots or pool.description != spec.description:
+                pool.slots, pool.description = spec.slots, spec.description
+                result.updated.append(name)
+            else:
+                result.unchanged += 1
+        for name, pool in existing.items():
+            session.delete(pool)
+            result.deleted.append(name)
+    return result
+
+
+def runnable_dags(snapshot: Snapshot) -> dict[str, bool]:
+    """dag_id -> whether it should be running (active config of an active customer)."""
+    customers = snapshot.customers()
+    out = {}
+    for row in snapshot.configs():
+        parsed = parse_config(row.row)
+        if isinstance(parsed, ConfigError):
+            continue
+        customer = customers.get(parsed.customer_id)
+        out[parsed.dag_id] = bool(parsed.is_active and customer is not None and customer.is_active)
+    return out
+
+
+@dataclass
+class PauseSyncResult:
+    paused: list[str] = field(default_factory=list)
+    unpaused: list[str] = field(default_factory=list)
+
+
+def sync_paused(now: Mapping[str, bool], before: Mapping[str, bool]) -> PauseSyncResult:
+    """Pause every DAG that must not run; unpause a DAG only when its config or customer turned
+    runnable since the previous snapshot, so an operator's manual pause in the UI is respected."""
+    from airflow.models.dag import DagModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    result = PauseSyncResult()
+    must_pause = {d for d, run in now.items() if not run}
+    may_unpause = {d for d, run in now.items() if run and before.get(d) is False}
+    if not must_pause and not may_unpause:
+        return result
+    with create_session() as session:
+        for dag in session.scalars(select(DagModel).where(DagModel.dag_id.in_(must_pause | may_unpause))):
+            if dag.dag_id in must_pause and not dag.is_paused:
+                dag.is_paused = True
+                result.paused.append(dag.dag_id)
+            elif dag.dag_id in may_unpause and dag.is_paused:
+                dag.is_paused = False
+                result.unpaused.append(dag.dag_id)
+    return result
+
+
+@dataclass
+class SyncReport:
+    configs: int
+    customers: int
+    invalid: list[ConfigError]
+    pools: PoolSyncResult
+    pauses: PauseSyncResult
+    seconds: float
+
+    def summary(self) -> str:
+        return (
+            f"snapshot: {self.configs} configs, {self.customers} customers, {len(self.invalid)} invalid; "
+            f"pools: +{len(self.pools.created)} ~{len(self.pools.updated)} -{len(self.pools.deleted)} "
+            f"={self.pools.unchanged}; paused {len(self.pauses.paused)}, unpaused {len(self.pauses.unpaused)} "
+            f"({self.seconds:.2f}s)"
+        )
+
+
+def _runnable_or_empty(snapshot_path: Any) -> dict[str, bool]:
+    try:
+        with Snapshot.open_last_good(snapshot_path) as snapshot:
+            return runnable_dags(snapshot)
+    except SnapshotError:
+        return {}
+
+
+def run_sync(settings: Settings | None = None, store: Any = None) -> SyncReport:
+    """One sync: refresh the snapshot from BigQuery, then pools and paused flags from it."""
+    from customer_pipelines.store import BigQueryStore
+
+    settings = settings or get_settings()
+    began = time.monotonic()
+    store = store or BigQueryStore(settings)
+    before = _runnable_or_empty(settings.snapshot_file)
+    refreshed = refresh_snapshot(store, settings.snapshot_file)
+    with Snapshot.open_last_good(settings.snapshot_file) as snapshot:
+        pools = sync_pools(desired_pools(snapshot.customers(), settings.pool_prefix), settings.pool_prefix)
+        now = runnable_dags(snapshot)
+    pauses = sync_paused(now, before)
+    return SyncReport(
+        refreshed.configs, refreshed.customers, refreshed.invalid, pools, pauses, time.monotonic() - began
+    )
+
+
+def sync_forever(settings: Settings | None = None) -> None:
+    """The syncer service: one sync every ``sync_interval_seconds``; a failed sync (BigQuery down)
+    is logged and retried at the next interval while the last good snapshot keeps serving."""
+    settings = settings or get_settings()
+    while True:
+        try:
+            log.info("sync: %s", run_sync(settings).summary())
+        except Exception:
+            log.exception("sync failed; serving the last good snapshot")
+        time.sleep(settings.sync_interval_seconds)

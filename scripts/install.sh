@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Idempotent install: the project's virtualenv (Airflow 3.3 + google provider) and the BigQuery
+# emulator's own virtualenv, each re-installed only when its requirement files change.
+# Needs nothing but Python 3.11 and the package registries.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON="${PYTHON:-python3.11}"
+
+install_venv() {  # venv_dir requirements constraints
+  local venv="$1" req="$2" con="$3"
+  local stamp="$venv/.installed-$(cat "$req" "$con" | sha256sum | cut -c1-16)"
+  if [ -f "$stamp" ]; then return 0; fi
+  echo "installing $venv from $req (pinned by $con)..."
+  [ -x "$venv/bin/python" ] || "$PYTHON" -m venv "$venv"
+  "$venv/bin/python" -m pip install --quiet --upgrade pip
+  "$venv/bin/python" -m pip install --quiet -r "$req" -c "$con"
+  rm -f "$venv"/.installed-*
+  touch "$stamp"
+}
+
+install_venv .venv requirements.txt constraints.txt
+install_venv .venv-bq requirements-bqemulator.txt constraints-bqemulator.txt
+
+# docker-compose.yaml is validated by a compose client in the tests (no Docker engine needed).
+if ! command -v docker-compose >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing docker-compose (Debian) to validate docker-compose.yaml..."
+    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose >/dev/null
+  else
+    echo "warning: docker-compose not found; the compose validation test will fail" >&2
+  fi
+fi
