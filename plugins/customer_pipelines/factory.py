@@ -17,7 +17,7 @@ from airflow.sdk import DAG, get_parsing_context
 from airflow.timetables.trigger import CronTriggerTimetable
 
 from customer_pipelines.models import ConfigError, Customer, PipelineConfig, Plan, parse_config, pool_name_for
-from customer_pipelines.operator import CustomerPipelineOperator
+from customer_pipelines.operators import CustomerPipelineOperator
 from customer_pipelines.settings import Settings, get_settings
 from customer_pipelines.snapshot import Snapshot, SnapshotError
 from customer_pipelines.templates import TEMPLATES

@@ -24,12 +24,11 @@ class CustomerPipelinesBigQueryHook(BigQueryHook):
         kwargs.setdefault("use_legacy_sql", False)
         super().__init__(**kwargs)
 
-    @classmethod
-    def get_connection(cls, conn_id: str) -> Connection:
+    def get_connection(self, conn_id: str) -> Connection:  # type: ignore[override]
         try:
             return super().get_connection(conn_id)
         except AirflowNotFoundException:
-            settings = get_settings()
+            settings = self.settings
             if settings.emulator_url is None:
                 raise
             # With an emulator no credentials are needed, so no connection has to be defined.
