@@ -1,7 +1,10 @@
-"""The Airflow plugin object of this project (the REST API and the fleet page attach here)."""
+"""The Airflow plugin of this project: registers the customer DAGs' timetable (Airflow serialises a
+custom timetable only when a plugin names it). The REST API and the fleet page attach here."""
 
 from airflow.plugins_manager import AirflowPlugin
+from customer_pipelines.timetables import CustomerCronTimetable
 
 
 class CustomerPipelinesPlugin(AirflowPlugin):
     name = "customer_pipelines"
+    timetables = [CustomerCronTimetable]

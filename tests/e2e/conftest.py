@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+
+import pytest
+from tests_support import free_port, service_state_dir
+
+
+@pytest.fixture(scope="session")
+def stack() -> Iterator:
+    """The embedded system as `make demo` starts it (emulator, embedded PostgreSQL, Airflow's
+    scheduler, dag-processor, triggerer and API server, the syncer), on free ports."""
+    from customer_pipelines.local import stack as local_stack
+    from customer_pipelines.local.airflow import ADMIN_USER, admin_password, api_url
+    from customer_pipelines.local.airflow_api import AirflowClient
+    from customer_pipelines.settings import Settings
+
+    state = service_state_dir("cp-test-stack-")
+    settings = Settings(
+        state_dir=state,
+        emulator_port=free_port(),
+        emulator_grpc_port=free_port(),
+        airflow_port=free_port(),
+        bq_project="e2e-project",
+    )
+    info = local_stack.up(settings)
+    client = AirflowClient(api_url(info.settings), ADMIN_USER, admin_password(info.settings))
+    try:
+        yield info, client
+    finally:
+        local_stack.down(info.settings)
+        shutil.rmtree(state, ignore_errors=True)

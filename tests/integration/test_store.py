@@ -1,0 +1,182 @@
+"""The BigQuery store against the emulator: schema, config round trip, mirror through the views,
+and a template's real work."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from customer_pipelines.mirror import RunIdentity, RunState, RunStateMirror, SkipReason, run_event
+from customer_pipelines.models import PipelineConfig, parse_config
+from customer_pipelines.seed import demo_dataset, load_dataset
+from customer_pipelines.snapshot import Snapshot, refresh_snapshot
+
+pytestmark = pytest.mark.integration
+
+
+def _tables(store) -> set[str]:
+    dataset = f"{store.settings.bq_project}.{store.settings.bq_dataset}"
+    return {t.table_id for t in store.client.list_tables(dataset)}
+
+
+def test_schema_applied_twice_changes_nothing(store):
+    load_dataset(store, demo_dataset())
+    tables_before = _tables(store)
+    customers_before = store.fetch_customers()
+
+    store.apply_schema()
+
+    assert _tables(store) == tables_before
+    assert store.fetch_customers() == customers_before
+    assert {
+        "customers",
+        "customer_subscriptions",
+        "customer_usage",
+        "customer_api_keys",
+        "customer_pipeline_configs",
+        "scheduled_pipeline_runs",
+        "pipeline_schedule_audit",
+        "pipeline_runs_current",
+        "sla_breaches",
+        "pipelines_due_soon",
+        "pipeline_execution_stats_7d",
+        "currently_running_pipelines",
+    } <= tables_before
+
+
+def test_configs_round_trip_from_bigquery_through_the_snapshot(store, tmp_path):
+    demo = demo_dataset()
+    load_dataset(store, demo)
+
+    result = refresh_snapshot(store, tmp_path / "configs.sqlite")
+
+    assert result.invalid == []
+    with Snapshot(tmp_path / "configs.sqlite") as snapshot:
+        read_back = {row.config_id: parse_config(row.row) for row in snapshot.configs()}
+        assert snapshot.customer("cust_acme_001").daily_run_limit == 25
+        assert snapshot.customer("cust_globex_001").monthly_run_limit == 3000
+    for seeded in demo.configs:
+        config = read_back[seeded["config_id"]]
+        assert isinstance(config, PipelineConfig)
+        assert (config.schedule_cron, config.timezone, config.priority) == (
+            seeded["schedule_cron"],
+            seeded["timezone"],
+            seeded["priority"],
+        )
+        assert config.parameters == seeded["parameters"]
+        assert config.retry_config.model_dump() == {
+            "max_attempts": 3,
+            "base_delay_minutes": 5.0,
+            "backoff_multiplier": 2.0,
+        }
+
+
+def test_seeding_twice_gives_the_same_tables(store):
+    load_dataset(store, demo_dataset())
+    load_dataset(store, demo_dataset())
+    assert len(store.fetch_configs()) >= 4
+    assert sorted(c["config_id"] for c in store.fetch_configs() if c["customer_id"].startswith("cust_")) == sorted(
+        c["config_id"] for c in demo_dataset().configs
+    )
+
+
+def _identity(run_id: str, try_number: int = 1) -> RunIdentity:
+    return RunIdentity(
+        config_id="acme_gcp_cost_daily",
+        customer_id="cust_acme_001",
+        dag_id="cust_acme_001.acme_gcp_cost_daily",
+        run_id=run_id,
+        task_id="run_pipeline",
+        try_number=try_number,
+        logical_date=datetime.now(UTC),
+        run_type="manual",
+    )
+
+
+def _current(store, run_key: str) -> list[dict]:
+    table = f"`{store.settings.bq_project}.{store.settings.bq_dataset}.pipeline_runs_current`"
+    return [dict(r.items()) for r in store.client.query(f"SELECT * FROM {table} WHERE run_key = '{run_key}'").result()]
+
+
+def test_mirrored_run_is_queryable_through_the_views_once_per_transition(store, tmp_path):
+    load_dataset(store, demo_dataset())
+    mirror = RunStateMirror(store, tmp_path / "spool")
+    identity = _identity(f"test_views_{datetime.now(UTC):%H%M%S%f}")
+    started = datetime.now(UTC) - timedelta(seconds=30)
+    running = run_event(identity, RunState.RUNNING, source="test", started_at=started)
+    completed = run_event(identity, RunState.COMPLETED, source="test", started_at=started, ended_at=datetime.now(UTC))
+
+    for row in (running, completed, completed, completed):  # the same transition delivered three times
+        assert mirror.record(row)
+
+    events = store.query("queries/runs_of_dag_run.sql", {"dag_id": identity.dag_id, "run_id": identity.run_id})
+    assert [e["state"] for e in events] == ["RUNNING", "COMPLETED"]
+    current = _current(store, identity.run_key)
+    assert len(current) == 1
+    assert current[0]["state"] == "COMPLETED"
+    assert current[0]["transitions"] == 2
+    assert 29 <= current[0]["duration_seconds"] <= 60
+    view = f"`{store.settings.bq_project}.{store.settings.bq_dataset}.pipeline_configs_status`"
+    status = store.client.query(f"SELECT last_run_status FROM {view} WHERE config_id = 'acme_gcp_cost_daily'").result()
+    assert [r["last_run_status"] for r in status] == ["COMPLETED"]
+
+
+def test_usage_view_counts_started_runs_and_quota_skips(store, tmp_path):
+    load_dataset(store, demo_dataset())
+    usage_table = f"`{store.settings.bq_project}.{store.settings.bq_dataset}.customer_usage`"
+
+    def usage() -> dict:
+        rows = store.client.query(f"SELECT * FROM {usage_table} WHERE customer_id = 'cust_acme_001'").result()
+        return dict(next(iter(rows)).items())
+
+    before = usage()
+    mirror = RunStateMirror(store, tmp_path / "spool")
+    started = _identity(f"test_usage_a_{datetime.now(UTC):%H%M%S%f}")
+    skipped = _identity(f"test_usage_b_{datetime.now(UTC):%H%M%S%f}")
+    mirror.record(run_event(started, RunState.RUNNING, source="test", started_at=datetime.now(UTC)))
+    mirror.record(run_event(started, RunState.RETRYING, source="test", ended_at=datetime.now(UTC)))
+    retry = RunIdentity(**{**started.__dict__, "try_number": 2})
+    mirror.record(run_event(retry, RunState.RUNNING, source="test", started_at=datetime.now(UTC)))
+    mirror.record(run_event(skipped, RunState.SKIPPED, source="test", skip_reason=SkipReason.QUOTA_EXCEEDED))
+
+    after = usage()
+    assert after["runs_today"] - before["runs_today"] == 1  # retries of one run count once
+    assert after["skipped_quota_today"] - before["skipped_quota_today"] == 1
+
+
+def test_cost_billing_template_aggregates_the_billing_export(store):
+    demo = demo_dataset()
+    load_dataset(store, demo)
+    day = datetime.now(UTC).date() - timedelta(days=3)
+    expected = sum(
+        float(r["cost"])
+        for r in demo.billing
+        if r["customer_id"] == "cust_acme_001" and r["provider"] == "GCP" and r["usage_date"] == day
+    )
+
+    rows = store.query(
+        "templates/cost_billing.sql",
+        {
+            "customer_id": "cust_acme_001",
+            "provider": "GCP",
+            "run_date": day,
+            "run_key": "test/run",
+            "currency": "USD",
+            "lookback_days": 1,
+        },
+    )
+    again = store.query(
+        "templates/cost_billing.sql",
+        {
+            "customer_id": "cust_acme_001",
+            "provider": "GCP",
+            "run_date": day,
+            "run_key": "test/run",
+            "currency": "USD",
+            "lookback_days": 1,
+        },
+    )
+
+    assert rows[0]["rows_written"] == 3  # one row per service
+    assert rows[0]["total_cost"] == pytest.approx(expected, abs=0.01)
+    assert again == rows  # idempotent: re-running a day replaces it
