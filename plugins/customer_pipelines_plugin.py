@@ -2,6 +2,7 @@
 custom timetable only when a plugin names it). The REST API and the fleet page attach here."""
 
 from airflow.plugins_manager import AirflowPlugin
+
 from customer_pipelines.timetables import CustomerCronTimetable
 
 

@@ -8,6 +8,7 @@ import tempfile
 from collections.abc import Iterator
 
 import pytest
+
 from tests_support import free_port, service_state_dir
 
 # Airflow reads its configuration at import time: keep tests away from any ~/airflow.
@@ -43,3 +44,22 @@ def store(emulator_settings):
     from customer_pipelines.store import BigQueryStore
 
     return BigQueryStore(emulator_settings)
+
+
+@pytest.fixture(scope="session")
+def quota_db_url() -> Iterator[str]:
+    """A fresh database on the machine's PostgreSQL (CP_TEST_POSTGRES_URL), dropped afterwards."""
+    import uuid
+
+    import psycopg2
+
+    server = os.environ.get("CP_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+    name = f"cp_test_{uuid.uuid4().hex[:10]}"
+    admin = psycopg2.connect(server)
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{name}"')
+    yield server.rsplit("/", 1)[0] + f"/{name}"
+    with admin.cursor() as cur:
+        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    admin.close()

@@ -41,6 +41,7 @@ class CustomerPipelineOperator(BaseOperator):
     def execute(self, context: Any) -> dict[str, Any]:
         from customer_pipelines.failures import InvalidPipelineConfig, is_retryable
         from customer_pipelines.mirror import RunState, RunStateMirror, SkipReason, run_event
+        from customer_pipelines.quota import QuotaLedger
         from customer_pipelines.settings import get_settings
         from customer_pipelines.snapshot import Snapshot
         from customer_pipelines.store import BigQueryStore
@@ -68,6 +69,30 @@ class CustomerPipelineOperator(BaseOperator):
                 )
             )
             raise AirflowSkipException(f"customer {self.customer_id} is {status}: pipeline not run")
+
+        decision = QuotaLedger(settings).reserve(customer, identity.run_key)
+        if not decision.allowed:
+            mirror.record(
+                run_event(
+                    identity,
+                    RunState.SKIPPED,
+                    source="operator",
+                    skip_reason=SkipReason.QUOTA_EXCEEDED,
+                    ended_at=datetime.now(UTC),
+                    details={
+                        "limit": decision.reason,
+                        "used_today": decision.used_today,
+                        "daily_limit": decision.daily_limit,
+                        "used_this_month": decision.used_this_month,
+                        "monthly_limit": decision.monthly_limit,
+                    },
+                )
+            )
+            raise AirflowSkipException(
+                f"quota exceeded for {self.customer_id}: {decision.reason} "
+                f"(today {decision.used_today}/{decision.daily_limit}, "
+                f"month {decision.used_this_month}/{decision.monthly_limit})"
+            )
 
         mirror.record(run_event(identity, RunState.RUNNING, source="operator", started_at=started_at))
         try:

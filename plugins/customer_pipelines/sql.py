@@ -15,6 +15,11 @@ def _read(relative_path: str) -> str:
     return (SQL_DIR / relative_path).read_text()
 
 
+def raw_sql(relative_path: str) -> str:
+    """A file's text as it is (PostgreSQL statements use driver parameters, no identifiers)."""
+    return _read(relative_path)
+
+
 def load_sql(relative_path: str, settings: Settings) -> str:
     """The statement in ``include/sql/<relative_path>`` with its identifiers filled in."""
     return Template(_read(relative_path)).substitute(

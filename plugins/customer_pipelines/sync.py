@@ -150,6 +150,10 @@ def run_sync(settings: Settings | None = None, store: Any = None) -> SyncReport:
     settings = settings or get_settings()
     began = time.monotonic()
     store = store or BigQueryStore(settings)
+    if settings.quota_db_url:
+        from customer_pipelines.quota import QuotaLedger
+
+        QuotaLedger(settings).ensure_schema()
     before = _runnable_or_empty(settings.snapshot_file)
     refreshed = refresh_snapshot(store, settings.snapshot_file)
     with Snapshot.open_last_good(settings.snapshot_file) as snapshot:

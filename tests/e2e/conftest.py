@@ -4,6 +4,7 @@ import shutil
 from collections.abc import Iterator
 
 import pytest
+
 from tests_support import free_port, service_state_dir
 
 

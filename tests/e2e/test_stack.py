@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 
 import pytest
+
 from customer_pipelines.store import BigQueryStore
 
 pytestmark = pytest.mark.e2e

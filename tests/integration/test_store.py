@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+
 from customer_pipelines.mirror import RunIdentity, RunState, RunStateMirror, SkipReason, run_event
 from customer_pipelines.models import PipelineConfig, parse_config
 from customer_pipelines.seed import demo_dataset, load_dataset

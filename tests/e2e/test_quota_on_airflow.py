@@ -1,0 +1,50 @@
+"""Quotas on real Airflow: twelve runs of one customer released at once on the LocalExecutor
+(parallelism 8, the customer's pool wide open) take exactly the five daily units."""
+
+from __future__ import annotations
+
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from customer_pipelines.local.stack import run_module
+from customer_pipelines.seed import Dataset, config_row, customer_rows, load_dataset
+from customer_pipelines.store import BigQueryStore
+
+pytestmark = pytest.mark.e2e
+
+
+def test_twelve_runs_at_once_execute_five_and_skip_seven_for_quota(stack):
+    from datetime import UTC, datetime
+
+    info, client = stack
+    now = datetime.now(UTC)
+    customer, subscription = customer_rows("cust_race_001", "Race Test Co", "STARTER", now=now)
+    subscription.update(daily_run_limit=5, monthly_run_limit=100, max_concurrent_runs=12)
+    configs = [
+        config_row(
+            f"race_{i:02d}", "cust_race_001", f"Race {i}", "GCP", "COST", "cost_billing", "0 2 * * *", "UTC", now=now
+        )
+        for i in range(12)
+    ]
+    store = BigQueryStore(info.settings)
+    load_dataset(store, Dataset(customers=[customer], subscriptions=[subscription], configs=configs))
+    run_module(info.env, "sync")
+    dag_ids = [f"cust_race_001.race_{i:02d}" for i in range(12)]
+    client.wait_for_dags(dag_ids, timeout=240)
+    assert client.pool("cp_cust_race_001")["slots"] == 12
+
+    with ThreadPoolExecutor(12) as pool:
+        runs = list(pool.map(client.trigger, dag_ids))
+    finished = [client.wait_for_run(r["dag_id"], r["dag_run_id"], timeout=300) for r in runs]
+
+    task_states = Counter(client.task_instances(r["dag_id"], r["dag_run_id"])[0]["state"] for r in runs)
+    assert task_states == {"success": 5, "skipped": 7}
+    assert all(f["state"] == "success" for f in finished)  # a quota skip is not a failure
+    mirrored = Counter()
+    for r in runs:
+        events = store.query("queries/runs_of_dag_run.sql", {"dag_id": r["dag_id"], "run_id": r["dag_run_id"]})
+        final = events[-1]
+        mirrored[(final["state"], final["skip_reason"])] += 1
+    assert mirrored == {("COMPLETED", None): 5, ("SKIPPED", "QUOTA_EXCEEDED"): 7}
