@@ -144,6 +144,11 @@ def build_dags(
     else:
         rows = list(snapshot.configs(shard=shard, shards=shards))
     customers = snapshot.customers() if only_dag_id is None else {}
+    if only_dag_id is None:
+        result.errors += [
+            ConfigError(config_id=c, customer_id=None, reason="config_id: duplicate (several rows share it)")
+            for c in snapshot.duplicate_config_ids()
+        ]
     seen: set[str] = set()
     for config_row in rows:
         parsed = parse_config(config_row.row)
@@ -222,6 +227,9 @@ def raise_config_errors(snapshot_path: Path | None = None, settings: Settings | 
     try:
         with Snapshot.open_last_good(path) as snapshot:
             customers = snapshot.customers()
+            problems += [
+                f"config {c}: config_id: duplicate (several rows share it)" for c in snapshot.duplicate_config_ids()
+            ]
             for config_row in snapshot.configs():
                 parsed = parse_config(config_row.row)
                 if isinstance(parsed, ConfigError):

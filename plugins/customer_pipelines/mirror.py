@@ -5,6 +5,7 @@ a BigQuery outage never turns a pipeline's result into a failure, and nothing is
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -125,8 +126,8 @@ class RunStateMirror:
     def record(self, row: Mapping[str, Any]) -> bool:
         """Deliver one transition (and any backlog); spool it if BigQuery fails. Never raises.
         Returns True when it reached BigQuery now."""
-        pending = self._spooled()
-        batch = [json.loads(p.read_text()) for p in pending] + [json.loads(_as_json(row))]
+        pending, backlog = self._read_spool()
+        batch = [*backlog, json.loads(_as_json(row))]
         try:
             self._deliver(batch)
         except Exception as exc:  # noqa: BLE001 - the pipeline's result must not depend on the mirror
@@ -139,10 +140,10 @@ class RunStateMirror:
 
     def drain(self, limit: int = 500) -> int:
         """Deliver up to ``limit`` spooled transitions; returns how many were delivered."""
-        pending = self._spooled()[:limit]
+        pending, backlog = self._read_spool(limit)
         if not pending:
             return 0
-        self._deliver([json.loads(p.read_text()) for p in pending])
+        self._deliver(backlog)
         for path in pending:
             path.unlink(missing_ok=True)
         return len(pending)
@@ -156,6 +157,23 @@ class RunStateMirror:
             row["recorded_at"] = now
         self.store.insert_rows(RUNS_TABLE, rows, row_ids=[r["event_key"] for r in rows])
 
+    def _read_spool(self, limit: int | None = None) -> tuple[list[Path], list[dict[str, Any]]]:
+        """Spooled events that can be read. Another task on the host may deliver (and delete) a file
+        meanwhile: skipped. A file that cannot be decoded is set aside as ``*.bad`` for an operator."""
+        paths, rows = [], []
+        for path in self._spooled()[:limit]:
+            try:
+                rows.append(json.loads(path.read_text()))
+            except FileNotFoundError:
+                continue
+            except (OSError, ValueError) as exc:
+                log.error("run-state mirror: unreadable spool file %s (%s); set aside", path, exc)
+                with contextlib.suppress(OSError):
+                    path.rename(path.with_suffix(".bad"))
+                continue
+            paths.append(path)
+        return paths, rows
+
     def _spooled(self) -> list[Path]:
         if not self.spool_dir.exists():
             return []
@@ -165,5 +183,8 @@ class RunStateMirror:
         self.spool_dir.mkdir(parents=True, exist_ok=True)
         final = self.spool_dir / f"{row['event_time']:%Y%m%dT%H%M%S%f}-{row['event_key']}.json"
         tmp = final.with_suffix(".tmp")
-        tmp.write_text(_as_json(row))
+        with open(tmp, "w") as fh:
+            fh.write(_as_json(row))
+            fh.flush()
+            os.fsync(fh.fileno())
         os.replace(tmp, final)

@@ -23,7 +23,7 @@ from customer_pipelines.models import Customer, dag_id_for
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 BUCKETS = 4096
 """Configs hash into this many buckets; a shard file takes the buckets ``b % shards == i``, so a
 config's shard depends on its own id only."""
@@ -38,6 +38,7 @@ CREATE TABLE configs (
   bucket INTEGER NOT NULL,
   payload TEXT NOT NULL
 );
+CREATE TABLE duplicate_configs (config_id TEXT NOT NULL, payload TEXT NOT NULL);
 CREATE INDEX configs_by_dag_id ON configs (dag_id);
 CREATE INDEX configs_by_bucket ON configs (bucket);
 """
@@ -77,14 +78,23 @@ def write_snapshot(
             "INSERT INTO customers VALUES (?, ?)",
             [(str(c["customer_id"]), json.dumps(dict(c), default=_json_default)) for c in customers],
         )
-        rows = []
+        rows, seen, duplicates = [], set(), []
         for row in configs:
             config_id = str(row.get("config_id", ""))
             customer_id = row.get("customer_id")
             dag_id = dag_id_for(str(customer_id), config_id) if customer_id else None
             payload = json.dumps(dict(row), default=_json_default, sort_keys=True)
+            if config_id in seen:  # BigQuery enforces no uniqueness; which row wins would be arbitrary
+                duplicates.append((config_id, payload))
+                continue
+            seen.add(config_id)
             rows.append((config_id, customer_id, dag_id, bucket_of(config_id), payload))
-        conn.executemany("INSERT OR REPLACE INTO configs VALUES (?, ?, ?, ?, ?)", rows)
+        duplicated = {config_id for config_id, _ in duplicates}
+        conn.executemany("INSERT INTO configs VALUES (?, ?, ?, ?, ?)", [r for r in rows if r[0] not in duplicated])
+        conn.executemany(
+            "INSERT INTO duplicate_configs VALUES (?, ?)",
+            duplicates + [(r[0], r[4]) for r in rows if r[0] in duplicated],
+        )
         meta = {
             "schema_version": str(SCHEMA_VERSION),
             "written_at": datetime.now(UTC).isoformat(),
@@ -121,6 +131,11 @@ class Snapshot:
         self.path = path
         # immutable=1: the file is never changed in place (only replaced), so no locking is needed.
         self._conn = sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True)
+        # A whole-file check: a file whose meta is readable but whose config pages are damaged must
+        # fall back to the previous generation, not serve zero DAGs.
+        check = self._conn.execute("PRAGMA quick_check").fetchone()
+        if not check or check[0] != "ok":
+            raise sqlite3.DatabaseError(f"integrity check failed: {check}")
         self.meta = dict(self._conn.execute("SELECT key, value FROM meta").fetchall())
         if int(self.meta.get("schema_version", 0)) != SCHEMA_VERSION:
             raise sqlite3.DatabaseError(f"snapshot schema {self.meta.get('schema_version')} != {SCHEMA_VERSION}")
@@ -172,6 +187,10 @@ class Snapshot:
             )
         for config_id, dag_id, bucket, payload in cursor:
             yield ConfigRow(config_id, dag_id, bucket, json.loads(payload))
+
+    def duplicate_config_ids(self) -> list[str]:
+        """Config ids that more than one row claims: none of those rows becomes a DAG."""
+        return [r[0] for r in self._conn.execute("SELECT DISTINCT config_id FROM duplicate_configs ORDER BY 1")]
 
     def config_by_dag_id(self, dag_id: str) -> ConfigRow | None:
         found = self._conn.execute(

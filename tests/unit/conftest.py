@@ -1,0 +1,125 @@
+"""Fixtures of the unit tests: no BigQuery, no PostgreSQL, no Airflow components; only the package,
+SQLite snapshots under pytest's tmp_path and Airflow's DAG classes."""
+
+from __future__ import annotations
+
+import os
+
+# Airflow reads its configuration when it is first imported: keep it away from any ~/airflow. The
+# root conftest may have set these already (setdefault keeps its values).
+os.environ.setdefault("AIRFLOW_HOME", "/tmp/cp-unit-airflow-home")
+os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+PARSING_CONTEXT_VARS = ("_AIRFLOW_PARSING_CONTEXT_DAG_ID", "_AIRFLOW_PARSING_CONTEXT_TASK_ID")
+
+DEMO_DAG_IDS = frozenset(
+    {
+        "cust_acme_001.acme_gcp_cost_daily",
+        "cust_acme_001.acme_gcp_security_weekly",
+        "cust_globex_001.globex_aws_cost_daily",
+        "cust_globex_001.globex_azure_compliance_monthly",
+    }
+)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_settings(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No CP_* variable of the caller's shell and no parsing context leaks into a test, and the
+    lru_cached settings are rebuilt from the test's own environment."""
+    from customer_pipelines.settings import get_settings
+
+    for name in list(os.environ):
+        if name.startswith("CP_") or name == "BIGQUERY_EMULATOR_HOST" or name in PARSING_CONTEXT_VARS:
+            monkeypatch.delenv(name)
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
+def snapshot_customer_rows(dataset: Any) -> list[dict[str, Any]]:
+    """Customers as queries/snapshot_customers.sql returns them: the customer row joined with the
+    plan and limits of its current subscription."""
+    subscriptions = {s["customer_id"]: s for s in dataset.subscriptions}
+    rows = []
+    for customer in dataset.customers:
+        sub = subscriptions.get(customer["customer_id"], {})
+        rows.append(
+            {
+                "customer_id": customer["customer_id"],
+                "company_name": customer["company_name"],
+                "status": customer["status"],
+                "plan": sub.get("plan"),
+                "daily_run_limit": sub.get("daily_run_limit"),
+                "monthly_run_limit": sub.get("monthly_run_limit"),
+                "max_concurrent_runs": sub.get("max_concurrent_runs", 1),
+            }
+        )
+    return rows
+
+
+@pytest.fixture
+def demo_dag_ids() -> frozenset[str]:
+    return DEMO_DAG_IDS
+
+
+@pytest.fixture
+def demo_dataset() -> Any:
+    from customer_pipelines import seed
+
+    return seed.demo_dataset()
+
+
+@pytest.fixture
+def demo_customers(demo_dataset: Any) -> list[dict[str, Any]]:
+    return snapshot_customer_rows(demo_dataset)
+
+
+@pytest.fixture
+def demo_configs(demo_dataset: Any) -> list[dict[str, Any]]:
+    return [dict(row) for row in demo_dataset.configs]
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Any:
+    from customer_pipelines.settings import Settings
+
+    return Settings(state_dir=tmp_path / "state", pool_prefix="cp_", max_retry_delay_minutes=60)
+
+
+WriteSnapshot = Callable[..., Path]
+
+
+@pytest.fixture
+def write_snap(tmp_path: Path) -> WriteSnapshot:
+    """write_snap(customers, configs, path=None, source="test") -> path of a fresh snapshot."""
+    from customer_pipelines import snapshot
+
+    def write(
+        customers: Sequence[Mapping[str, Any]],
+        configs: Sequence[Mapping[str, Any]],
+        path: Path | None = None,
+        source: str = "test",
+    ) -> Path:
+        return snapshot.write_snapshot(path or tmp_path / "configs.sqlite", customers, configs, source=source)
+
+    return write
+
+
+@pytest.fixture
+def demo_snapshot_path(write_snap: WriteSnapshot, demo_customers: list, demo_configs: list) -> Path:
+    return write_snap(demo_customers, demo_configs)
+
+
+@pytest.fixture
+def fleet_snapshot_rows() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """A synthetic fleet of 40 customers (~200 configs) as snapshot rows."""
+    from customer_pipelines import seed
+
+    data = seed.fleet_dataset(40, seed=3)
+    return snapshot_customer_rows(data), [dict(row) for row in data.configs]

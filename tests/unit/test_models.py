@@ -1,0 +1,144 @@
+"""models.py: what a config row must look like to become a DAG."""
+
+from __future__ import annotations
+
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import pytest
+
+from customer_pipelines import models
+from customer_pipelines.models import ConfigError, PipelineConfig, parse_config
+
+
+def _row(**overrides: Any) -> dict[str, Any]:
+    row = {
+        "config_id": "cfg_1",
+        "customer_id": "cust_a",
+        "provider": "GCP",
+        "domain": "COST",
+        "pipeline_template": "cost_billing",
+        "schedule_cron": "0 2 * * *",
+        "timezone": "UTC",
+        "priority": 5,
+    }
+    row.update(overrides)
+    return row
+
+
+def test_every_demo_config_parses_into_a_pipeline_config(demo_configs):
+    parsed = [parse_config(row) for row in demo_configs]
+    assert all(isinstance(p, PipelineConfig) for p in parsed), [p for p in parsed if isinstance(p, ConfigError)]
+    assert [p.dag_id for p in parsed] == [f"{r['customer_id']}.{r['config_id']}" for r in demo_configs]
+
+
+def test_dag_id_and_pool_name_are_built_from_the_ids():
+    assert models.dag_id_for("cust_a", "cfg_1") == "cust_a.cfg_1"
+    assert models.pool_name_for("cust_a") == "cp_cust_a"
+    assert models.pool_name_for("cust_a", prefix="tenant-") == "tenant-cust_a"
+
+
+def test_cron_whitespace_is_normalised_to_single_spaces():
+    parsed = parse_config(_row(schedule_cron="  0   2 *\t* *  "))
+    assert isinstance(parsed, PipelineConfig)
+    assert parsed.schedule_cron == "0 2 * * *"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"schedule_cron": "61 * * * *"}, "schedule_cron"),
+        ({"schedule_cron": "@daily"}, "schedule_cron"),
+        ({"timezone": "Mars/Olympus"}, "timezone"),
+        ({"timezone": "../../etc/passwd"}, "timezone"),
+        ({"priority": 0}, "priority"),
+        ({"retry_config": {"max_attempts": 0}}, "retry_config"),
+        ({"retry_config": {"max_attempts": 3, "surprise": 1}}, "retry_config"),
+        ({"parameters": "{not json"}, "parameters"),
+        ({"parameters": {"currency": "usd"}}, "parameters"),
+        ({"pipeline_template": "compliance_report", "domain": "COMPLIANCE", "provider": "OPENAI"}, "pipeline_template"),
+    ],
+    ids=[
+        "minute-61",
+        "cron-preset",
+        "unknown-tz",
+        "tz-path",
+        "priority-0",
+        "zero-attempts",
+        "unknown-retry-key",
+        "broken-json-text",
+        "lowercase-currency",
+        "provider-not-served-by-template",
+    ],
+)
+def test_invalid_row_becomes_a_config_error_naming_the_field(overrides, field):
+    parsed = parse_config(_row(**overrides))
+    assert isinstance(parsed, ConfigError)
+    assert field in parsed.reason
+    assert parsed.config_id == "cfg_1"
+    assert parsed.customer_id == "cust_a"
+
+
+def test_json_columns_arriving_as_text_are_decoded():
+    parsed = parse_config(
+        _row(parameters='{"lookback_days": 3}', retry_config='{"max_attempts": 5, "base_delay_minutes": 1}')
+    )
+    assert isinstance(parsed, PipelineConfig)
+    assert parsed.parameters == {"lookback_days": 3}
+    assert parsed.retry_config.max_attempts == 5
+    assert parsed.retry_config.base_delay_minutes == 1
+
+
+@pytest.mark.parametrize("empty", [None, ""])
+def test_empty_json_columns_mean_template_defaults(empty):
+    parsed = parse_config(_row(parameters=empty, retry_config=empty))
+    assert isinstance(parsed, PipelineConfig)
+    assert parsed.parameters == {}
+    assert parsed.retry_config == models.RetryConfig()
+
+
+def test_json_null_text_means_template_defaults():
+    parsed = parse_config(_row(parameters="null", retry_config="null"))
+    assert isinstance(parsed, PipelineConfig), parsed
+
+
+def _resolvable(name: str) -> bool:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
+
+
+@pytest.mark.parametrize("name", ["localtime", "right/UTC"])
+def test_host_specific_zoneinfo_files_are_not_accepted_as_timezones(name):
+    if not _resolvable(name):
+        pytest.xfail(f"{name} is not installed on this host, nothing to reject")
+    parsed = parse_config(_row(timezone=name))
+    assert isinstance(parsed, ConfigError)
+    assert "timezone" in parsed.reason
+
+
+def test_hostile_config_id_is_printed_quoted_and_truncated():
+    hostile = "x'; DROP TABLE customers;--" + "y" * 100
+    parsed = parse_config(_row(config_id=hostile))
+    assert isinstance(parsed, ConfigError)
+    assert "config_id" in parsed.reason
+    assert parsed.config_id.startswith("\"x'; DROP") and parsed.config_id.endswith('..."')
+    assert len(parsed.config_id) < 70
+
+
+def test_missing_config_id_is_reported_as_missing():
+    row = _row()
+    del row["config_id"]
+    parsed = parse_config(row)
+    assert isinstance(parsed, ConfigError)
+    assert "<missing>" in parsed.config_id
+    assert "config_id" in parsed.reason
+
+
+def test_customer_with_unknown_status_is_rejected_and_active_flag_follows_status():
+    assert models.Customer(customer_id="cust_a", status="ACTIVE").is_active
+    assert not models.Customer(customer_id="cust_a", status="SUSPENDED").is_active
+    with pytest.raises(ValueError, match="status"):
+        models.Customer(customer_id="cust_a", status="DELETED")

@@ -1,0 +1,232 @@
+"""snapshot.py: the local SQLite snapshot the DAG files read instead of BigQuery."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from customer_pipelines import factory, snapshot
+from customer_pipelines.models import PipelineConfig, parse_config
+from customer_pipelines.snapshot import Snapshot, SnapshotError
+
+
+def _prev(path: Path) -> Path:
+    return path.with_name(path.name + ".prev")
+
+
+def _corrupt(path: Path) -> None:
+    """Garbage over the whole file, in place (same inode)."""
+    size = path.stat().st_size
+    with open(path, "r+b") as fh:
+        fh.write((b"\x00not a database\xff" * (size // 16 + 1))[:size])
+
+
+@pytest.fixture
+def two_generations(write_snap, demo_customers, demo_configs) -> Path:
+    """gen1 holds the four demo configs, gen2 (current) only the first two."""
+    path = write_snap(demo_customers, demo_configs, source="gen1")
+    write_snap(demo_customers, demo_configs[:2], path=path, source="gen2")
+    return path
+
+
+def test_write_records_meta_and_every_row(demo_snapshot_path, demo_configs, demo_customers):
+    with Snapshot(demo_snapshot_path) as snap:
+        assert snap.meta["schema_version"] == str(snapshot.SCHEMA_VERSION)
+        assert snap.meta["source"] == "test"
+        assert snap.meta["configs"] == str(len(demo_configs))
+        assert snap.meta["customers"] == str(len(demo_customers))
+        assert sorted(r.config_id for r in snap.configs()) == sorted(c["config_id"] for c in demo_configs)
+        assert set(snap.customers()) == {"cust_acme_001", "cust_globex_001"}
+        assert snap.customer("cust_acme_001").company_name == "Acme Test Corp"
+        assert snap.customer("cust_nobody") is None
+
+
+def test_rows_round_trip_as_json_and_still_parse(demo_snapshot_path):
+    with Snapshot(demo_snapshot_path) as snap:
+        rows = list(snap.configs())
+    assert all(isinstance(r.row["updated_at"], str) for r in rows)  # datetimes stored as ISO text
+    assert all(isinstance(parse_config(r.row), PipelineConfig) for r in rows)
+    assert all(r.bucket == snapshot.bucket_of(r.config_id) for r in rows)
+
+
+def test_write_swaps_in_a_new_inode_and_an_open_reader_keeps_reading_the_old_generation(
+    write_snap, demo_customers, demo_configs
+):
+    path = write_snap(demo_customers, demo_configs, source="gen1")
+    first_inode = path.stat().st_ino
+    with Snapshot(path) as reader:
+        write_snap(demo_customers, demo_configs[:1], path=path, source="gen2")
+
+        assert path.stat().st_ino != first_inode
+        # The reader opened before the swap still sees gen1, whole.
+        assert reader.meta["source"] == "gen1"
+        assert len(list(reader.configs())) == len(demo_configs)
+        assert reader.config_by_dag_id("cust_globex_001.globex_aws_cost_daily") is not None
+
+    with Snapshot(path) as fresh:
+        assert fresh.meta["source"] == "gen2"
+        assert len(list(fresh.configs())) == 1
+    assert sorted(p.name for p in path.parent.iterdir()) == ["configs.sqlite", "configs.sqlite.prev"]
+
+
+def test_previous_generation_is_kept_as_prev(write_snap, demo_customers, demo_configs):
+    path = write_snap(demo_customers, demo_configs, source="gen1")
+    assert not _prev(path).exists()
+    for generation in ("gen2", "gen3"):
+        before = path.stat().st_ino
+        write_snap(demo_customers, demo_configs, path=path, source=generation)
+        assert _prev(path).stat().st_ino == before
+    with Snapshot(_prev(path)) as prev, Snapshot(path) as current:
+        assert prev.meta["source"] == "gen2"
+        assert current.meta["source"] == "gen3"
+
+
+def test_corrupt_current_file_is_served_from_prev(two_generations):
+    _corrupt(two_generations)
+    with pytest.raises(sqlite3.DatabaseError):
+        Snapshot(two_generations)
+    with Snapshot.open_last_good(two_generations) as snap:
+        assert snap.path == _prev(two_generations)
+        assert snap.meta["source"] == "gen1"
+
+
+def test_load_fleet_builds_every_dag_of_prev_when_the_current_file_is_corrupt(two_generations, settings, demo_dag_ids):
+    _corrupt(two_generations)
+    result = factory.load_fleet(snapshot_path=two_generations, settings=settings)
+    assert result.snapshot_error is None
+    assert set(result.dags) == demo_dag_ids  # gen1's four, not gen2's two
+
+
+def test_raise_config_errors_says_the_previous_snapshot_is_served(two_generations, settings):
+    _corrupt(two_generations)
+    with pytest.raises(factory.InvalidPipelineConfigs, match=r"unreadable; serving the previous one .*\.prev"):
+        factory.raise_config_errors(snapshot_path=two_generations, settings=settings)
+
+
+def test_missing_current_file_is_served_from_prev(two_generations):
+    two_generations.unlink()
+    with Snapshot.open_last_good(two_generations) as snap:
+        assert snap.meta["source"] == "gen1"
+
+
+def test_snapshot_of_another_schema_version_is_skipped_for_prev(two_generations):
+    with sqlite3.connect(two_generations) as conn:
+        conn.execute("UPDATE meta SET value = '999' WHERE key = 'schema_version'")
+    conn.close()
+    with Snapshot.open_last_good(two_generations) as snap:
+        assert snap.meta["source"] == "gen1"
+
+
+def test_missing_current_and_prev_raise_snapshot_error(tmp_path):
+    with pytest.raises(SnapshotError, match="missing"):
+        Snapshot.open_last_good(tmp_path / "configs.sqlite")
+
+
+def test_corrupt_current_without_prev_raises_snapshot_error(demo_snapshot_path):
+    _corrupt(demo_snapshot_path)
+    with pytest.raises(SnapshotError, match="no readable config snapshot"):
+        Snapshot.open_last_good(demo_snapshot_path)
+
+
+def test_load_fleet_without_any_snapshot_returns_an_empty_result_with_the_error(tmp_path, settings):
+    result = factory.load_fleet(snapshot_path=tmp_path / "nowhere" / "configs.sqlite", settings=settings)
+    assert result.dags == {}
+    assert result.errors == []
+    assert result.snapshot_error is not None
+    assert "no readable config snapshot" in result.snapshot_error
+
+
+def test_load_fleet_defaults_to_the_settings_snapshot_file(settings, write_snap, demo_customers, demo_configs):
+    write_snap(demo_customers, demo_configs, path=settings.snapshot_file)
+    assert len(factory.load_fleet(settings=settings).dags) == len(demo_configs)
+
+
+def test_current_file_with_damaged_config_pages_is_served_from_prev(two_generations, settings, demo_dag_ids):
+    data = two_generations.read_bytes()
+    page_size = int.from_bytes(data[16:18], "big")
+    keep = 2 * page_size  # the header page and the meta table's page stay intact
+    two_generations.write_bytes(data[:keep] + b"\xde\xad" * ((len(data) - keep) // 2))
+
+    result = factory.load_fleet(snapshot_path=two_generations, settings=settings)
+    assert result.snapshot_error is None
+    assert set(result.dags) == demo_dag_ids
+
+
+def test_config_by_dag_id_finds_exactly_that_row(demo_snapshot_path, demo_configs):
+    with Snapshot(demo_snapshot_path) as snap:
+        found = snap.config_by_dag_id("cust_globex_001.globex_aws_cost_daily")
+        assert found is not None
+        assert found.config_id == "globex_aws_cost_daily"
+        assert found.dag_id == "cust_globex_001.globex_aws_cost_daily"
+        expected = next(c for c in demo_configs if c["config_id"] == "globex_aws_cost_daily")
+        assert found.row["schedule_cron"] == expected["schedule_cron"]
+        assert found.row["customer_id"] == "cust_globex_001"
+        assert snap.config_by_dag_id("cust_globex_001.nope") is None
+        assert snap.config_by_dag_id("globex_aws_cost_daily") is None
+
+
+def test_invalid_customer_row_is_skipped_and_its_configs_report_no_such_customer(
+    write_snap, demo_customers, demo_configs, settings
+):
+    customers = [{**c, "status": "ON_HOLIDAY"} if c["customer_id"] == "cust_globex_001" else c for c in demo_customers]
+    path = write_snap(customers, demo_configs)
+    with Snapshot(path) as snap:
+        assert set(snap.customers()) == {"cust_acme_001"}
+        result = factory.build_dags(snap, settings)
+    assert set(result.dags) == {"cust_acme_001.acme_gcp_cost_daily", "cust_acme_001.acme_gcp_security_weekly"}
+    assert sorted((e.config_id, e.reason) for e in result.errors) == [
+        ("globex_aws_cost_daily", "customer_id: no such customer"),
+        ("globex_azure_compliance_monthly", "customer_id: no such customer"),
+    ]
+
+
+@pytest.mark.parametrize("shards", [1, 2, 3, 7])
+def test_shards_partition_the_configs(write_snap, fleet_snapshot_rows, shards):
+    customers, configs = fleet_snapshot_rows
+    with Snapshot(write_snap(customers, configs)) as snap:
+        everything = [r.config_id for r in snap.configs()]
+        parts = [[r.config_id for r in snap.configs(shard=i, shards=shards)] for i in range(shards)]
+    assert len(everything) == len(configs)
+    flat = [config_id for part in parts for config_id in part]
+    assert len(flat) == len(set(flat)), "a config is in two shards"
+    assert sorted(flat) == sorted(everything)
+    if shards > 1:
+        assert all(parts), "with ~200 configs every shard holds some"
+
+
+def _shard_of_each(path: Path, shards: int) -> dict[str, int]:
+    with Snapshot(path) as snap:
+        return {r.config_id: i for i in range(shards) for r in snap.configs(shard=i, shards=shards)}
+
+
+def test_a_configs_shard_does_not_change_when_other_configs_come_and_go(tmp_path, write_snap, fleet_snapshot_rows):
+    customers, configs = fleet_snapshot_rows
+    before = _shard_of_each(write_snap(customers, configs, path=tmp_path / "a.sqlite"), 4)
+
+    kept = configs[::3]
+    added = [{**configs[0], "config_id": f"added_{n}"} for n in range(60)]
+    after = _shard_of_each(write_snap(customers, kept + added, path=tmp_path / "b.sqlite"), 4)
+
+    assert set(after) == {c["config_id"] for c in kept + added}
+    assert {cid: after[cid] for cid in (c["config_id"] for c in kept)} == {
+        cid: before[cid] for cid in (c["config_id"] for c in kept)
+    }
+
+
+def test_bucket_depends_on_the_config_id_only():
+    assert snapshot.bucket_of("acme_gcp_cost_daily") == snapshot.bucket_of("acme_gcp_cost_daily")
+    assert 0 <= snapshot.bucket_of("x") < snapshot.BUCKETS
+    assert len({snapshot.bucket_of(f"cfg_{n}") for n in range(500)}) > 400
+
+
+def test_payload_keeps_unknown_columns_and_serialises_decimals(write_snap, demo_customers, demo_configs):
+    from decimal import Decimal
+
+    row = {**demo_configs[0], "cost_hint": Decimal("1.50")}
+    with Snapshot(write_snap(demo_customers, [row])) as snap:
+        stored = next(iter(snap.configs())).row
+    assert stored["cost_hint"] == 1.5
+    assert json.dumps(stored)  # plain JSON all the way down

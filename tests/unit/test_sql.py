@@ -1,0 +1,152 @@
+"""sql.py and the BigQuery-free parts of store.py: identifiers in, values as @parameters."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, date, datetime
+from decimal import Decimal
+
+import pytest
+from pydantic import ValidationError
+
+from customer_pipelines.settings import SQL_DIR, Settings
+from customer_pipelines.sql import load_sql, sql_files
+from customer_pipelines.store import _json_ready, split_statements
+from customer_pipelines.templates import TEMPLATES
+
+BIGQUERY_FOLDERS = ("queries", "schema", "templates", "views")
+BIGQUERY_SQL = sorted(
+    str(p.relative_to(SQL_DIR)) for folder in BIGQUERY_FOLDERS for p in (SQL_DIR / folder).glob("*.sql")
+)
+
+
+@pytest.fixture
+def custom_settings(tmp_path) -> Settings:
+    return Settings(state_dir=tmp_path, bq_project="my-proj-123", bq_dataset="meta_ds", bq_data_dataset="data_ds")
+
+
+def test_load_sql_substitutes_only_the_project_and_dataset_identifiers(custom_settings):
+    raw = (SQL_DIR / "templates" / "cost_billing.sql").read_text()
+    loaded = load_sql("templates/cost_billing.sql", custom_settings)
+    expected = (
+        raw.replace("${project}", "my-proj-123").replace("${data_dataset}", "data_ds").replace("${dataset}", "meta_ds")
+    )
+    assert loaded == expected
+    assert "`my-proj-123.data_ds.cost_daily`" in loaded
+    assert "${" not in loaded
+
+
+def test_load_sql_leaves_query_parameters_untouched(custom_settings):
+    raw = (SQL_DIR / "templates" / "cost_billing.sql").read_text()
+    loaded = load_sql("templates/cost_billing.sql", custom_settings)
+    params = re.findall(r"@\w+", raw)
+    assert {"@customer_id", "@provider", "@run_date", "@lookback_days", "@currency", "@run_key"} <= set(params)
+    assert re.findall(r"@\w+", loaded) == params
+
+
+@pytest.mark.parametrize("relative_path", BIGQUERY_SQL)
+def test_every_bigquery_sql_file_loads_with_no_placeholder_left_and_has_a_statement(relative_path, custom_settings):
+    loaded = load_sql(relative_path, custom_settings)
+    assert "${" not in loaded
+    assert "$" not in loaded
+    assert split_statements(loaded)
+
+
+def test_every_template_names_an_existing_sql_file():
+    for template in TEMPLATES.values():
+        assert (SQL_DIR / template.sql_file).is_file(), template.name
+
+
+def test_sql_files_lists_a_folder_in_apply_order():
+    schema = sql_files("schema")
+    assert schema == sorted(schema)
+    assert schema[0] == "schema/010_customers.sql"
+    assert all(f.startswith("schema/") and f.endswith(".sql") for f in schema)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("bq_dataset", "x; DROP"),
+        ("bq_dataset", "meta`.evil"),
+        ("bq_dataset", ""),
+        ("bq_data_dataset", "data ds"),
+        ("bq_data_dataset", "${project}"),
+        ("bq_project", "Demo_Project"),
+        ("bq_project", "demo-project`; DROP"),
+        ("bq_project", "1demo"),
+    ],
+)
+def test_settings_reject_identifiers_that_are_not_bigquery_ids(tmp_path, field, value):
+    with pytest.raises(ValidationError, match=field):
+        Settings(state_dir=tmp_path, **{field: value})
+
+
+def test_settings_accept_ordinary_identifiers(tmp_path):
+    settings = Settings(state_dir=tmp_path, bq_project="my-proj-123", bq_dataset="_meta_1", bq_data_dataset="Data")
+    assert (settings.bq_project, settings.bq_dataset, settings.bq_data_dataset) == ("my-proj-123", "_meta_1", "Data")
+
+
+def test_settings_dataset_from_the_environment_is_validated_too(tmp_path, monkeypatch):
+    monkeypatch.setenv("CP_BQ_DATASET", "x; DROP")
+    with pytest.raises(ValidationError, match="bq_dataset"):
+        Settings(state_dir=tmp_path)
+
+
+# -- split_statements --------------------------------------------------------------------------------
+
+
+def test_split_statements_splits_on_semicolons_at_line_ends():
+    sql = "SELECT 1;\nSELECT\n  2\nFROM t;   \nSELECT 3"
+    assert split_statements(sql) == ["SELECT 1", "SELECT\n  2\nFROM t", "SELECT 3"]
+
+
+def test_split_statements_keeps_semicolons_inside_a_line():
+    sql = "SELECT 'a;b' AS x, 1; -- trailing comment\nSELECT 2;"
+    assert split_statements(sql) == ["SELECT 'a;b' AS x, 1; -- trailing comment\nSELECT 2"]
+
+
+def test_split_statements_drops_comment_only_and_blank_chunks():
+    sql = "-- header only;\n\n;\nSELECT 1;\n-- a comment\n  -- another\n\n"
+    assert split_statements(sql) == ["SELECT 1"]
+
+
+def test_split_statements_keeps_comments_that_lead_a_statement():
+    sql = "-- the merge\nMERGE t USING s ON TRUE\nWHEN MATCHED THEN DELETE;\n"
+    assert split_statements(sql) == ["-- the merge\nMERGE t USING s ON TRUE\nWHEN MATCHED THEN DELETE"]
+
+
+def test_split_statements_of_the_delete_file_gives_one_statement_per_table(custom_settings):
+    statements = split_statements(load_sql("queries/delete_customers.sql", custom_settings))
+    assert len(statements) == 6
+    assert all(s.lstrip().splitlines()[-1].startswith("DELETE FROM") for s in statements)
+    assert all(not s.endswith(";") for s in statements)
+
+
+# -- _json_ready ----------------------------------------------------------------------------------
+
+
+def test_json_ready_turns_dates_decimals_and_json_columns_into_json_values():
+    row = {
+        "at": datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC),
+        "day": date(2025, 1, 2),
+        "cost": Decimal("12.30"),
+        "details": {"b": 1, "a": [1, 2]},
+        "n": 3,
+        "flag": True,
+        "none": None,
+        "text": "x",
+    }
+    ready = _json_ready(row)
+    assert ready == {
+        "at": "2025-01-02T03:04:05+00:00",
+        "day": "2025-01-02",
+        "cost": "12.30",
+        "details": '{"a": [1, 2], "b": 1}',
+        "n": 3,
+        "flag": True,
+        "none": None,
+        "text": "x",
+    }
+    assert _json_ready(row, json_as_text=False)["details"] == {"b": 1, "a": [1, 2]}
+    assert row["cost"] == Decimal("12.30")  # the input is not changed
