@@ -10,6 +10,7 @@ What counts: a run that started its pipeline. Which calendar: UTC, at the moment
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -40,6 +41,14 @@ class QuotaDecision:
     monthly_limit: int | None
     reused: bool = False
     """True when the run already held a reservation (a retry)."""
+
+
+def _limit_reached(customer: Customer, used_today: int, used_month: int) -> str | None:
+    if customer.daily_run_limit is not None and used_today >= customer.daily_run_limit:
+        return "DAILY_LIMIT"
+    if customer.monthly_run_limit is not None and used_month >= customer.monthly_run_limit:
+        return "MONTHLY_LIMIT"
+    return None
 
 
 class QuotaLedger:
@@ -85,24 +94,9 @@ class QuotaLedger:
                 )
                 if held:
                     return decision
-                if customer.daily_run_limit is not None and used_today >= customer.daily_run_limit:
-                    return QuotaDecision(
-                        False,
-                        "DAILY_LIMIT",
-                        used_today,
-                        used_month,
-                        customer.daily_run_limit,
-                        customer.monthly_run_limit,
-                    )
-                if customer.monthly_run_limit is not None and used_month >= customer.monthly_run_limit:
-                    return QuotaDecision(
-                        False,
-                        "MONTHLY_LIMIT",
-                        used_today,
-                        used_month,
-                        customer.daily_run_limit,
-                        customer.monthly_run_limit,
-                    )
+                refusal = _limit_reached(customer, used_today, used_month)
+                if refusal is not None:
+                    return dataclasses.replace(decision, allowed=False, reason=refusal)
                 cur.execute(
                     "INSERT INTO cp_quota_reservations (run_key, customer_id, usage_day, usage_month, reserved_at)"
                     " VALUES (%s, %s, %s, %s, %s)",

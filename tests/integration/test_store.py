@@ -155,28 +155,16 @@ def test_cost_billing_template_aggregates_the_billing_export(store):
         if r["customer_id"] == "cust_acme_001" and r["provider"] == "GCP" and r["usage_date"] == day
     )
 
-    rows = store.query(
-        "templates/cost_billing.sql",
-        {
-            "customer_id": "cust_acme_001",
-            "provider": "GCP",
-            "run_date": day,
-            "run_key": "test/run",
-            "currency": "USD",
-            "lookback_days": 1,
-        },
-    )
-    again = store.query(
-        "templates/cost_billing.sql",
-        {
-            "customer_id": "cust_acme_001",
-            "provider": "GCP",
-            "run_date": day,
-            "run_key": "test/run",
-            "currency": "USD",
-            "lookback_days": 1,
-        },
-    )
+    params = {
+        "customer_id": "cust_acme_001",
+        "provider": "GCP",
+        "run_date": day,
+        "run_key": "test/run",
+        "currency": "USD",
+        "lookback_days": 1,
+    }
+    rows = store.query("templates/cost_billing.sql", params)
+    again = store.query("templates/cost_billing.sql", params)
 
     assert rows[0]["rows_written"] == 3  # one row per service
     assert rows[0]["total_cost"] == pytest.approx(expected, abs=0.01)
