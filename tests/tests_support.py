@@ -19,3 +19,37 @@ def service_state_dir(prefix: str) -> Path:
     path = Path(tempfile.mkdtemp(prefix=prefix, dir="/var/tmp"))
     path.chmod(0o755)
     return path
+
+
+def add_customer(info, customer_id: str, plan: str, configs: list[tuple[str, int]], **limits):
+    """Load a customer with one config per (config_id, priority) into BigQuery and sync Airflow;
+    returns the DAG ids."""
+    from datetime import UTC, datetime
+
+    from customer_pipelines.local.stack import run_module
+    from customer_pipelines.seed import Dataset, config_row, customer_rows, load_dataset
+    from customer_pipelines.store import BigQueryStore
+
+    now = datetime.now(UTC)
+    customer, subscription = customer_rows(customer_id, f"{customer_id} Inc", plan, now=now)
+    subscription.update(limits)
+    rows = [
+        config_row(
+            config_id,
+            customer_id,
+            config_id,
+            "GCP",
+            "COST",
+            "cost_billing",
+            "0 2 * * *",
+            "UTC",
+            priority=priority,
+            now=now,
+        )
+        for config_id, priority in configs
+    ]
+    load_dataset(
+        BigQueryStore(info.settings), Dataset(customers=[customer], subscriptions=[subscription], configs=rows)
+    )
+    run_module(info.env, "sync")
+    return [f"{customer_id}.{config_id}" for config_id, _ in configs]

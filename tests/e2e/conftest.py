@@ -24,6 +24,8 @@ def stack() -> Iterator:
         emulator_grpc_port=free_port(),
         airflow_port=free_port(),
         bq_project="e2e-project",
+        # the tests sync when they change BigQuery; a periodic round must not race them
+        sync_interval_seconds=3600,
     )
     info = local_stack.up(settings)
     client = AirflowClient(api_url(info.settings), ADMIN_USER, admin_password(info.settings))

@@ -8,30 +8,24 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from customer_pipelines.local.stack import run_module
-from customer_pipelines.seed import Dataset, config_row, customer_rows, load_dataset
 from customer_pipelines.store import BigQueryStore
+from tests_support import add_customer
 
 pytestmark = pytest.mark.e2e
 
 
 def test_twelve_runs_at_once_execute_five_and_skip_seven_for_quota(stack):
-    from datetime import UTC, datetime
-
     info, client = stack
-    now = datetime.now(UTC)
-    customer, subscription = customer_rows("cust_race_001", "Race Test Co", "STARTER", now=now)
-    subscription.update(daily_run_limit=5, monthly_run_limit=100, max_concurrent_runs=12)
-    configs = [
-        config_row(
-            f"race_{i:02d}", "cust_race_001", f"Race {i}", "GCP", "COST", "cost_billing", "0 2 * * *", "UTC", now=now
-        )
-        for i in range(12)
-    ]
+    dag_ids = add_customer(
+        info,
+        "cust_race_001",
+        "STARTER",
+        [(f"race_{i:02d}", 5) for i in range(12)],
+        daily_run_limit=5,
+        monthly_run_limit=100,
+        max_concurrent_runs=12,
+    )
     store = BigQueryStore(info.settings)
-    load_dataset(store, Dataset(customers=[customer], subscriptions=[subscription], configs=configs))
-    run_module(info.env, "sync")
-    dag_ids = [f"cust_race_001.race_{i:02d}" for i in range(12)]
     client.wait_for_dags(dag_ids, timeout=240)
     assert client.pool("cp_cust_race_001")["slots"] == 12
 

@@ -81,6 +81,7 @@ def airflow_env(
         "CP_BQ_DATA_DATASET": settings.bq_data_dataset,
         "CP_BQ_LOCATION": settings.bq_location,
         "CP_AIRFLOW_PORT": str(settings.airflow_port),
+        "CP_SYNC_INTERVAL_SECONDS": str(settings.sync_interval_seconds),
     }
     if settings.bigquery_emulator_host:
         env["BIGQUERY_EMULATOR_HOST"] = settings.bigquery_emulator_host

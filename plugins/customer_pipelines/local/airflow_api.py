@@ -68,6 +68,13 @@ class AirflowClient:
     def pool(self, name: str) -> dict[str, Any]:
         return self._request("GET", f"/api/v2/pools/{name}")
 
+    def set_pool_slots(self, name: str, slots: int) -> dict[str, Any]:
+        return self._request(
+            "PATCH",
+            f"/api/v2/pools/{name}?update_mask=slots",
+            {"name": name, "slots": slots, "include_deferred": False},
+        )
+
     def wait_for_run(self, dag_id: str, run_id: str, *, timeout: float = 180) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
