@@ -14,20 +14,22 @@ from tests_support import add_customer
 pytestmark = pytest.mark.e2e
 
 
-def test_twelve_runs_at_once_execute_five_and_skip_seven_for_quota(stack):
+@pytest.mark.parametrize("round_number", [1, 2])  # a race test: more than one round
+def test_twelve_runs_at_once_execute_five_and_skip_seven_for_quota(stack, round_number):
     info, client = stack
+    customer_id = f"cust_race_{round_number:03d}"
     dag_ids = add_customer(
         info,
-        "cust_race_001",
+        customer_id,
         "STARTER",
-        [(f"race_{i:02d}", 5) for i in range(12)],
+        [(f"race{round_number}_{i:02d}", 5) for i in range(12)],
         daily_run_limit=5,
         monthly_run_limit=100,
         max_concurrent_runs=12,
     )
     store = BigQueryStore(info.settings)
     client.wait_for_dags(dag_ids, timeout=240)
-    assert client.pool("cp_cust_race_001")["slots"] == 12
+    assert client.pool(f"cp_{customer_id}")["slots"] == 12
 
     with ThreadPoolExecutor(12) as pool:
         runs = list(pool.map(client.trigger, dag_ids))
