@@ -94,6 +94,24 @@ def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_reconcile(args: argparse.Namespace, settings: Settings) -> int:
+    from datetime import UTC, datetime, timedelta
+
+    from customer_pipelines.mirror import RunStateMirror
+    from customer_pipelines.reconcile import reconcile
+
+    store = _store(settings)
+    delivered = RunStateMirror(store, settings.spool_dir).drain(limit=100_000)
+    result = reconcile(store, since=datetime.now(UTC) - timedelta(hours=args.hours))
+    print(
+        f"spooled transitions delivered: {delivered}; tries checked: {result.tries_checked}; "
+        f"missing transitions written: {len(result.written)}"
+    )
+    for row in result.written:
+        print(f"  {row['run_key']} try {row['try_number']}: {row['state']}")
+    return 0
+
+
 def cmd_stack(args: argparse.Namespace, settings: Settings) -> int:
     from customer_pipelines.local import stack
     from customer_pipelines.local.airflow import ADMIN_USER, admin_password
@@ -163,6 +181,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--loop", action="store_true", help="keep syncing every CP_SYNC_INTERVAL_SECONDS")
     p.add_argument("--interval", type=int, default=None, help="seconds between syncs (with --loop)")
     p.set_defaults(func=cmd_sync)
+
+    p = sub.add_parser("reconcile", help="deliver spooled run states and fill the mirror's gaps from Airflow")
+    p.add_argument("--hours", type=float, default=24, help="window to compare, ending now")
+    p.set_defaults(func=cmd_reconcile)
 
     p = sub.add_parser("stack", help="start or stop the whole embedded system (emulator, PostgreSQL, Airflow)")
     p.add_argument("action", choices=["up", "down"])

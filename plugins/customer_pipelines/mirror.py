@@ -148,6 +148,11 @@ class RunStateMirror:
             path.unlink(missing_ok=True)
         return len(pending)
 
+    def spool(self, row: Mapping[str, Any]) -> None:
+        """Keep a transition on local disk only (for callers that must not wait on BigQuery, such as
+        listeners in the scheduler); ``drain`` delivers it."""
+        self._spool(row)
+
     def backlog(self) -> int:
         return len(self._spooled())
 

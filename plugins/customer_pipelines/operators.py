@@ -12,7 +12,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from airflow.sdk import BaseOperator
-from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException, AirflowTaskTimeout
 
 
 class CustomerPipelineOperator(BaseOperator):
@@ -110,6 +110,21 @@ class CustomerPipelineOperator(BaseOperator):
                     **params,
                 },
             )
+        except AirflowTaskTimeout as exc:
+            # execution_timeout (max_execution_duration_minutes) raises inside execute.
+            retry_planned = (identity.try_number or 1) <= int(getattr(ti, "max_tries", 0) or 0)
+            mirror.record(
+                run_event(
+                    identity,
+                    RunState.RETRYING if retry_planned else RunState.TIMEOUT,
+                    source="operator",
+                    started_at=started_at,
+                    ended_at=datetime.now(UTC),
+                    error=exc,
+                    error_type="TIMEOUT",
+                )
+            )
+            raise
         except Exception as exc:
             retryable = is_retryable(exc)
             retry_planned = retryable and (identity.try_number or 1) <= int(getattr(ti, "max_tries", 0) or 0)

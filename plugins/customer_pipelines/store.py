@@ -15,9 +15,13 @@ from typing import Any
 
 from google.api_core.exceptions import GoogleAPIError
 from google.cloud import bigquery
+from google.cloud.bigquery.retry import DEFAULT_RETRY
 
 from customer_pipelines.settings import Settings, get_settings
 from customer_pipelines.sql import load_sql, sql_files
+
+INSERT_DEADLINE_SECONDS = 15.0
+INSERT_TIMEOUT_SECONDS = 5.0
 
 
 class StoreError(RuntimeError):
@@ -64,9 +68,12 @@ def _json_ready(row: Mapping[str, Any], *, json_as_text: bool = True) -> dict[st
 
 
 def split_statements(sql: str) -> list[str]:
-    """Statements end with ';' at the end of a line (the project's SQL files keep to that)."""
+    """Statements end with ';' at the end of a line (the project's SQL files keep to that). Whole-line
+    comments are dropped: they may name @parameters, which some engines (the emulator) count."""
     statements, current = [], []
     for line in sql.splitlines():
+        if line.lstrip().startswith("--"):
+            continue
         current.append(line)
         if line.rstrip().endswith(";"):
             statements.append("\n".join(current).rstrip().rstrip(";"))
@@ -155,8 +162,12 @@ class BigQueryStore:
                 self.table_id(table, data=data),
                 [_json_ready(r) for r in rows],
                 row_ids=list(row_ids) if row_ids is not None else None,
+                # Bounded: a caller (a task, a listener) must not hang for the client's default
+                # 10-minute retry window when BigQuery is down; it spools instead.
+                retry=DEFAULT_RETRY.with_deadline(INSERT_DEADLINE_SECONDS),
+                timeout=INSERT_TIMEOUT_SECONDS,
             )
-        except GoogleAPIError as exc:
+        except (GoogleAPIError, OSError) as exc:
             raise StoreError(f"insert into {table}: {exc}") from exc
         if errors:
             raise StoreError(f"insert into {table} rejected rows: {errors[:3]}")

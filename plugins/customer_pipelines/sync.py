@@ -125,13 +125,15 @@ class SyncReport:
     pools: PoolSyncResult
     pauses: PauseSyncResult
     seconds: float
+    spool_delivered: int = 0
+    reconciled: int = 0
 
     def summary(self) -> str:
         return (
             f"snapshot: {self.configs} configs, {self.customers} customers, {len(self.invalid)} invalid; "
             f"pools: +{len(self.pools.created)} ~{len(self.pools.updated)} -{len(self.pools.deleted)} "
-            f"={self.pools.unchanged}; paused {len(self.pauses.paused)}, unpaused {len(self.pauses.unpaused)} "
-            f"({self.seconds:.2f}s)"
+            f"={self.pools.unchanged}; paused {len(self.pauses.paused)}, unpaused {len(self.pauses.unpaused)}; "
+            f"mirror: {self.spool_delivered} spooled delivered, {self.reconciled} reconciled ({self.seconds:.2f}s)"
         )
 
 
@@ -141,6 +143,24 @@ def _runnable_or_empty(snapshot_path: Any) -> dict[str, bool]:
             return runnable_dags(snapshot)
     except SnapshotError:
         return {}
+
+
+def _mirror_housekeeping(store: Any, settings: Settings) -> tuple[int, int]:
+    """Deliver this host's spooled transitions, then fill gaps from Airflow's records (last 2 h)."""
+    from datetime import UTC, datetime, timedelta
+
+    from customer_pipelines.mirror import RunStateMirror
+    from customer_pipelines.reconcile import reconcile
+
+    delivered = reconciled = 0
+    try:
+        mirror = RunStateMirror(store, settings.spool_dir)
+        while batch := mirror.drain():
+            delivered += batch
+        reconciled = len(reconcile(store, since=datetime.now(UTC) - timedelta(hours=2)).written)
+    except Exception:
+        log.exception("mirror housekeeping failed; retrying next round")
+    return delivered, reconciled
 
 
 def run_sync(settings: Settings | None = None, store: Any = None) -> SyncReport:
@@ -160,8 +180,16 @@ def run_sync(settings: Settings | None = None, store: Any = None) -> SyncReport:
         pools = sync_pools(desired_pools(snapshot.customers(), settings.pool_prefix), settings.pool_prefix)
         now = runnable_dags(snapshot)
     pauses = sync_paused(now, before)
+    delivered, reconciled = _mirror_housekeeping(store, settings)
     return SyncReport(
-        refreshed.configs, refreshed.customers, refreshed.invalid, pools, pauses, time.monotonic() - began
+        refreshed.configs,
+        refreshed.customers,
+        refreshed.invalid,
+        pools,
+        pauses,
+        time.monotonic() - began,
+        delivered,
+        reconciled,
     )
 
 

@@ -169,3 +169,33 @@ def test_cost_billing_template_aggregates_the_billing_export(store):
     assert rows[0]["rows_written"] == 3  # one row per service
     assert rows[0]["total_cost"] == pytest.approx(expected, abs=0.01)
     assert again == rows  # idempotent: re-running a day replaces it
+
+
+@pytest.mark.parametrize(
+    ("template", "customer_id", "provider", "params"),
+    [
+        ("cost_billing", "cust_globex_001", "AWS", {"currency": "USD", "lookback_days": 3}),
+        ("security_audit", "cust_acme_001", "GCP", {"min_severity": "MEDIUM"}),
+        ("compliance_report", "cust_globex_001", "AZURE", {"framework": "SOC2"}),
+    ],
+)
+def test_every_template_does_its_work_on_the_demo_data_and_reruns_identically(
+    store, template, customer_id, provider, params
+):
+    from customer_pipelines.templates import TEMPLATES
+
+    load_dataset(store, demo_dataset())
+    assert set(params) <= set(TEMPLATES[template].params_model.model_fields)
+    args = {
+        "customer_id": customer_id,
+        "provider": provider,
+        "run_date": datetime.now(UTC).date() - timedelta(days=2),
+        "run_key": f"test/{template}",
+        **params,
+    }
+
+    first = store.query(TEMPLATES[template].sql_file, args)
+    second = store.query(TEMPLATES[template].sql_file, args)
+
+    assert first[0]["rows_written"] > 0
+    assert second == first

@@ -111,9 +111,9 @@ def test_split_statements_drops_comment_only_and_blank_chunks():
     assert split_statements(sql) == ["SELECT 1"]
 
 
-def test_split_statements_keeps_comments_that_lead_a_statement():
-    sql = "-- the merge\nMERGE t USING s ON TRUE\nWHEN MATCHED THEN DELETE;\n"
-    assert split_statements(sql) == ["-- the merge\nMERGE t USING s ON TRUE\nWHEN MATCHED THEN DELETE"]
+def test_split_statements_drops_whole_line_comments_that_could_name_parameters():
+    sql = "-- merges @run_date into t\nMERGE t USING s ON TRUE\n  -- @other\nWHEN MATCHED THEN DELETE;\n"
+    assert split_statements(sql) == ["MERGE t USING s ON TRUE\nWHEN MATCHED THEN DELETE"]
 
 
 def test_split_statements_of_the_delete_file_gives_one_statement_per_table(custom_settings):

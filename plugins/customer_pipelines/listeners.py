@@ -1,0 +1,236 @@
+"""Airflow listeners for the transitions the operator's own code never sees.
+
+Where each path is covered (Airflow 3.3), as: path -> mechanism (process) -> mirrored state:
+
+- run starts, succeeds, fails, retries, is skipped (quota, inactive customer) -> the operator itself
+  (task) -> RUNNING, COMPLETED, FAILED, RETRYING, SKIPPED;
+- execution_timeout -> the operator catching AirflowTaskTimeout (task) -> TIMEOUT (RETRYING if a
+  retry is planned);
+- worker killed (SIGKILL), zombie / heartbeat timeout -> ``on_task_instance_failed`` from
+  ``TaskInstance.handle_failure`` (scheduler) -> FAILED or RETRYING;
+- a person marks a task failed / skipped / success -> ``on_task_instance_*`` with
+  ``previous_state=None`` (API server) -> CANCELLED / CANCELLED / COMPLETED;
+- a DAG run starts -> ``on_dag_run_running`` (scheduler) -> SCHEDULED and QUEUED;
+- a DAG run fails before its task ran (marked failed, dagrun_timeout) -> ``on_dag_run_failed``
+  (scheduler) -> CANCELLED;
+- a process died before it could report -> ``python -m customer_pipelines reconcile``, also run by
+  every sync round (syncer) -> what Airflow's own records say.
+
+Listeners run inside Airflow's own processes, so they never wait on BigQuery: they spool the event
+locally and a background thread delivers it (the syncer drains whatever is left)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import UTC, datetime
+from typing import Any
+
+from airflow.listeners import hookimpl
+
+log = logging.getLogger(__name__)
+_drain_lock = threading.Lock()
+TASK_ID = "run_pipeline"
+
+
+def _is_ours(dag_id: str, task_id: str | None = TASK_ID) -> bool:
+    return "." in dag_id and task_id == TASK_ID
+
+
+def _in_task_process(task_instance: Any) -> bool:
+    """The task process mirrors its own tries through the operator."""
+    from airflow.models.taskinstance import TaskInstance
+
+    return not isinstance(task_instance, TaskInstance)
+
+
+def _aware(value: Any) -> datetime | None:
+    if not isinstance(value, datetime):
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def identity_of(
+    dag_id: str,
+    run_id: str,
+    *,
+    try_number: int | None,
+    logical_date: Any = None,
+    run_type: Any = None,
+    run_after: Any = None,
+) -> Any:
+    from customer_pipelines.mirror import RunIdentity
+
+    customer_id, _, config_id = dag_id.partition(".")
+    return RunIdentity(
+        config_id=config_id,
+        customer_id=customer_id,
+        dag_id=dag_id,
+        run_id=run_id,
+        task_id=TASK_ID,
+        try_number=try_number,
+        logical_date=_aware(logical_date),
+        scheduled_time=_aware(run_after),
+        run_type=str(run_type) if run_type else None,
+    )
+
+
+def _ti_identity(ti: Any) -> Any:
+    dag_run = getattr(ti, "dag_run", None)
+    return identity_of(
+        ti.dag_id,
+        ti.run_id,
+        try_number=ti.try_number,
+        logical_date=getattr(dag_run, "logical_date", None),
+        run_type=getattr(dag_run, "run_type", None),
+        run_after=getattr(dag_run, "run_after", None),
+    )
+
+
+def _emit(row: dict[str, Any]) -> None:
+    """Spool now (microseconds, never blocks Airflow), deliver in the background."""
+    from customer_pipelines.mirror import RunStateMirror
+    from customer_pipelines.settings import get_settings
+    from customer_pipelines.store import BigQueryStore
+
+    settings = get_settings()
+    mirror = RunStateMirror(BigQueryStore(settings), settings.spool_dir)
+    mirror.spool(row)
+
+    def drain() -> None:
+        if not _drain_lock.acquire(blocking=False):
+            return
+        try:
+            mirror.drain()
+        except Exception as exc:  # noqa: BLE001 - the syncer drains what is left
+            log.warning("run-state mirror: delivery deferred (%s)", exc)
+        finally:
+            _drain_lock.release()
+
+    threading.Thread(target=drain, name="cp-mirror-drain", daemon=True).start()
+
+
+def _safely(func):
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        try:
+            func(*args, **kwargs)
+        except Exception:
+            log.exception("customer pipelines listener failed")
+
+    wrapper.__name__ = func.__name__
+    return wrapper
+
+
+@hookimpl
+@_safely
+def on_task_instance_failed(previous_state: Any, task_instance: Any, error: Any = None) -> None:
+    from customer_pipelines.mirror import RunState, run_event
+
+    if not _is_ours(task_instance.dag_id, task_instance.task_id) or _in_task_process(task_instance):
+        return
+    identity = _ti_identity(task_instance)
+    if previous_state is None:  # set by a person through the API / UI
+        state, source = RunState.CANCELLED, "listener:manual"
+    else:
+        retrying = str(task_instance.state) == "up_for_retry"
+        state, source = (RunState.RETRYING if retrying else RunState.FAILED), "listener:scheduler"
+    _emit(
+        run_event(
+            identity,
+            state,
+            source=source,
+            started_at=_aware(task_instance.start_date),
+            ended_at=_aware(task_instance.end_date) or datetime.now(UTC),
+            error_type="TaskDiedOrMarked",
+            error_message=str(error) if error else None,
+        )
+    )
+
+
+@hookimpl
+@_safely
+def on_task_instance_success(previous_state: Any, task_instance: Any) -> None:
+    from customer_pipelines.mirror import RunState, run_event
+
+    if previous_state is not None or not _is_ours(task_instance.dag_id, task_instance.task_id):
+        return
+    if _in_task_process(task_instance):
+        return
+    _emit(
+        run_event(
+            _ti_identity(task_instance),
+            RunState.COMPLETED,
+            source="listener:manual",
+            ended_at=_aware(task_instance.end_date) or datetime.now(UTC),
+            details={"marked_by_person": True},
+        )
+    )
+
+
+@hookimpl
+@_safely
+def on_task_instance_skipped(previous_state: Any, task_instance: Any) -> None:
+    from customer_pipelines.mirror import RunState, run_event
+
+    if previous_state is not None or not _is_ours(task_instance.dag_id, task_instance.task_id):
+        return
+    if _in_task_process(task_instance):
+        return
+    _emit(
+        run_event(
+            _ti_identity(task_instance),
+            RunState.CANCELLED,
+            source="listener:manual",
+            ended_at=datetime.now(UTC),
+            details={"marked_skipped_by_person": True},
+        )
+    )
+
+
+@hookimpl
+@_safely
+def on_dag_run_running(dag_run: Any, msg: str) -> None:
+    from customer_pipelines.mirror import RunState, run_event
+
+    if not _is_ours(dag_run.dag_id):
+        return
+    identity = identity_of(
+        dag_run.dag_id,
+        dag_run.run_id,
+        try_number=None,
+        logical_date=dag_run.logical_date,
+        run_type=dag_run.run_type,
+        run_after=dag_run.run_after,
+    )
+    created = _aware(getattr(dag_run, "queued_at", None)) or _aware(dag_run.run_after) or datetime.now(UTC)
+    _emit(run_event(identity, RunState.SCHEDULED, source="listener:scheduler", event_time=created))
+    _emit(
+        run_event(
+            identity,
+            RunState.QUEUED,
+            source="listener:scheduler",
+            event_time=_aware(dag_run.start_date) or datetime.now(UTC),
+        )
+    )
+
+
+@hookimpl
+@_safely
+def on_dag_run_failed(dag_run: Any, msg: str) -> None:
+    from customer_pipelines.mirror import RunState, run_event
+
+    if not _is_ours(dag_run.dag_id):
+        return
+    for ti in dag_run.get_task_instances():
+        if ti.task_id != TASK_ID or str(ti.state) in ("success", "failed", "skipped", "up_for_retry"):
+            continue  # the task's own transitions are mirrored by the operator or the TI listeners
+        _emit(
+            run_event(
+                _ti_identity(ti),
+                RunState.CANCELLED,
+                source="listener:scheduler",
+                ended_at=_aware(dag_run.end_date) or datetime.now(UTC),
+                error_type="DagRunFailed",
+                error_message=msg or None,
+            )
+        )
