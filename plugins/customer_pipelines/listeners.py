@@ -44,6 +44,10 @@ def _in_task_process(task_instance: Any) -> bool:
     return not isinstance(task_instance, TaskInstance)
 
 
+def _state_name(state: Any) -> str | None:
+    return getattr(state, "value", state)
+
+
 def _aware(value: Any) -> datetime | None:
     if not isinstance(value, datetime):
         return None
@@ -110,127 +114,130 @@ def _emit(row: dict[str, Any]) -> None:
     threading.Thread(target=drain, name="cp-mirror-drain", daemon=True).start()
 
 
-def _safely(func):
-    def wrapper(*args: Any, **kwargs: Any) -> None:
-        try:
-            func(*args, **kwargs)
-        except Exception:
-            log.exception("customer pipelines listener failed")
+class _Guard:
+    """A listener must never break the Airflow process it runs in: errors are logged, not raised.
+    (A context manager rather than a decorator: pluggy passes hook arguments by the names in the
+    implementation's own signature.)"""
 
-    wrapper.__name__ = func.__name__
-    return wrapper
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
+        if exc is not None:
+            log.exception("customer pipelines listener failed", exc_info=(exc_type, exc, tb))
+        return True
 
 
 @hookimpl
-@_safely
 def on_task_instance_failed(previous_state: Any, task_instance: Any, error: Any = None) -> None:
-    from customer_pipelines.mirror import RunState, run_event
+    with _Guard():
+        from customer_pipelines.mirror import RunState, run_event
 
-    if not _is_ours(task_instance.dag_id, task_instance.task_id) or _in_task_process(task_instance):
-        return
-    identity = _ti_identity(task_instance)
-    if previous_state is None:  # set by a person through the API / UI
-        state, source = RunState.CANCELLED, "listener:manual"
-    else:
-        retrying = str(task_instance.state) == "up_for_retry"
-        state, source = (RunState.RETRYING if retrying else RunState.FAILED), "listener:scheduler"
-    _emit(
-        run_event(
-            identity,
-            state,
-            source=source,
-            started_at=_aware(task_instance.start_date),
-            ended_at=_aware(task_instance.end_date) or datetime.now(UTC),
-            error_type="TaskDiedOrMarked",
-            error_message=str(error) if error else None,
-        )
-    )
-
-
-@hookimpl
-@_safely
-def on_task_instance_success(previous_state: Any, task_instance: Any) -> None:
-    from customer_pipelines.mirror import RunState, run_event
-
-    if previous_state is not None or not _is_ours(task_instance.dag_id, task_instance.task_id):
-        return
-    if _in_task_process(task_instance):
-        return
-    _emit(
-        run_event(
-            _ti_identity(task_instance),
-            RunState.COMPLETED,
-            source="listener:manual",
-            ended_at=_aware(task_instance.end_date) or datetime.now(UTC),
-            details={"marked_by_person": True},
-        )
-    )
-
-
-@hookimpl
-@_safely
-def on_task_instance_skipped(previous_state: Any, task_instance: Any) -> None:
-    from customer_pipelines.mirror import RunState, run_event
-
-    if previous_state is not None or not _is_ours(task_instance.dag_id, task_instance.task_id):
-        return
-    if _in_task_process(task_instance):
-        return
-    _emit(
-        run_event(
-            _ti_identity(task_instance),
-            RunState.CANCELLED,
-            source="listener:manual",
-            ended_at=datetime.now(UTC),
-            details={"marked_skipped_by_person": True},
-        )
-    )
-
-
-@hookimpl
-@_safely
-def on_dag_run_running(dag_run: Any, msg: str) -> None:
-    from customer_pipelines.mirror import RunState, run_event
-
-    if not _is_ours(dag_run.dag_id):
-        return
-    identity = identity_of(
-        dag_run.dag_id,
-        dag_run.run_id,
-        try_number=None,
-        logical_date=dag_run.logical_date,
-        run_type=dag_run.run_type,
-        run_after=dag_run.run_after,
-    )
-    created = _aware(getattr(dag_run, "queued_at", None)) or _aware(dag_run.run_after) or datetime.now(UTC)
-    _emit(run_event(identity, RunState.SCHEDULED, source="listener:scheduler", event_time=created))
-    _emit(
-        run_event(
-            identity,
-            RunState.QUEUED,
-            source="listener:scheduler",
-            event_time=_aware(dag_run.start_date) or datetime.now(UTC),
-        )
-    )
-
-
-@hookimpl
-@_safely
-def on_dag_run_failed(dag_run: Any, msg: str) -> None:
-    from customer_pipelines.mirror import RunState, run_event
-
-    if not _is_ours(dag_run.dag_id):
-        return
-    for ti in dag_run.get_task_instances():
-        if ti.task_id != TASK_ID or str(ti.state) in ("success", "failed", "skipped", "up_for_retry"):
-            continue  # the task's own transitions are mirrored by the operator or the TI listeners
+        if not _is_ours(task_instance.dag_id, task_instance.task_id) or _in_task_process(task_instance):
+            return
+        identity = _ti_identity(task_instance)
+        if previous_state is None:  # set by a person through the API / UI
+            state, source = RunState.CANCELLED, "listener:manual"
+        else:
+            retrying = _state_name(task_instance.state) == "up_for_retry"
+            state, source = (RunState.RETRYING if retrying else RunState.FAILED), "listener:scheduler"
         _emit(
             run_event(
-                _ti_identity(ti),
-                RunState.CANCELLED,
-                source="listener:scheduler",
-                ended_at=_aware(dag_run.end_date) or datetime.now(UTC),
-                error_type="DagRunFailed",
-                error_message=msg or None,
+                identity,
+                state,
+                source=source,
+                started_at=_aware(task_instance.start_date),
+                ended_at=_aware(task_instance.end_date) or datetime.now(UTC),
+                error_type="TaskDiedOrMarked",
+                error_message=str(error) if error else None,
             )
         )
+
+
+@hookimpl
+def on_task_instance_success(previous_state: Any, task_instance: Any) -> None:
+    with _Guard():
+        from customer_pipelines.mirror import RunState, run_event
+
+        if previous_state is not None or not _is_ours(task_instance.dag_id, task_instance.task_id):
+            return
+        if _in_task_process(task_instance):
+            return
+        _emit(
+            run_event(
+                _ti_identity(task_instance),
+                RunState.COMPLETED,
+                source="listener:manual",
+                ended_at=_aware(task_instance.end_date) or datetime.now(UTC),
+                details={"marked_by_person": True},
+            )
+        )
+
+
+@hookimpl
+def on_task_instance_skipped(previous_state: Any, task_instance: Any) -> None:
+    with _Guard():
+        from customer_pipelines.mirror import RunState, run_event
+
+        if previous_state is not None or not _is_ours(task_instance.dag_id, task_instance.task_id):
+            return
+        if _in_task_process(task_instance):
+            return
+        _emit(
+            run_event(
+                _ti_identity(task_instance),
+                RunState.CANCELLED,
+                source="listener:manual",
+                ended_at=datetime.now(UTC),
+                details={"marked_skipped_by_person": True},
+            )
+        )
+
+
+@hookimpl
+def on_dag_run_running(dag_run: Any, msg: str) -> None:
+    with _Guard():
+        from customer_pipelines.mirror import RunState, run_event
+
+        if not _is_ours(dag_run.dag_id):
+            return
+        identity = identity_of(
+            dag_run.dag_id,
+            dag_run.run_id,
+            try_number=None,
+            logical_date=dag_run.logical_date,
+            run_type=dag_run.run_type,
+            run_after=dag_run.run_after,
+        )
+        created = _aware(getattr(dag_run, "queued_at", None)) or _aware(dag_run.run_after) or datetime.now(UTC)
+        _emit(run_event(identity, RunState.SCHEDULED, source="listener:scheduler", event_time=created))
+        _emit(
+            run_event(
+                identity,
+                RunState.QUEUED,
+                source="listener:scheduler",
+                event_time=_aware(dag_run.start_date) or datetime.now(UTC),
+            )
+        )
+
+
+@hookimpl
+def on_dag_run_failed(dag_run: Any, msg: str) -> None:
+    with _Guard():
+        from customer_pipelines.mirror import RunState, run_event
+
+        if not _is_ours(dag_run.dag_id):
+            return
+        for ti in dag_run.get_task_instances():
+            if ti.task_id != TASK_ID or _state_name(ti.state) in ("success", "failed", "skipped", "up_for_retry"):
+                continue  # the task's own transitions are mirrored by the operator or the TI listeners
+            _emit(
+                run_event(
+                    _ti_identity(ti),
+                    RunState.CANCELLED,
+                    source="listener:scheduler",
+                    ended_at=_aware(dag_run.end_date) or datetime.now(UTC),
+                    error_type="DagRunFailed",
+                    error_message=msg or None,
+                )
+            )

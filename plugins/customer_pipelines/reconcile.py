@@ -99,7 +99,7 @@ def expected_events(tries: Iterable[TryRecord]) -> list[dict[str, Any]]:
         )
         if t.start_date is not None:
             events.append(run_event(identity, RunState.RUNNING, source="reconciler", started_at=t.start_date))
-        state = TERMINAL.get(str(t.state) if t.state else "")
+        state = TERMINAL.get(getattr(t.state, "value", t.state) or "")
         if state is not None:
             events.append(
                 run_event(
