@@ -59,6 +59,8 @@ class Settings(BaseSettings):
     consecutive_failures_to_pause: int = Field(default=5, ge=1)
     consecutive_failures_to_warn: int = Field(default=3, ge=1)
     max_retry_delay_minutes: int = Field(default=60, ge=1)
+    alert_notifier: str | None = None
+    """``package.module:function`` called with each failure-policy Alert (besides the log)."""
 
     emulator_port: int = 9050
     emulator_grpc_port: int = 9060

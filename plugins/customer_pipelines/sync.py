@@ -127,13 +127,15 @@ class SyncReport:
     seconds: float
     spool_delivered: int = 0
     reconciled: int = 0
+    auto_paused: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         return (
             f"snapshot: {self.configs} configs, {self.customers} customers, {len(self.invalid)} invalid; "
             f"pools: +{len(self.pools.created)} ~{len(self.pools.updated)} -{len(self.pools.deleted)} "
             f"={self.pools.unchanged}; paused {len(self.pauses.paused)}, unpaused {len(self.pauses.unpaused)}; "
-            f"mirror: {self.spool_delivered} spooled delivered, {self.reconciled} reconciled ({self.seconds:.2f}s)"
+            f"mirror: {self.spool_delivered} spooled delivered, {self.reconciled} reconciled; "
+            f"auto-paused {len(self.auto_paused)} ({self.seconds:.2f}s)"
         )
 
 
@@ -143,6 +145,16 @@ def _runnable_or_empty(snapshot_path: Any) -> dict[str, bool]:
             return runnable_dags(snapshot)
     except SnapshotError:
         return {}
+
+
+def _apply_failure_policy(store: Any, settings: Settings) -> list[str]:
+    from customer_pipelines.failure_policy import apply_failure_policy
+
+    try:
+        return apply_failure_policy(store, settings).paused
+    except Exception:
+        log.exception("failure policy failed; retrying next round")
+        return []
 
 
 def _mirror_housekeeping(store: Any, settings: Settings) -> tuple[int, int]:
@@ -175,6 +187,7 @@ def run_sync(settings: Settings | None = None, store: Any = None) -> SyncReport:
 
         QuotaLedger(settings).ensure_schema()
     before = _runnable_or_empty(settings.snapshot_file)
+    auto_paused = _apply_failure_policy(store, settings)  # before the refresh: pauses take effect now
     refreshed = refresh_snapshot(store, settings.snapshot_file)
     with Snapshot.open_last_good(settings.snapshot_file) as snapshot:
         pools = sync_pools(desired_pools(snapshot.customers(), settings.pool_prefix), settings.pool_prefix)
@@ -190,6 +203,7 @@ def run_sync(settings: Settings | None = None, store: Any = None) -> SyncReport:
         time.monotonic() - began,
         delivered,
         reconciled,
+        auto_paused,
     )
 
 

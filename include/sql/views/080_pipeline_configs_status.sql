@@ -1,8 +1,9 @@
 -- Configs with their informational columns derived from the mirror rather than updated per run:
--- last run time and status, and consecutive failed runs since the last success.
+-- last run time and status, and consecutive failed runs since the last success and since the config
+-- last changed (re-enabling a paused config starts its count afresh).
 CREATE OR REPLACE VIEW `${project}.${dataset}.pipeline_configs_status` AS
 WITH finished AS (
-  SELECT config_id, state, COALESCE(logical_date, state_changed_at) AS run_time
+  SELECT config_id, state, COALESCE(logical_date, state_changed_at) AS run_time, state_changed_at
   FROM `${project}.${dataset}.pipeline_runs_current`
   WHERE state IN ('COMPLETED', 'FAILED', 'TIMEOUT')
 ),
@@ -21,7 +22,10 @@ failures AS (
   SELECT f.config_id, COUNT(*) AS consecutive_failures
   FROM finished AS f
   LEFT JOIN last_success AS s USING (config_id)
-  WHERE f.state IN ('FAILED', 'TIMEOUT') AND (s.last_success_time IS NULL OR f.run_time > s.last_success_time)
+  JOIN `${project}.${dataset}.customer_pipeline_configs` AS c USING (config_id)
+  WHERE f.state IN ('FAILED', 'TIMEOUT')
+    AND (s.last_success_time IS NULL OR f.run_time > s.last_success_time)
+    AND f.state_changed_at > c.updated_at
   GROUP BY f.config_id
 )
 SELECT

@@ -1,0 +1,125 @@
+"""After N consecutive failed runs a config is paused (``is_active=false`` in BigQuery with an audit
+row; its DAG is paused by the same sync round) and an alert is raised; a warning is raised earlier.
+
+Runs in the syncer, off the hot path: failures are read from the mirror's views, the pause is one
+batched UPDATE per round. Alerts go to the log and to a notifier users plug in with
+``CP_ALERT_NOTIFIER=package.module:function`` (called with an ``Alert``); each alert is sent once
+per failure count."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from customer_pipelines.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Alert:
+    level: str  # WARNING | PAUSED
+    config_id: str
+    customer_id: str
+    consecutive_failures: int
+    message: str
+
+
+Notifier = Callable[[Alert], None]
+
+
+def log_notifier(alert: Alert) -> None:
+    (log.error if alert.level == "PAUSED" else log.warning)("pipeline alert: %s", alert.message)
+
+
+def notifier_from_settings(settings: Settings) -> Notifier:
+    if not settings.alert_notifier:
+        return log_notifier
+    module, _, name = settings.alert_notifier.partition(":")
+    plugged: Notifier = getattr(importlib.import_module(module), name)
+
+    def both(alert: Alert) -> None:
+        log_notifier(alert)
+        plugged(alert)
+
+    return both
+
+
+@dataclass
+class PolicyResult:
+    paused: list[str] = field(default_factory=list)
+    warned: list[str] = field(default_factory=list)
+
+
+def apply_failure_policy(store: Any, settings: Settings, notifier: Notifier | None = None) -> PolicyResult:
+    notifier = notifier or notifier_from_settings(settings)
+    warn_at = min(settings.consecutive_failures_to_warn, settings.consecutive_failures_to_pause)
+    failing = store.query("queries/failing_configs.sql", {"warn_at": warn_at})
+    result = PolicyResult()
+    to_pause = [r for r in failing if r["consecutive_failures"] >= settings.consecutive_failures_to_pause]
+    if to_pause:
+        store.query("queries/auto_pause_configs.sql", {"config_ids": [r["config_id"] for r in to_pause]})
+        now = datetime.now(UTC)
+        store.load_rows(
+            "pipeline_schedule_audit",
+            [
+                {
+                    "audit_id": uuid.uuid4().hex,
+                    "config_id": r["config_id"],
+                    "customer_id": r["customer_id"],
+                    "action": "AUTO_PAUSE",
+                    "changed_by": "failure-policy",
+                    "changed_at": now,
+                    "old_value": {"is_active": True},
+                    "new_value": {"is_active": False},
+                    "reason": f"{r['consecutive_failures']} consecutive failed runs "
+                    f"(limit {settings.consecutive_failures_to_pause})",
+                }
+                for r in to_pause
+            ],
+        )
+    sent = _sent_alerts(settings)
+    for row in failing:
+        paused = row in to_pause
+        level = "PAUSED" if paused else "WARNING"
+        key = f"{row['config_id']}:{level}:{row['consecutive_failures']}"
+        (result.paused if paused else result.warned).append(row["config_id"])
+        if key in sent:
+            continue
+        action = "paused" if paused else "will be paused at " + str(settings.consecutive_failures_to_pause)
+        notifier(
+            Alert(
+                level,
+                row["config_id"],
+                row["customer_id"],
+                row["consecutive_failures"],
+                f"config {row['config_id']} of {row['customer_id']} failed "
+                f"{row['consecutive_failures']} runs in a row: {action}",
+            )
+        )
+        sent.add(key)
+    _save_sent_alerts(settings, sent)
+    return result
+
+
+def _alerts_file(settings: Settings):
+    return settings.state_dir / "alerts-sent.json"
+
+
+def _sent_alerts(settings: Settings) -> set[str]:
+    try:
+        return set(json.loads(_alerts_file(settings).read_text()))
+    except (OSError, ValueError):
+        return set()
+
+
+def _save_sent_alerts(settings: Settings, sent: set[str]) -> None:
+    path = _alerts_file(settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(sorted(sent)))

@@ -1,0 +1,72 @@
+"""Failure policy on the emulator: a warning at 3 consecutive failed runs, a pause at 5 (config
+inactive in BigQuery, an audit row, an alert), a success in between resets the count."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from customer_pipelines.failure_policy import apply_failure_policy
+from customer_pipelines.mirror import RunIdentity, RunState, RunStateMirror, run_event
+from customer_pipelines.seed import demo_dataset, load_dataset
+
+pytestmark = pytest.mark.integration
+
+
+def _finish_runs(store, tmp_path, config_id: str, customer_id: str, states: list[RunState]) -> None:
+    mirror = RunStateMirror(store, tmp_path / "spool")
+    base = datetime.now(UTC)  # after the config was (re)loaded: earlier failures do not count
+    for i, state in enumerate(states):
+        identity = RunIdentity(
+            config_id=config_id,
+            customer_id=customer_id,
+            dag_id=f"{customer_id}.{config_id}",
+            run_id=f"policy_{i}_{base:%H%M%S%f}",
+            task_id="run_pipeline",
+            try_number=1,
+            logical_date=base + timedelta(days=i),
+        )
+        assert mirror.record(run_event(identity, state, source="test", ended_at=base + timedelta(milliseconds=i)))
+
+
+def _config(store, config_id: str) -> dict:
+    return next(c for c in store.fetch_configs() if c["config_id"] == config_id)
+
+
+def test_five_failures_in_a_row_pause_the_config_with_an_audit_row_and_an_alert(store, tmp_path):
+    load_dataset(store, demo_dataset())
+    settings = store.settings.model_copy(update={"state_dir": tmp_path})
+    alerts = []
+    _finish_runs(
+        store, tmp_path, "globex_aws_cost_daily", "cust_globex_001", [RunState.COMPLETED] + [RunState.FAILED] * 5
+    )
+
+    result = apply_failure_policy(store, settings, alerts.append)
+
+    assert result.paused == ["globex_aws_cost_daily"]
+    assert _config(store, "globex_aws_cost_daily")["is_active"] is False
+    audit = store.client.query(
+        f"SELECT action, reason FROM `{store.settings.bq_project}.{store.settings.bq_dataset}.pipeline_schedule_audit` "
+        "WHERE config_id = 'globex_aws_cost_daily'"
+    ).result()
+    assert [(r["action"], r["reason"].split(" ")[0]) for r in audit] == [("AUTO_PAUSE", "5")]
+    assert [(a.level, a.consecutive_failures) for a in alerts] == [("PAUSED", 5)]
+    apply_failure_policy(store, settings, alerts.append)  # a paused config is not paused or alerted again
+    assert len(alerts) == 1
+
+
+def test_three_failures_warn_and_a_success_resets_the_count(store, tmp_path):
+    load_dataset(store, demo_dataset())
+    settings = store.settings.model_copy(update={"state_dir": tmp_path})
+    alerts = []
+    _finish_runs(store, tmp_path, "acme_gcp_security_weekly", "cust_acme_001", [RunState.FAILED] * 3)
+    apply_failure_policy(store, settings, alerts.append)
+    assert [(a.level, a.config_id, a.consecutive_failures) for a in alerts] == [
+        ("WARNING", "acme_gcp_security_weekly", 3)
+    ]
+    assert _config(store, "acme_gcp_security_weekly")["is_active"] is True
+
+    _finish_runs(store, tmp_path, "acme_gcp_security_weekly", "cust_acme_001", [RunState.COMPLETED])
+    alerts.clear()
+    assert apply_failure_policy(store, settings, alerts.append).warned == []
