@@ -87,7 +87,6 @@ def config_row(
         "retry_config": {"max_attempts": 3, "base_delay_minutes": 5, "backoff_multiplier": 2},
         "max_execution_duration_minutes": 60,
         "sla_breach_threshold_minutes": 30,
-        "next_run_time": None,
         "version": 1,
         "deleted_at": None,
         "created_at": now,

@@ -172,10 +172,13 @@ class BigQueryStore:
         if errors:
             raise StoreError(f"insert into {table} rejected rows: {errors[:3]}")
 
-    def load_rows(self, table: str, rows: Iterable[Mapping[str, Any]], *, data: bool = False) -> int:
-        """Batch load (a load job, free of streaming-buffer limits): for seeding and bulk changes."""
+    def load_rows(
+        self, table: str, rows: Iterable[Mapping[str, Any]], *, data: bool = False, replace: bool = False
+    ) -> int:
+        """Batch load (a load job: no DML quota, no streaming buffer): for seeding and bulk changes;
+        ``replace`` swaps the table's whole content atomically (WRITE_TRUNCATE)."""
         payload = [_json_ready(r, json_as_text=False) for r in rows]
-        if not payload:
+        if not payload and not replace:
             return 0
         table_id = self.table_id(table, data=data)
         body = io.BytesIO("\n".join(json.dumps(row) for row in payload).encode())
@@ -184,7 +187,9 @@ class BigQueryStore:
             destination = self.client.get_table(table_id)
             job_config = bigquery.LoadJobConfig(
                 schema=destination.schema,
-                write_disposition=bigquery.WriteDisposition.WRITE_APPEND,
+                write_disposition=(
+                    bigquery.WriteDisposition.WRITE_TRUNCATE if replace else bigquery.WriteDisposition.WRITE_APPEND
+                ),
                 source_format=bigquery.SourceFormat.NEWLINE_DELIMITED_JSON,
             )
             # size=None: a resumable upload (multipart uploads are not served by every emulator).

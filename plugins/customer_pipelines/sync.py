@@ -11,6 +11,7 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from customer_pipelines.models import ConfigError, Customer, CustomerStatus, parse_config, pool_name_for
@@ -147,6 +148,42 @@ def _runnable_or_empty(snapshot_path: Any) -> dict[str, bool]:
         return {}
 
 
+def next_runs(snapshot: Snapshot, now: datetime) -> list[dict[str, Any]]:
+    """The next tick of every runnable config (croniter in the config's timezone, DST-correct)."""
+    from zoneinfo import ZoneInfo
+
+    from croniter import croniter
+
+    customers = snapshot.customers()
+    rows = []
+    for row in snapshot.configs():
+        config = parse_config(row.row)
+        if isinstance(config, ConfigError) or not config.is_active:
+            continue
+        customer = customers.get(config.customer_id)
+        if customer is None or not customer.is_active:
+            continue
+        tick = croniter(config.schedule_cron, now.astimezone(ZoneInfo(config.timezone))).get_next(datetime)
+        rows.append(
+            {
+                "config_id": config.config_id,
+                "customer_id": config.customer_id,
+                "next_run_time": tick.astimezone(UTC),
+                "computed_at": now,
+            }
+        )
+    return rows
+
+
+def _write_next_runs(store: Any, settings: Settings) -> None:
+    try:
+        with Snapshot.open_last_good(settings.snapshot_file) as snapshot:
+            rows = next_runs(snapshot, datetime.now(UTC))
+        store.load_rows("config_next_runs", rows, replace=True)
+    except Exception:
+        log.exception("next_run_time refresh failed; retrying next round")
+
+
 def _apply_failure_policy(store: Any, settings: Settings) -> list[str]:
     from customer_pipelines.failure_policy import apply_failure_policy
 
@@ -159,7 +196,7 @@ def _apply_failure_policy(store: Any, settings: Settings) -> list[str]:
 
 def _mirror_housekeeping(store: Any, settings: Settings) -> tuple[int, int]:
     """Deliver this host's spooled transitions, then fill gaps from Airflow's records (last 2 h)."""
-    from datetime import UTC, datetime, timedelta
+    from datetime import timedelta
 
     from customer_pipelines.mirror import RunStateMirror
     from customer_pipelines.reconcile import reconcile
@@ -193,6 +230,7 @@ def run_sync(settings: Settings | None = None, store: Any = None) -> SyncReport:
         pools = sync_pools(desired_pools(snapshot.customers(), settings.pool_prefix), settings.pool_prefix)
         now = runnable_dags(snapshot)
     pauses = sync_paused(now, before)
+    _write_next_runs(store, settings)
     delivered, reconciled = _mirror_housekeeping(store, settings)
     return SyncReport(
         refreshed.configs,

@@ -199,3 +199,25 @@ def test_every_template_does_its_work_on_the_demo_data_and_reruns_identically(
 
     assert first[0]["rows_written"] > 0
     assert second == first
+
+
+def test_next_run_times_are_replaced_whole_and_shown_by_the_status_view(store, tmp_path):
+    from customer_pipelines.sync import next_runs
+
+    load_dataset(store, demo_dataset())
+    refresh_snapshot(store, tmp_path / "configs.sqlite")
+    with Snapshot(tmp_path / "configs.sqlite") as snapshot:
+        rows = next_runs(snapshot, datetime.now(UTC))
+    store.load_rows("config_next_runs", rows, replace=True)
+    store.load_rows("config_next_runs", rows, replace=True)  # a second round replaces, never appends
+
+    dataset = f"{store.settings.bq_project}.{store.settings.bq_dataset}"
+    count = next(iter(store.client.query(f"SELECT COUNT(*) AS n FROM `{dataset}.config_next_runs`").result()))["n"]
+    assert count == len(rows) >= 4
+    status = {
+        r["config_id"]: r["next_run_time"]
+        for r in store.client.query(
+            f"SELECT config_id, next_run_time FROM `{dataset}.pipeline_configs_status`"
+        ).result()
+    }
+    assert all(status[c["config_id"]] > datetime.now(UTC) for c in demo_dataset().configs)

@@ -13,8 +13,8 @@ CREATE TABLE IF NOT EXISTS `${project}.${dataset}.customer_pipeline_configs` (
   retry_config JSON,                 -- {max_attempts, base_delay_minutes, backoff_multiplier}
   max_execution_duration_minutes INT64,
   sla_breach_threshold_minutes INT64,
-  -- Informational; never written on a run's hot path (see views/pipeline_configs_status.sql).
-  next_run_time TIMESTAMP,
+  -- next_run_time, last_run_time/status and consecutive_failures are derived, not stored here:
+  -- see views/pipeline_configs_status.sql (from the mirror and config_next_runs).
   version INT64 NOT NULL,
   deleted_at TIMESTAMP,              -- soft delete
   created_at TIMESTAMP NOT NULL,

@@ -35,11 +35,12 @@ SELECT
   c.is_active,
   c.schedule_cron,
   c.timezone,
-  c.next_run_time,
+  n.next_run_time,
   l.last_run_time,
   l.last_run_status,
   COALESCE(f.consecutive_failures, 0) AS consecutive_failures
 FROM `${project}.${dataset}.customer_pipeline_configs` AS c
 LEFT JOIN latest AS l USING (config_id)
 LEFT JOIN failures AS f USING (config_id)
+LEFT JOIN `${project}.${dataset}.config_next_runs` AS n USING (config_id)
 WHERE c.deleted_at IS NULL

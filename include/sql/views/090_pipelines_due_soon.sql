@@ -1,4 +1,4 @@
--- Active configs of active customers due in the next hour (next_run_time is refreshed by the sync).
+-- Active configs of active customers due in the next hour (config_next_runs is rewritten by each sync).
 CREATE OR REPLACE VIEW `${project}.${dataset}.pipelines_due_soon` AS
 SELECT
   c.config_id,
@@ -7,9 +7,10 @@ SELECT
   c.schedule_cron,
   c.timezone,
   c.priority,
-  c.next_run_time,
-  TIMESTAMP_DIFF(c.next_run_time, CURRENT_TIMESTAMP(), MINUTE) AS minutes_until_run
+  n.next_run_time,
+  TIMESTAMP_DIFF(n.next_run_time, CURRENT_TIMESTAMP(), MINUTE) AS minutes_until_run
 FROM `${project}.${dataset}.customer_pipeline_configs` AS c
-JOIN `${project}.${dataset}.customers` AS cu USING (customer_id)
+JOIN `${project}.${dataset}.config_next_runs` AS n ON n.config_id = c.config_id
+JOIN `${project}.${dataset}.customers` AS cu ON cu.customer_id = c.customer_id
 WHERE c.is_active AND c.deleted_at IS NULL AND cu.status = 'ACTIVE'
-  AND c.next_run_time BETWEEN CURRENT_TIMESTAMP() AND TIMESTAMP_ADD(CURRENT_TIMESTAMP(), INTERVAL 1 HOUR)
+  AND n.next_run_time BETWEEN CURRENT_TIMESTAMP() AND TIMESTAMP_ADD(CURRENT_TIMESTAMP(), INTERVAL 1 HOUR)

@@ -1,0 +1,40 @@
+"""The sync's pure parts: which pools, which DAGs may run, and each config's next tick."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from customer_pipelines.models import Customer
+from customer_pipelines.snapshot import Snapshot, write_snapshot
+from customer_pipelines.sync import desired_pools, next_runs, runnable_dags
+
+
+def _customer(customer_id: str, status: str = "ACTIVE", slots: int = 3) -> Customer:
+    return Customer(
+        customer_id=customer_id,
+        company_name=customer_id.title(),
+        status=status,
+        plan="PROFESSIONAL",
+        max_concurrent_runs=slots,
+    )
+
+
+def test_pools_get_the_plan_concurrency_and_zero_slots_when_the_customer_is_not_active():
+    pools = desired_pools(
+        {"a": _customer("a"), "b": _customer("b", "SUSPENDED"), "c": _customer("c", "CHURNED")}, "cp_"
+    )
+    assert {name: spec.slots for name, spec in pools.items()} == {"cp_a": 3, "cp_b": 0, "cp_c": 0}
+    assert "SUSPENDED" in pools["cp_b"].description
+
+
+def test_next_tick_is_computed_in_the_config_timezone_across_dst(tmp_path, demo_customers, demo_configs):
+    path = write_snapshot(tmp_path / "configs.sqlite", demo_customers, demo_configs, source="test")
+    # 2026-03-08 02:00 is the US spring-forward: 03:00 New York is 08:00 UTC before it (EST) and 07:00 after.
+    with Snapshot(path) as snapshot:
+        before = {r["config_id"]: r["next_run_time"] for r in next_runs(snapshot, datetime(2026, 3, 7, 5, tzinfo=UTC))}
+        after = {r["config_id"]: r["next_run_time"] for r in next_runs(snapshot, datetime(2026, 3, 8, 12, tzinfo=UTC))}
+        runnable = runnable_dags(snapshot)
+    assert before["globex_aws_cost_daily"] == datetime(2026, 3, 7, 8, 0, tzinfo=UTC)  # EST, UTC-5
+    assert after["globex_aws_cost_daily"] == datetime(2026, 3, 9, 7, 0, tzinfo=UTC)  # EDT, UTC-4
+    assert before["acme_gcp_cost_daily"] == datetime(2026, 3, 8, 2, 0, tzinfo=UTC)  # 05:00 UTC: 02:00 has passed
+    assert set(before) == {c["config_id"] for c in demo_configs} and all(runnable.values())
