@@ -21,7 +21,7 @@ def service_state_dir(prefix: str) -> Path:
     return path
 
 
-def add_customer(info, customer_id: str, plan: str, configs: list[tuple[str, int]], **limits):
+def add_customer(info, customer_id: str, plan: str, configs: list[tuple[str, int]], config_fields=None, **limits):
     """Load a customer with one config per (config_id, priority) into BigQuery and sync Airflow;
     returns the DAG ids."""
     from datetime import UTC, datetime
@@ -34,18 +34,21 @@ def add_customer(info, customer_id: str, plan: str, configs: list[tuple[str, int
     customer, subscription = customer_rows(customer_id, f"{customer_id} Inc", plan, now=now)
     subscription.update(limits)
     rows = [
-        config_row(
-            config_id,
-            customer_id,
-            config_id,
-            "GCP",
-            "COST",
-            "cost_billing",
-            "0 2 * * *",
-            "UTC",
-            priority=priority,
-            now=now,
-        )
+        {
+            **config_row(
+                config_id,
+                customer_id,
+                config_id,
+                "GCP",
+                "COST",
+                "cost_billing",
+                "0 2 * * *",
+                "UTC",
+                priority=priority,
+                now=now,
+            ),
+            **(config_fields or {}),
+        }
         for config_id, priority in configs
     ]
     load_dataset(

@@ -13,11 +13,12 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from airflow.sdk import DAG, get_parsing_context
+from airflow.sdk import DAG, AsyncCallback, DeadlineAlert, DeadlineReference, get_parsing_context
 
 from customer_pipelines.models import ConfigError, Customer, PipelineConfig, Plan, parse_config, pool_name_for
 from customer_pipelines.operators import CustomerPipelineOperator
 from customer_pipelines.settings import Settings, get_settings
+from customer_pipelines.sla import record_sla_breach
 from customer_pipelines.snapshot import Snapshot, SnapshotError
 from customer_pipelines.templates import TEMPLATES
 from customer_pipelines.timetables import CustomerCronTimetable
@@ -96,6 +97,20 @@ def build_dag(config: PipelineConfig, customer: Customer | None, settings: Setti
     }
     if config.max_execution_duration_minutes:
         default_args["execution_timeout"] = timedelta(minutes=config.max_execution_duration_minutes)
+    deadline = None
+    if config.sla_breach_threshold_minutes:
+        deadline = DeadlineAlert(
+            reference=DeadlineReference.DAGRUN_QUEUED_AT,
+            interval=timedelta(minutes=config.sla_breach_threshold_minutes),
+            callback=AsyncCallback(
+                record_sla_breach,
+                kwargs={
+                    "config_id": config.config_id,
+                    "customer_id": config.customer_id,
+                    "threshold_minutes": config.sla_breach_threshold_minutes,
+                },
+            ),
+        )
     dag = DAG(
         dag_id=config.dag_id,
         # A DAG new to Airflow waits for its next tick (see timetables.py); missed ticks are
@@ -114,6 +129,7 @@ def build_dag(config: PipelineConfig, customer: Customer | None, settings: Setti
         description=f"{config.provider.value} {config.domain.value} pipeline of {config.customer_id}",
         doc_md=_doc_md(config, customer),
         default_args=default_args,
+        deadline=deadline,
     )
     with dag:
         CustomerPipelineOperator(

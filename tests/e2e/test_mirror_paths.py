@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import time
+from pathlib import Path
 
+import psycopg2
 import pytest
 
 from customer_pipelines.local import emulator
@@ -41,7 +45,7 @@ def _wait_task_state(client, dag_id: str, run_id: str, state: str, timeout: floa
 
 
 def _mark_task(client, dag_id: str, run_id: str, state: str) -> None:
-    client._request("PATCH", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/run_pipeline", {"new_state": state})
+    client.set_task_state(dag_id, run_id, "run_pipeline", state)
 
 
 def test_a_task_marked_failed_by_a_person_is_mirrored_cancelled(stack):
@@ -69,7 +73,7 @@ def test_a_dag_run_failed_before_its_task_ran_is_mirrored_cancelled(stack):
     run = client.trigger(dag_id)
     _wait_task_state(client, dag_id, run["dag_run_id"], "scheduled")
 
-    client._request("PATCH", f"/api/v2/dags/{dag_id}/dagRuns/{run['dag_run_id']}", {"state": "failed"})
+    client.set_dag_run_state(dag_id, run["dag_run_id"], "failed")
 
     store = BigQueryStore(info.settings)
     current = _eventually(lambda: (c := _current(store, dag_id, run["dag_run_id"])) and c["state"] == "CANCELLED" and c)
@@ -110,3 +114,82 @@ def test_reconcile_fills_what_a_lost_spool_never_delivered(stack):
     assert any(e["source"] == "reconciler" for e in _events(store, dag_id, run["dag_run_id"]))
     again = run_module(info.env, "reconcile", "--hours", "1")
     assert f"{dag_id}/{run['dag_run_id']}" not in again  # nothing written twice
+
+
+def _task_process(ti_id: str) -> int | None:
+    """The task process titles itself 'airflow worker -- <ti id>' (Airflow 3 task runner)."""
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if f"airflow worker -- {ti_id}" in cmdline:
+            return int(proc.name)
+    return None
+
+
+def test_a_worker_killed_mid_run_is_mirrored_from_airflows_record(stack):
+    info, client = stack
+    [dag_id] = add_customer(info, "cust_kill_001", "STARTER", [("killed_cost", 5)])
+    client.wait_for_dags([dag_id], timeout=240)
+    # Hold the customer's quota gate so the task stays inside execute until it is killed.
+    gate = psycopg2.connect(info.settings.quota_db_url)
+    try:
+        with gate.cursor() as cur:
+            cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", ("cp_quota:cust_kill_001",))
+        run = client.trigger(dag_id)
+        _wait_task_state(client, dag_id, run["dag_run_id"], "running")
+        ti = client.task_instances(dag_id, run["dag_run_id"])[0]
+        pid = _eventually(lambda: _task_process(ti["id"]), 30)
+        assert pid, f"no process titled 'airflow worker -- {ti['id']}'"
+        os.kill(pid, signal.SIGKILL)
+    finally:
+        gate.rollback()
+        gate.close()
+    assert _eventually(
+        lambda: client.task_instances(dag_id, run["dag_run_id"])[0]["state"] in ("up_for_retry", "failed"), 120
+    )
+
+    store = BigQueryStore(info.settings)
+
+    def ended() -> list[dict]:
+        return [
+            e
+            for e in _events(store, dag_id, run["dag_run_id"])
+            if e["try_number"] == 1 and e["state"] in ("RETRYING", "FAILED")
+        ]
+
+    if not _eventually(ended, 20):
+        run_module(info.env, "reconcile", "--hours", "1")  # the fallback every sync round runs
+    mirrored = ended()
+    assert len(mirrored) == 1, _events(store, dag_id, run["dag_run_id"])
+    assert mirrored[0]["state"] == "RETRYING"  # retries are configured: the kill is a failed try, not the end
+
+
+def test_a_run_past_its_sla_is_reported_by_airflows_deadline_alert(stack):
+    info, client = stack
+    [dag_id] = add_customer(
+        info, "cust_sla_001", "STARTER", [("slow_cost", 5)], config_fields={"sla_breach_threshold_minutes": 1}
+    )
+    client.wait_for_dags([dag_id], timeout=240)
+    store = BigQueryStore(info.settings)
+    table = f"`{info.settings.bq_project}.{info.settings.bq_dataset}.sla_breaches`"
+    gate = psycopg2.connect(info.settings.quota_db_url)  # keeps the run busy past its 1-minute SLA
+    try:
+        with gate.cursor() as cur:
+            cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", ("cp_quota:cust_sla_001",))
+        run = client.trigger(dag_id)
+
+        def alerted() -> list[dict]:
+            rows = store.client.query(f"SELECT * FROM {table} WHERE run_id = '{run['dag_run_id']}'").result()
+            return [dict(r.items()) for r in rows if r["alerted_at"] is not None]
+
+        breaches = _eventually(alerted, 240)
+    finally:
+        gate.rollback()
+        gate.close()
+    assert breaches, "no SLA breach recorded by the deadline alert"
+    assert breaches[0]["sla_breach_threshold_minutes"] == 1
+    assert client.wait_for_run(dag_id, run["dag_run_id"], timeout=240)["state"] == "success"

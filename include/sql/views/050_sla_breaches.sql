@@ -1,5 +1,11 @@
--- Runs that took (or have been running) longer than their config's SLA threshold.
+-- Runs past their config's SLA: reported by Airflow's deadline alert (alerted_at), or seen in the
+-- mirror to have taken (or to be taking) longer than the threshold since they started.
 CREATE OR REPLACE VIEW `${project}.${dataset}.sla_breaches` AS
+WITH alerts AS (
+  SELECT run_key, MIN(detected_at) AS alerted_at
+  FROM `${project}.${dataset}.sla_breach_events`
+  GROUP BY run_key
+)
 SELECT
   r.run_key,
   r.customer_id,
@@ -10,9 +16,14 @@ SELECT
   r.started_at,
   r.ended_at,
   c.sla_breach_threshold_minutes,
-  TIMESTAMP_DIFF(COALESCE(r.ended_at, CURRENT_TIMESTAMP()), r.started_at, MINUTE) AS elapsed_minutes
+  TIMESTAMP_DIFF(COALESCE(r.ended_at, CURRENT_TIMESTAMP()), r.started_at, MINUTE) AS elapsed_minutes,
+  a.alerted_at
 FROM `${project}.${dataset}.pipeline_runs_current` AS r
-JOIN `${project}.${dataset}.customer_pipeline_configs` AS c USING (config_id)
+JOIN `${project}.${dataset}.customer_pipeline_configs` AS c ON c.config_id = r.config_id
+LEFT JOIN alerts AS a ON a.run_key = r.run_key
 WHERE c.sla_breach_threshold_minutes IS NOT NULL
-  AND r.started_at IS NOT NULL
-  AND TIMESTAMP_DIFF(COALESCE(r.ended_at, CURRENT_TIMESTAMP()), r.started_at, MINUTE) > c.sla_breach_threshold_minutes
+  AND (
+    a.alerted_at IS NOT NULL
+    OR (r.started_at IS NOT NULL
+        AND TIMESTAMP_DIFF(COALESCE(r.ended_at, CURRENT_TIMESTAMP()), r.started_at, MINUTE) > c.sla_breach_threshold_minutes)
+  )

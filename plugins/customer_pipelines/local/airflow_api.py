@@ -62,6 +62,15 @@ class AirflowClient:
     def dag_run(self, dag_id: str, run_id: str) -> dict[str, Any]:
         return self._request("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")
 
+    def set_task_state(self, dag_id: str, run_id: str, task_id: str, state: str) -> Any:
+        """What a person does with "Mark as failed / success" in the UI."""
+        return self._request(
+            "PATCH", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}", {"new_state": state}
+        )
+
+    def set_dag_run_state(self, dag_id: str, run_id: str, state: str) -> Any:
+        return self._request("PATCH", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}", {"state": state})
+
     def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
         return self._request("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances")["task_instances"]
 
