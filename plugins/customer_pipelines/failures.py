@@ -23,4 +23,11 @@ NON_RETRYABLE: tuple[type[BaseException], ...] = (
 
 
 def is_retryable(error: BaseException) -> bool:
-    return not isinstance(error, NON_RETRYABLE)
+    """False if the error, or any error it was raised from (the store wraps BigQuery's), is one a
+    retry cannot fix."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, NON_RETRYABLE):
+            return False
+        seen = seen.__cause__
+    return True

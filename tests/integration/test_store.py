@@ -221,3 +221,23 @@ def test_next_run_times_are_replaced_whole_and_shown_by_the_status_view(store, t
         ).result()
     }
     assert all(status[c["config_id"]] > datetime.now(UTC) for c in demo_dataset().configs)
+
+
+def test_a_missing_table_is_a_non_retryable_error_from_bigquery(store):
+    from customer_pipelines.failures import is_retryable
+    from customer_pipelines.store import BigQueryStore, StoreError
+
+    elsewhere = BigQueryStore(store.settings.model_copy(update={"bq_data_dataset": "no_such_dataset"}))
+    with pytest.raises(StoreError) as raised:
+        elsewhere.query(
+            "templates/cost_billing.sql",
+            {
+                "customer_id": "c",
+                "provider": "GCP",
+                "currency": "USD",
+                "run_date": datetime.now(UTC).date(),
+                "lookback_days": 1,
+                "run_key": "k",
+            },
+        )
+    assert not is_retryable(raised.value)
