@@ -39,13 +39,11 @@ class CustomerPipelineOperator(BaseOperator):
         self.parameters = dict(parameters or {})
 
     def execute(self, context: Any) -> dict[str, Any]:
-        from customer_pipelines.failures import InvalidPipelineConfig, is_retryable
+        from customer_pipelines.failures import is_retryable
         from customer_pipelines.mirror import RunState, RunStateMirror, SkipReason, run_event
-        from customer_pipelines.quota import QuotaLedger
         from customer_pipelines.settings import get_settings
         from customer_pipelines.snapshot import Snapshot
         from customer_pipelines.store import BigQueryStore
-        from customer_pipelines.templates import TEMPLATES
 
         settings = get_settings()
         store = BigQueryStore(settings)
@@ -70,46 +68,10 @@ class CustomerPipelineOperator(BaseOperator):
             )
             raise AirflowSkipException(f"customer {self.customer_id} is {status}: pipeline not run")
 
-        decision = QuotaLedger(settings).reserve(customer, identity.run_key)
-        if not decision.allowed:
-            mirror.record(
-                run_event(
-                    identity,
-                    RunState.SKIPPED,
-                    source="operator",
-                    skip_reason=SkipReason.QUOTA_EXCEEDED,
-                    ended_at=datetime.now(UTC),
-                    details={
-                        "limit": decision.reason,
-                        "used_today": decision.used_today,
-                        "daily_limit": decision.daily_limit,
-                        "used_this_month": decision.used_this_month,
-                        "monthly_limit": decision.monthly_limit,
-                    },
-                )
-            )
-            raise AirflowSkipException(
-                f"quota exceeded for {self.customer_id}: {decision.reason} "
-                f"(today {decision.used_today}/{decision.daily_limit}, "
-                f"month {decision.used_this_month}/{decision.monthly_limit})"
-            )
-
-        mirror.record(run_event(identity, RunState.RUNNING, source="operator", started_at=started_at))
         try:
-            template = TEMPLATES.get(self.pipeline_template)
-            if template is None:
-                raise InvalidPipelineConfig(f"unknown pipeline_template {self.pipeline_template!r}")
-            params = template.params_model.model_validate(self.parameters).model_dump()
-            rows = store.query(
-                template.sql_file,
-                {
-                    "customer_id": self.customer_id,
-                    "provider": self.provider,
-                    "run_date": self.run_date(context),
-                    "run_key": identity.run_key,
-                    **params,
-                },
-            )
+            rows = self._reserve_and_run(context, settings, store, mirror, identity, customer, started_at)
+        except AirflowSkipException:
+            raise
         except AirflowTaskTimeout as exc:
             # execution_timeout (max_execution_duration_minutes) raises inside execute.
             retry_planned = (identity.try_number or 1) <= int(getattr(ti, "max_tries", 0) or 0)
@@ -154,6 +116,57 @@ class CustomerPipelineOperator(BaseOperator):
             )
         )
         return summary
+
+    def _reserve_and_run(
+        self, context: Any, settings: Any, store: Any, mirror: Any, identity: Any, customer: Any, started_at: datetime
+    ) -> list[dict[str, Any]]:
+        """Take a quota unit, then run the template; a timeout or error in either is handled by the
+        caller (so a task stuck at the quota gate past its execution_timeout is still TIMEOUT)."""
+        from customer_pipelines.failures import InvalidPipelineConfig
+        from customer_pipelines.mirror import RunState, SkipReason, run_event
+        from customer_pipelines.quota import QuotaLedger
+        from customer_pipelines.templates import TEMPLATES
+
+        decision = QuotaLedger(settings).reserve(customer, identity.run_key)
+        if not decision.allowed:
+            mirror.record(
+                run_event(
+                    identity,
+                    RunState.SKIPPED,
+                    source="operator",
+                    skip_reason=SkipReason.QUOTA_EXCEEDED,
+                    ended_at=datetime.now(UTC),
+                    details={
+                        "limit": decision.reason,
+                        "used_today": decision.used_today,
+                        "daily_limit": decision.daily_limit,
+                        "used_this_month": decision.used_this_month,
+                        "monthly_limit": decision.monthly_limit,
+                    },
+                )
+            )
+            raise AirflowSkipException(
+                f"quota exceeded for {self.customer_id}: {decision.reason} "
+                f"(today {decision.used_today}/{decision.daily_limit}, "
+                f"month {decision.used_this_month}/{decision.monthly_limit})"
+            )
+
+        mirror.record(run_event(identity, RunState.RUNNING, source="operator", started_at=started_at))
+        template = TEMPLATES.get(self.pipeline_template)
+        if template is None:
+            raise InvalidPipelineConfig(f"unknown pipeline_template {self.pipeline_template!r}")
+        params = template.params_model.model_validate(self.parameters).model_dump()
+        rows = store.query(
+            template.sql_file,
+            {
+                "customer_id": self.customer_id,
+                "provider": self.provider,
+                "run_date": self.run_date(context),
+                "run_key": identity.run_key,
+                **params,
+            },
+        )
+        return rows
 
     def run_identity(self, context: Any) -> Any:
         from customer_pipelines.mirror import RunIdentity
