@@ -59,7 +59,12 @@ def test_triggered_run_is_mirrored_running_then_completed(stack):
     assert finished["state"] == "success"
     store = BigQueryStore(info.settings)
     events = store.query("queries/runs_of_dag_run.sql", {"dag_id": dag_id, "run_id": run["dag_run_id"]})
-    assert [(e["state"], e["try_number"]) for e in events] == [("RUNNING", 1), ("COMPLETED", 1)]
+    assert [(e["state"], e["try_number"]) for e in events] == [
+        ("SCHEDULED", None),  # the scheduler's listener: the run was created ...
+        ("QUEUED", None),  # ... and started
+        ("RUNNING", 1),  # the operator: its try
+        ("COMPLETED", 1),
+    ]
     completed = events[-1]
     assert completed["customer_id"] == "cust_acme_001" and completed["config_id"] == "acme_gcp_cost_daily"
     assert completed["hostname"] and completed["duration_seconds"] > 0
