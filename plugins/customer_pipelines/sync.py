@@ -129,13 +129,16 @@ class SyncReport:
     spool_delivered: int = 0
     reconciled: int = 0
     auto_paused: list[str] = field(default_factory=list)
+    mirror_backlog: int = 0
+    """Transitions still spooled on this host after the round (the mirror's backlog metric)."""
 
     def summary(self) -> str:
         return (
             f"snapshot: {self.configs} configs, {self.customers} customers, {len(self.invalid)} invalid; "
             f"pools: +{len(self.pools.created)} ~{len(self.pools.updated)} -{len(self.pools.deleted)} "
             f"={self.pools.unchanged}; paused {len(self.pauses.paused)}, unpaused {len(self.pauses.unpaused)}; "
-            f"mirror: {self.spool_delivered} spooled delivered, {self.reconciled} reconciled; "
+            f"mirror: {self.spool_delivered} spooled delivered, {self.reconciled} reconciled, "
+            f"backlog {self.mirror_backlog}; "
             f"auto-paused {len(self.auto_paused)} ({self.seconds:.2f}s)"
         )
 
@@ -194,22 +197,23 @@ def _apply_failure_policy(store: Any, settings: Settings) -> list[str]:
         return []
 
 
-def _mirror_housekeeping(store: Any, settings: Settings) -> tuple[int, int]:
-    """Deliver this host's spooled transitions, then fill gaps from Airflow's records (last 2 h)."""
+def _mirror_housekeeping(store: Any, settings: Settings) -> tuple[int, int, int]:
+    """Deliver this host's spooled transitions, then fill gaps from Airflow's records (last 2 h);
+    returns (delivered, reconciled, backlog still spooled)."""
     from datetime import timedelta
 
     from customer_pipelines.mirror import RunStateMirror
     from customer_pipelines.reconcile import reconcile
 
     delivered = reconciled = 0
+    mirror = RunStateMirror(store, settings.spool_dir)
     try:
-        mirror = RunStateMirror(store, settings.spool_dir)
         while batch := mirror.drain():
             delivered += batch
         reconciled = len(reconcile(store, since=datetime.now(UTC) - timedelta(hours=2)).written)
     except Exception:
         log.exception("mirror housekeeping failed; retrying next round")
-    return delivered, reconciled
+    return delivered, reconciled, mirror.backlog()
 
 
 def run_sync(settings: Settings | None = None, store: Any = None) -> SyncReport:
@@ -231,7 +235,7 @@ def run_sync(settings: Settings | None = None, store: Any = None) -> SyncReport:
         now = runnable_dags(snapshot)
     pauses = sync_paused(now, before)
     _write_next_runs(store, settings)
-    delivered, reconciled = _mirror_housekeeping(store, settings)
+    delivered, reconciled, backlog = _mirror_housekeeping(store, settings)
     return SyncReport(
         refreshed.configs,
         refreshed.customers,
@@ -242,6 +246,7 @@ def run_sync(settings: Settings | None = None, store: Any = None) -> SyncReport:
         delivered,
         reconciled,
         auto_paused,
+        backlog,
     )
 
 
