@@ -154,44 +154,39 @@ def on_task_instance_failed(previous_state: Any, task_instance: Any, error: Any 
         )
 
 
+def _marked_by_a_person(previous_state: Any, task_instance: Any, state: Any, details: dict[str, Any]) -> None:
+    """The API server calls the task-instance hooks with previous_state=None when a person sets a state."""
+    from customer_pipelines.mirror import run_event
+
+    if previous_state is not None or not _is_ours(task_instance.dag_id, task_instance.task_id):
+        return
+    if _in_task_process(task_instance):
+        return
+    _emit(
+        run_event(
+            _ti_identity(task_instance),
+            state,
+            source="listener:manual",
+            ended_at=_aware(task_instance.end_date) or datetime.now(UTC),
+            details=details,
+        )
+    )
+
+
 @hookimpl
 def on_task_instance_success(previous_state: Any, task_instance: Any) -> None:
-    with _Guard():
-        from customer_pipelines.mirror import RunState, run_event
+    from customer_pipelines.mirror import RunState
 
-        if previous_state is not None or not _is_ours(task_instance.dag_id, task_instance.task_id):
-            return
-        if _in_task_process(task_instance):
-            return
-        _emit(
-            run_event(
-                _ti_identity(task_instance),
-                RunState.COMPLETED,
-                source="listener:manual",
-                ended_at=_aware(task_instance.end_date) or datetime.now(UTC),
-                details={"marked_by_person": True},
-            )
-        )
+    with _Guard():
+        _marked_by_a_person(previous_state, task_instance, RunState.COMPLETED, {"marked_success_by_person": True})
 
 
 @hookimpl
 def on_task_instance_skipped(previous_state: Any, task_instance: Any) -> None:
-    with _Guard():
-        from customer_pipelines.mirror import RunState, run_event
+    from customer_pipelines.mirror import RunState
 
-        if previous_state is not None or not _is_ours(task_instance.dag_id, task_instance.task_id):
-            return
-        if _in_task_process(task_instance):
-            return
-        _emit(
-            run_event(
-                _ti_identity(task_instance),
-                RunState.CANCELLED,
-                source="listener:manual",
-                ended_at=datetime.now(UTC),
-                details={"marked_skipped_by_person": True},
-            )
-        )
+    with _Guard():
+        _marked_by_a_person(previous_state, task_instance, RunState.CANCELLED, {"marked_skipped_by_person": True})
 
 
 @hookimpl

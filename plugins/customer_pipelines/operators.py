@@ -72,32 +72,21 @@ class CustomerPipelineOperator(BaseOperator):
             rows = self._reserve_and_run(context, settings, store, mirror, identity, customer, started_at)
         except AirflowSkipException:
             raise
-        except AirflowTaskTimeout as exc:
-            # execution_timeout (max_execution_duration_minutes) raises inside execute.
-            retry_planned = (identity.try_number or 1) <= int(getattr(ti, "max_tries", 0) or 0)
-            mirror.record(
-                run_event(
-                    identity,
-                    RunState.RETRYING if retry_planned else RunState.TIMEOUT,
-                    source="operator",
-                    started_at=started_at,
-                    ended_at=datetime.now(UTC),
-                    error=exc,
-                    error_type="TIMEOUT",
-                )
-            )
-            raise
-        except Exception as exc:
-            retryable = is_retryable(exc)
+        except (AirflowTaskTimeout, Exception) as exc:
+            # AirflowTaskTimeout (a BaseException) is how execution_timeout interrupts execute.
+            timed_out = isinstance(exc, AirflowTaskTimeout)
+            retryable = timed_out or is_retryable(exc)
             retry_planned = retryable and (identity.try_number or 1) <= int(getattr(ti, "max_tries", 0) or 0)
+            final = RunState.TIMEOUT if timed_out else RunState.FAILED
             mirror.record(
                 run_event(
                     identity,
-                    RunState.RETRYING if retry_planned else RunState.FAILED,
+                    RunState.RETRYING if retry_planned else final,
                     source="operator",
                     started_at=started_at,
                     ended_at=datetime.now(UTC),
                     error=exc,
+                    error_type="TIMEOUT" if timed_out else None,
                     details={"retryable": retryable},
                 )
             )
