@@ -7,6 +7,8 @@ import pytest
 
 from tests_support import free_port, service_state_dir
 
+ZOMBIE_AFTER_SECONDS = 30
+
 
 @pytest.fixture(scope="session")
 def stack() -> Iterator:
@@ -27,7 +29,12 @@ def stack() -> Iterator:
         # the tests sync when they change BigQuery; a periodic round must not race them
         sync_interval_seconds=3600,
     )
-    info = local_stack.up(settings)
+    # A dead worker is declared a zombie after 30 s instead of Airflow's 5 minutes (the zombie test).
+    heartbeat = {"AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": str(ZOMBIE_AFTER_SECONDS)}
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in heartbeat.items():
+            patch.setenv(name, value)
+        info = local_stack.up(settings)
     client = AirflowClient(api_url(info.settings), ADMIN_USER, admin_password(info.settings))
     try:
         yield info, client

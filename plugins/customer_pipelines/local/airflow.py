@@ -50,7 +50,9 @@ def airflow_env(
     home = settings.state_dir / "airflow"
     home.mkdir(parents=True, exist_ok=True)
     admin_password(settings)
-    base = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
+    # Your own AIRFLOW__SECTION__KEY variables apply (a heartbeat timeout, say), except those the
+    # stack sets below; AIRFLOW_HOME and the like are the stack's own.
+    base = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW") or k.startswith("AIRFLOW__")}
     pythonpath = os.pathsep.join(p for p in (str(REPO_ROOT / "plugins"), base.get("PYTHONPATH", "")) if p)
     env = {
         **base,
