@@ -6,6 +6,9 @@ import socket
 import tempfile
 from pathlib import Path
 
+ZOMBIE_AFTER_SECONDS = 30
+"""The e2e stack's [scheduler] task_instance_heartbeat_timeout (Airflow's default: 300)."""
+
 
 def free_port() -> int:
     with socket.socket() as sock:

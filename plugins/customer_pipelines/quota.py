@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -51,6 +52,22 @@ def _limit_reached(customer: Customer, used_today: int, used_month: int) -> str 
     return None
 
 
+GATE_POLL_MAX_SECONDS = 0.2
+
+
+def _wait_for_customer_gate(cur: psycopg2.extensions.cursor, customer_id: str) -> None:
+    """Take the customer's advisory lock, waiting in Python between tries rather than inside one
+    blocking libpq call: a signal (the task's execution_timeout alarm, a kill's SIGTERM) is only
+    handled when Python code runs, so a task blocked in libpq could not be timed out here."""
+    delay = 0.005
+    while True:
+        cur.execute("SELECT pg_try_advisory_xact_lock(hashtext(%s))", (f"cp_quota:{customer_id}",))
+        if cur.fetchone()[0]:
+            return
+        time.sleep(delay)
+        delay = min(delay * 2, GATE_POLL_MAX_SECONDS)
+
+
 class QuotaLedger:
     def __init__(self, settings: Settings, *, clock: Clock = _utcnow) -> None:
         self.url = settings.require_quota_db_url()
@@ -75,7 +92,7 @@ class QuotaLedger:
         conn = self._connect()
         try:
             with conn, conn.cursor() as cur:
-                cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"cp_quota:{customer.customer_id}",))
+                _wait_for_customer_gate(cur, customer.customer_id)
                 cur.execute("SELECT 1 FROM cp_quota_reservations WHERE run_key = %s", (run_key,))
                 held = cur.fetchone() is not None
                 cur.execute(

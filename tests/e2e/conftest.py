@@ -5,9 +5,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests_support import free_port, service_state_dir
-
-ZOMBIE_AFTER_SECONDS = 30
+from tests_support import ZOMBIE_AFTER_SECONDS, free_port, service_state_dir
 
 
 @pytest.fixture(scope="session")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -13,7 +14,7 @@ import pytest
 from customer_pipelines.local import emulator
 from customer_pipelines.local.stack import run_module
 from customer_pipelines.store import BigQueryStore
-from tests_support import add_customer
+from tests_support import ZOMBIE_AFTER_SECONDS, add_customer
 
 pytestmark = pytest.mark.e2e
 
@@ -40,7 +41,7 @@ def _eventually(check, timeout: float = 60):
 
 def _wait_task_state(client, dag_id: str, run_id: str, state: str, timeout: float = 120) -> None:
     assert _eventually(lambda: client.task_instances(dag_id, run_id)[0]["state"] == state, timeout), (
-        f"task of {dag_id}/{run_id} never reached {state}"
+        f"task of {dag_id}/{run_id} never reached {state}: {client.task_instances(dag_id, run_id)}"
     )
 
 
@@ -168,6 +169,95 @@ def test_a_worker_killed_mid_run_is_mirrored_from_airflows_record(stack):
     assert mirrored[0]["state"] == "RETRYING"  # retries are configured: the kill is a failed try, not the end
 
 
+def _parent(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def _hold_gate(info, customer_id: str):
+    """Hold the customer's quota gate: the task then waits inside execute, like a long pipeline."""
+    gate = psycopg2.connect(info.settings.quota_db_url)
+    with gate.cursor() as cur:
+        cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"cp_quota:{customer_id}",))
+    return gate
+
+
+def test_a_run_past_its_execution_timeout_is_mirrored_timeout(stack):
+    info, client = stack
+    [dag_id] = add_customer(
+        info,
+        "cust_timeout_001",
+        "STARTER",
+        [("timeout_cost", 5)],
+        config_fields={
+            "max_execution_duration_minutes": 1,
+            "retry_config": {"max_attempts": 1, "base_delay_minutes": 1, "backoff_multiplier": 2},
+        },
+    )
+    client.wait_for_dags([dag_id], timeout=240)
+    gate = _hold_gate(info, "cust_timeout_001")
+    try:
+        run = client.trigger(dag_id)
+        # Airflow's SIGALRM interrupts the wait at the gate after the 1-minute execution_timeout.
+        _wait_task_state(client, dag_id, run["dag_run_id"], "failed", timeout=240)
+    finally:
+        gate.rollback()
+        gate.close()
+
+    store = BigQueryStore(info.settings)
+    current = _eventually(lambda: (c := _current(store, dag_id, run["dag_run_id"])) and c["state"] == "TIMEOUT" and c)
+    events = _events(store, dag_id, run["dag_run_id"])
+    assert current, events
+    assert current["error_type"] == "TIMEOUT" and current["try_number"] == 1
+    ends = [e for e in events if e["state"] in ("TIMEOUT", "FAILED", "RETRYING", "COMPLETED")]
+    assert [(e["state"], e["source"]) for e in ends] == [("TIMEOUT", "operator")]
+    assert "RUNNING" not in [e["state"] for e in events]  # it never got past the gate
+
+
+def test_a_zombie_task_is_mirrored_from_the_schedulers_heartbeat_timeout(stack):
+    info, client = stack
+    [dag_id] = add_customer(info, "cust_zombie_001", "STARTER", [("zombie_cost", 5)])
+    client.wait_for_dags([dag_id], timeout=240)
+    gate = _hold_gate(info, "cust_zombie_001")
+    stopped: list[int] = []
+    task_pid = None
+    try:
+        run = client.trigger(dag_id)
+        _wait_task_state(client, dag_id, run["dag_run_id"], "running")
+        ti = client.task_instances(dag_id, run["dag_run_id"])[0]
+        task_pid = _eventually(lambda: _task_process(ti["id"]), 30)
+        assert task_pid, f"no process titled 'airflow worker -- {ti['id']}'"
+        # Freeze the task and its supervisor: no heartbeat reaches Airflow, nothing exits.
+        stopped = [_parent(task_pid), task_pid]
+        for pid in stopped:
+            os.kill(pid, signal.SIGSTOP)
+        assert _eventually(
+            lambda: client.task_instances(dag_id, run["dag_run_id"])[0]["state"] in ("up_for_retry", "failed"),
+            ZOMBIE_AFTER_SECONDS + 120,
+        ), "the scheduler never declared the silent task a zombie"
+    finally:
+        for pid in reversed(stopped):  # the supervisor wakes, learns the try is over and ends the task
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+        if task_pid:
+            _eventually(lambda: not Path(f"/proc/{task_pid}").exists(), 60)
+        gate.rollback()
+        gate.close()
+
+    store = BigQueryStore(info.settings)
+
+    def ended() -> list[dict]:
+        return [
+            e
+            for e in _events(store, dag_id, run["dag_run_id"])
+            if e["try_number"] == 1 and e["state"] in ("RETRYING", "FAILED", "COMPLETED")
+        ]
+
+    mirrored = _eventually(ended, 30)
+    assert [(e["state"], e["source"]) for e in mirrored] == [("RETRYING", "listener:scheduler")], _events(
+        store, dag_id, run["dag_run_id"]
+    )
+
+
 def test_a_run_past_its_sla_is_reported_by_airflows_deadline_alert(stack):
     info, client = stack
     [dag_id] = add_customer(
@@ -193,4 +283,3 @@ def test_a_run_past_its_sla_is_reported_by_airflows_deadline_alert(stack):
     assert breaches, "no SLA breach recorded by the deadline alert"
     assert breaches[0]["sla_breach_threshold_minutes"] == 1
     assert client.wait_for_run(dag_id, run["dag_run_id"], timeout=240)["state"] == "success"
-

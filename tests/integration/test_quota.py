@@ -3,9 +3,12 @@ the UTC day and month roll over (with an injected clock, not sleeping)."""
 
 from __future__ import annotations
 
+import signal
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 
+import psycopg2
 import pytest
 
 from customer_pipelines.models import Customer
@@ -92,3 +95,31 @@ def test_daily_limit_resets_on_the_next_utc_day(ledger_factory):
     assert ledger.reserve(customer, f"{customer.customer_id}/d3").reason == "DAILY_LIMIT"
     now[0] += timedelta(minutes=2)  # 00:01 the next day
     assert ledger.reserve(customer, f"{customer.customer_id}/d3").allowed
+
+
+def test_a_run_waiting_at_a_held_gate_is_interrupted_by_its_timeout_signal(ledger_factory, quota_db_url):
+    """execution_timeout is a SIGALRM in the task process: waiting for the gate must let it through."""
+    customer = _customer(f"gate_{datetime.now(UTC):%H%M%S%f}", daily=5, monthly=10)
+    holder = psycopg2.connect(quota_db_url)
+
+    def timed_out(signum, frame):
+        raise TimeoutError("execution_timeout")
+
+    previous = signal.signal(signal.SIGALRM, timed_out)
+    try:
+        with holder.cursor() as cur:
+            cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"cp_quota:{customer.customer_id}",))
+        signal.setitimer(signal.ITIMER_REAL, 0.5)
+        began = time.monotonic()
+        with pytest.raises(TimeoutError):
+            ledger_factory().reserve(customer, f"{customer.customer_id}/run_1")
+        waited = time.monotonic() - began
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+        holder.rollback()
+        holder.close()
+    assert waited < 5, f"the timeout signal was handled only after {waited:.1f} s"
+    # Nothing was reserved by the interrupted attempt, and the gate works once released.
+    decision = ledger_factory().reserve(customer, f"{customer.customer_id}/run_1")
+    assert decision.allowed and not decision.reused and decision.used_today == 1
