@@ -21,6 +21,9 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 RUNS_TABLE = "scheduled_pipeline_runs"
+RECORD_BACKLOG_LIMIT = 100
+"""Spooled transitions a task's own write carries along: a long outage's backlog is the syncer's
+to drain in batches, not one task's."""
 
 
 class RunState(StrEnum):
@@ -124,28 +127,25 @@ class RunStateMirror:
         self.spool_dir = spool_dir
 
     def record(self, row: Mapping[str, Any]) -> bool:
-        """Deliver one transition (and any backlog); spool it if BigQuery fails. Never raises.
-        Returns True when it reached BigQuery now."""
-        pending, backlog = self._read_spool()
-        batch = [*backlog, json.loads(_as_json(row))]
+        """Deliver one transition (and up to RECORD_BACKLOG_LIMIT spooled ones); spool it if BigQuery
+        fails. Never raises. Returns True when it reached BigQuery now."""
+        pending, backlog = self._read_spool(RECORD_BACKLOG_LIMIT)
+        new = json.loads(_as_json(row))
         try:
-            self._deliver(batch)
+            delivered = self._deliver([*zip(pending, backlog, strict=True), (None, new)])
         except Exception as exc:  # noqa: BLE001 - the pipeline's result must not depend on the mirror
             log.warning("run-state mirror: BigQuery write failed (%s); spooled %s", exc, row["event_key"])
             self._spool(row)
             return False
-        for path in pending:
-            path.unlink(missing_ok=True)
-        return True
+        return new["event_key"] in delivered
 
     def drain(self, limit: int = 500) -> int:
-        """Deliver up to ``limit`` spooled transitions; returns how many were delivered."""
+        """Deliver up to ``limit`` spooled transitions; returns how many left the spool (delivered,
+        or set aside as rejected)."""
         pending, backlog = self._read_spool(limit)
         if not pending:
             return 0
-        self._deliver(backlog)
-        for path in pending:
-            path.unlink(missing_ok=True)
+        self._deliver(list(zip(pending, backlog, strict=True)))
         return len(pending)
 
     def spool(self, row: Mapping[str, Any]) -> None:
@@ -156,11 +156,44 @@ class RunStateMirror:
     def backlog(self) -> int:
         return len(self._spooled())
 
-    def _deliver(self, rows: list[dict[str, Any]]) -> None:
+    def rejected(self) -> int:
+        """Transitions BigQuery refused for their content, kept under ``rejected/`` for an operator."""
+        folder = self.spool_dir / "rejected"
+        return len(list(folder.glob("*.json"))) if folder.exists() else 0
+
+    def _deliver(self, items: list[tuple[Path | None, dict[str, Any]]]) -> set[str]:
+        """Insert the rows (spool file or None, row), then remove their spool files; returns the event
+        keys written. A row BigQuery refuses for its content would fail every later delivery with it,
+        so it is set aside (logged, kept on disk) and the others are sent once more."""
+        from customer_pipelines.store import RejectedRows
+
+        try:
+            self._insert([row for _, row in items])
+        except RejectedRows as exc:
+            for index, reasons in exc.rejected.items():
+                self._set_aside(*items[index], reasons)
+            items = [item for index, item in enumerate(items) if index not in exc.rejected]
+            if items:
+                self._insert([row for _, row in items])
+        for path, _ in items:
+            if path is not None:
+                path.unlink(missing_ok=True)
+        return {row["event_key"] for _, row in items}
+
+    def _insert(self, rows: list[dict[str, Any]]) -> None:
         now = datetime.now(UTC).isoformat()
         for row in rows:
             row["recorded_at"] = now
         self.store.insert_rows(RUNS_TABLE, rows, row_ids=[r["event_key"] for r in rows])
+
+    def _set_aside(self, path: Path | None, row: dict[str, Any], reasons: list[str]) -> None:
+        log.error("run-state mirror: BigQuery rejected %s (%s); kept under rejected/", row.get("event_key"), reasons)
+        folder = self.spool_dir / "rejected"
+        folder.mkdir(parents=True, exist_ok=True)
+        target = folder / f"{row.get('event_key', 'unknown')}.json"
+        target.write_text(json.dumps({"row": row, "reasons": reasons}, sort_keys=True, default=str))
+        if path is not None:
+            path.unlink(missing_ok=True)
 
     def _read_spool(self, limit: int | None = None) -> tuple[list[Path], list[dict[str, Any]]]:
         """Spooled events that can be read. Another task on the host may deliver (and delete) a file

@@ -28,6 +28,15 @@ class StoreError(RuntimeError):
     """BigQuery refused or could not be reached; the message says which statement or table."""
 
 
+class RejectedRows(StoreError):
+    """A streaming insert refused some rows for their own content (not for an outage): ``rejected``
+    maps each such row's index to BigQuery's reasons. No row of the request was written."""
+
+    def __init__(self, message: str, rejected: dict[int, list[str]]) -> None:
+        super().__init__(message)
+        self.rejected = rejected
+
+
 def _query_parameter(name: str, value: Any) -> bigquery.ScalarQueryParameter | bigquery.ArrayQueryParameter:
     if isinstance(value, (list, tuple)):
         element_type = _bq_type(value[0]) if value else "STRING"
@@ -170,7 +179,15 @@ class BigQueryStore:
         except (GoogleAPIError, OSError) as exc:
             raise StoreError(f"insert into {table}: {exc}") from exc
         if errors:
-            raise StoreError(f"insert into {table} rejected rows: {errors[:3]}")
+            # Rows that were fine come back as "stopped" (insertAll is all-or-nothing by default).
+            rejected = {
+                int(e["index"]): [f"{x.get('reason')}: {x.get('message')}" for x in e.get("errors", [])]
+                for e in errors
+                if any(x.get("reason") != "stopped" for x in e.get("errors", []))
+            }
+            if rejected:
+                raise RejectedRows(f"insert into {table} rejected rows: {errors[:3]}", rejected)
+            raise StoreError(f"insert into {table} failed: {errors[:3]}")
 
     def load_rows(
         self, table: str, rows: Iterable[Mapping[str, Any]], *, data: bool = False, replace: bool = False

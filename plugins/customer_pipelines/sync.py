@@ -131,6 +131,8 @@ class SyncReport:
     auto_paused: list[str] = field(default_factory=list)
     mirror_backlog: int = 0
     """Transitions still spooled on this host after the round (the mirror's backlog metric)."""
+    mirror_rejected: int = 0
+    """Transitions BigQuery refused for their content, set aside under ``<spool>/rejected``."""
 
     def summary(self) -> str:
         return (
@@ -138,7 +140,7 @@ class SyncReport:
             f"pools: +{len(self.pools.created)} ~{len(self.pools.updated)} -{len(self.pools.deleted)} "
             f"={self.pools.unchanged}; paused {len(self.pauses.paused)}, unpaused {len(self.pauses.unpaused)}; "
             f"mirror: {self.spool_delivered} spooled delivered, {self.reconciled} reconciled, "
-            f"backlog {self.mirror_backlog}; "
+            f"backlog {self.mirror_backlog}, rejected {self.mirror_rejected}; "
             f"auto-paused {len(self.auto_paused)} ({self.seconds:.2f}s)"
         )
 
@@ -197,9 +199,9 @@ def _apply_failure_policy(store: Any, settings: Settings) -> list[str]:
         return []
 
 
-def _mirror_housekeeping(store: Any, settings: Settings) -> tuple[int, int, int]:
+def _mirror_housekeeping(store: Any, settings: Settings) -> tuple[int, int, int, int]:
     """Deliver this host's spooled transitions, then fill gaps from Airflow's records (last 2 h);
-    returns (delivered, reconciled, backlog still spooled)."""
+    returns (delivered, reconciled, backlog still spooled, rejected rows set aside)."""
     from datetime import timedelta
 
     from customer_pipelines.mirror import RunStateMirror
@@ -213,7 +215,7 @@ def _mirror_housekeeping(store: Any, settings: Settings) -> tuple[int, int, int]
         reconciled = len(reconcile(store, since=datetime.now(UTC) - timedelta(hours=2)).written)
     except Exception:
         log.exception("mirror housekeeping failed; retrying next round")
-    return delivered, reconciled, mirror.backlog()
+    return delivered, reconciled, mirror.backlog(), mirror.rejected()
 
 
 def run_sync(settings: Settings | None = None, store: Any = None) -> SyncReport:
@@ -235,7 +237,7 @@ def run_sync(settings: Settings | None = None, store: Any = None) -> SyncReport:
         now = runnable_dags(snapshot)
     pauses = sync_paused(now, before)
     _write_next_runs(store, settings)
-    delivered, reconciled, backlog = _mirror_housekeeping(store, settings)
+    delivered, reconciled, backlog, rejected = _mirror_housekeeping(store, settings)
     return SyncReport(
         refreshed.configs,
         refreshed.customers,
@@ -247,6 +249,7 @@ def run_sync(settings: Settings | None = None, store: Any = None) -> SyncReport:
         reconciled,
         auto_paused,
         backlog,
+        rejected,
     )
 
 

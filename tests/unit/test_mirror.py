@@ -1,7 +1,9 @@
 """mirror.py: run-state transitions -> append-only rows, spooled to disk while BigQuery fails.
 
 The store is a fake: a BigQuery outage (or a rejected insert) is a fault a unit test cannot cause
-with the real client, so the fake's ``insert_rows`` can be told to fail."""
+with the real client, so the fake's ``insert_rows`` can be told to fail. Rejected rows in particular
+cannot be caused on the emulator: where BigQuery answers insertAll with per-row ``insertErrors``
+(reason ``invalid``), bqemulator answers 500 for the whole request."""
 
 from __future__ import annotations
 
@@ -12,17 +14,30 @@ from typing import Any
 
 import pytest
 
-from customer_pipelines.mirror import RUNS_TABLE, RunIdentity, RunState, RunStateMirror, event_key, run_event
+from customer_pipelines.mirror import (
+    RECORD_BACKLOG_LIMIT,
+    RUNS_TABLE,
+    RunIdentity,
+    RunState,
+    RunStateMirror,
+    event_key,
+    run_event,
+)
+from customer_pipelines.store import RejectedRows
 
 
 class FakeStore:
     def __init__(self) -> None:
         self.failing = False
+        self.rejecting: set[str] = set()
         self.calls: list[tuple[str, list[dict[str, Any]], list[str] | None]] = []
 
     def insert_rows(self, table: str, rows: list[dict[str, Any]], *, row_ids: list[str] | None = None) -> None:
         if self.failing:
             raise RuntimeError("BigQuery is unreachable")
+        refused = {i: ["invalid: no such field: bogus"] for i, r in enumerate(rows) if r["event_key"] in self.rejecting}
+        if refused:
+            raise RejectedRows("rejected", refused)
         self.calls.append((table, [dict(r) for r in rows], list(row_ids) if row_ids is not None else None))
 
     @property
@@ -219,3 +234,41 @@ def test_record_never_raises_on_an_unreadable_spool_file(mirror, store, spool):
     spool.mkdir()
     (spool / "20250101T000000000000-deadbeef.json").write_text("")
     assert mirror.record(_event(RunState.RUNNING)) in (True, False)
+
+
+def test_a_task_carries_at_most_the_backlog_limit_of_spooled_rows(mirror, store):
+    store.failing = True
+    for n in range(RECORD_BACKLOG_LIMIT + 5):
+        mirror.record(_event(RunState.RUNNING, try_number=n + 1, seconds=n))
+    store.failing = False
+
+    assert mirror.record(_event(RunState.COMPLETED, seconds=999)) is True
+
+    [(_, rows, _)] = store.calls
+    assert len(rows) == RECORD_BACKLOG_LIMIT + 1
+    assert mirror.backlog() == 5  # the newest five wait for the next write or the syncer's drain
+
+
+def test_a_spooled_row_bigquery_refuses_is_set_aside_and_no_longer_blocks_the_others(mirror, store, spool):
+    store.failing = True
+    poison, good = _event(RunState.RUNNING, seconds=0), _event(RunState.COMPLETED, seconds=1)
+    mirror.record(poison)
+    mirror.record(good)
+    store.failing = False
+    store.rejecting = {poison["event_key"]}
+
+    assert mirror.drain() == 2
+
+    assert store.delivered_keys == [good["event_key"]]
+    assert mirror.backlog() == 0 and mirror.rejected() == 1
+    kept = json.loads((spool / "rejected" / f"{poison['event_key']}.json").read_text())
+    assert kept["row"]["event_key"] == poison["event_key"] and "no such field" in kept["reasons"][0]
+
+
+def test_a_new_row_bigquery_refuses_is_kept_aside_and_record_says_it_was_not_written(mirror, store):
+    row = _event(RunState.RUNNING)
+    store.rejecting = {row["event_key"]}
+
+    assert mirror.record(row) is False
+
+    assert store.calls == [] and mirror.backlog() == 0 and mirror.rejected() == 1
