@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from airflow.listeners import hookimpl
+from sqlalchemy.orm import object_session
 
 log = logging.getLogger(__name__)
 _drain_lock = threading.Lock()
@@ -223,7 +224,14 @@ def on_dag_run_failed(dag_run: Any, msg: str) -> None:
 
         if not _is_ours(dag_run.dag_id):
             return
-        for ti in dag_run.get_task_instances():
+        # The caller's own session, never a new one: in the scheduler a session of our own would
+        # commit inside its critical section ("UNEXPECTED COMMIT - THIS WILL BREAK HA LOCKS!") and
+        # stop the scheduler. Without one, the reconciler fills the gap.
+        session = object_session(dag_run)
+        if session is None:
+            log.warning("on_dag_run_failed: %s/%s is detached; left to reconcile", dag_run.dag_id, dag_run.run_id)
+            return
+        for ti in dag_run.get_task_instances(session=session):
             if ti.task_id != TASK_ID or _state_name(ti.state) in ("success", "failed", "skipped", "up_for_retry"):
                 continue  # the task's own transitions are mirrored by the operator or the TI listeners
             _emit(

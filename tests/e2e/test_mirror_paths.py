@@ -211,6 +211,8 @@ def test_a_run_past_its_execution_timeout_is_mirrored_timeout(stack):
     ends = [e for e in events if e["state"] in ("TIMEOUT", "FAILED", "RETRYING", "COMPLETED")]
     assert [(e["state"], e["source"]) for e in ends] == [("TIMEOUT", "operator")]
     assert "RUNNING" not in [e["state"] for e in events]  # it never got past the gate
+    # ...and the scheduler, whose listener saw the DAG run fail, goes on: the run ends failed.
+    assert client.wait_for_run(dag_id, run["dag_run_id"], timeout=120)["state"] == "failed"
 
 
 def test_a_zombie_task_is_mirrored_from_the_schedulers_heartbeat_timeout(stack):
