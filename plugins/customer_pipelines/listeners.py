@@ -232,8 +232,11 @@ def on_dag_run_failed(dag_run: Any, msg: str) -> None:
             log.warning("on_dag_run_failed: %s/%s is detached; left to reconcile", dag_run.dag_id, dag_run.run_id)
             return
         for ti in dag_run.get_task_instances(session=session):
-            if ti.task_id != TASK_ID or _state_name(ti.state) in ("success", "failed", "skipped", "up_for_retry"):
-                continue  # the task's own transitions are mirrored by the operator or the TI listeners
+            # Ended on its own (mirrored by the operator or the TI listeners). A skipped TI is not
+            # among them: a run whose only task skipped itself succeeds, so in a failed run the skip
+            # is the failure's own (Airflow skips the unfinished tasks of a run marked or timed out).
+            if ti.task_id != TASK_ID or _state_name(ti.state) in ("success", "failed", "up_for_retry"):
+                continue
             _emit(
                 run_event(
                     _ti_identity(ti),
