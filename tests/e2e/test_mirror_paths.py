@@ -193,4 +193,3 @@ def test_a_run_past_its_sla_is_reported_by_airflows_deadline_alert(stack):
     assert breaches, "no SLA breach recorded by the deadline alert"
     assert breaches[0]["sla_breach_threshold_minutes"] == 1
     assert client.wait_for_run(dag_id, run["dag_run_id"], timeout=240)["state"] == "success"
-
