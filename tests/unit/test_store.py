@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from customer_pipelines.settings import Settings
-from customer_pipelines.store import SCHEMA_FOLDERS, BigQueryStore
+from customer_pipelines.store import BigQueryStore
 
 
 @pytest.fixture
@@ -39,10 +39,6 @@ def test_for_plane_gives_the_other_planes_store_with_the_same_settings(split_set
     assert control.for_plane("control") is control
     assert (data.plane, data.settings) == ("data", split_settings)
     assert data.for_plane("data") is data
-
-
-def test_the_schema_puts_tables_and_views_on_the_control_plane_and_data_tables_on_the_data_plane():
-    assert SCHEMA_FOLDERS == {"control": ("schema", "views"), "data": ("data_schema",)}
 
 
 def test_an_unknown_plane_is_refused(split_settings):
