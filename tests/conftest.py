@@ -46,6 +46,14 @@ def store(emulator_settings):
     return BigQueryStore(emulator_settings)
 
 
+@pytest.fixture
+def data_store(emulator_settings):
+    """The data plane's store (the templates' tables): the same emulator, unless configured apart."""
+    from customer_pipelines.store import BigQueryStore
+
+    return BigQueryStore(emulator_settings, plane="data")
+
+
 @pytest.fixture(scope="session")
 def quota_db_url() -> Iterator[str]:
     """A fresh database on the machine's PostgreSQL (CP_TEST_POSTGRES_URL), dropped afterwards."""

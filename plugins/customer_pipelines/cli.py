@@ -8,7 +8,7 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
-from customer_pipelines.settings import Settings, get_settings
+from customer_pipelines.settings import Plane, Settings, get_settings
 
 DEMO_DAG_ID = "cust_acme_001.acme_gcp_cost_daily"
 
@@ -23,21 +23,28 @@ def cmd_emulator(args: argparse.Namespace, settings: Settings) -> int:
     from customer_pipelines.local import emulator
 
     settings = settings.model_copy(update={"bigquery_emulator_host": f"127.0.0.1:{settings.emulator_port}"})
-    if args.action == "start":
-        took = emulator.start(settings)
-        print(f"BigQuery emulator ready at {emulator.emulator_url(settings)} (started in {took:.1f}s)")
-    elif args.action == "stop":
-        print("stopped" if emulator.stop_emulator(settings) else "not running")
-    else:
-        ready = emulator.is_ready(settings)
-        print(f"{'running' if ready else 'not running'} at {emulator.emulator_url(settings)}")
-        return 0 if ready else 1
-    return 0
+    # With CP_DATA_EMULATOR_PORT the data plane has an emulator of its own.
+    planes: tuple[Plane, ...] = ("control", "data") if settings.data_emulator_port else ("control",)
+    all_ready = True
+    for plane in planes:
+        if args.action == "start":
+            took = emulator.start(settings, plane=plane)
+            print(f"BigQuery emulator ({plane}) ready at {emulator.emulator_url(settings, plane)} ({took:.1f}s)")
+        elif args.action == "stop":
+            print(f"{plane}: " + ("stopped" if emulator.stop_emulator(settings, plane) else "not running"))
+        else:
+            ready = emulator.is_ready(settings, plane)
+            all_ready = all_ready and ready
+            print(f"{plane}: {'running' if ready else 'not running'} at {emulator.emulator_url(settings, plane)}")
+    return 0 if all_ready else 1
 
 
 def cmd_schema(args: argparse.Namespace, settings: Settings) -> int:
     applied = _store(settings).apply_schema()
-    print(f"schema applied to {settings.bq_project}.{settings.bq_dataset}: {len(applied)} statements")
+    print(
+        f"schema applied to {settings.bq_project}.{settings.bq_dataset} and "
+        f"{settings.data_plane_project}.{settings.bq_data_dataset}: {len(applied)} statements"
+    )
     return 0
 
 

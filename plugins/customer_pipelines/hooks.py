@@ -1,6 +1,10 @@
 """The one way this project talks to BigQuery: the google provider's BigQueryHook, which on a
 configured emulator uses anonymous credentials and the emulator's endpoint, and otherwise the
-Airflow connection's credentials (service account, workload identity, ADC) unchanged."""
+Airflow connection's credentials (service account, workload identity, ADC) unchanged.
+
+A hook serves one plane: the control plane (configs, run-state mirror, views) or the data plane
+(the customers' data the templates read and write), each with its own connection, project and
+emulator; by default both are the same BigQuery."""
 
 from __future__ import annotations
 
@@ -13,38 +17,49 @@ from airflow.sdk import Connection
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import bigquery
 
-from customer_pipelines.settings import Settings, get_settings
+from customer_pipelines.settings import PLANES, Plane, Settings, get_settings
 
 
 class CustomerPipelinesBigQueryHook(BigQueryHook):
-    def __init__(self, settings: Settings | None = None, **kwargs: Any) -> None:
+    def __init__(self, settings: Settings | None = None, plane: Plane = "control", **kwargs: Any) -> None:
+        if plane not in PLANES:
+            raise ValueError(f"unknown BigQuery plane {plane!r}: one of {PLANES}")
         self.settings = settings or get_settings()
-        kwargs.setdefault("gcp_conn_id", self.settings.gcp_conn_id)
+        self.plane = plane
+        kwargs.setdefault("gcp_conn_id", self.settings.conn_id_of(plane))
         kwargs.setdefault("location", self.settings.bq_location)
         kwargs.setdefault("use_legacy_sql", False)
         super().__init__(**kwargs)
+
+    @property
+    def project(self) -> str:
+        return self.settings.project_of(self.plane)
+
+    @property
+    def emulator_url(self) -> str | None:
+        """This plane's emulator, or None for real BigQuery."""
+        return self.settings.emulator_url_of(self.plane)
 
     def get_connection(self, conn_id: str) -> Connection:  # type: ignore[override]
         try:
             return super().get_connection(conn_id)
         except AirflowNotFoundException:
-            settings = self.settings
-            if settings.emulator_url is None:
+            if self.emulator_url is None:
                 raise
             # With an emulator no credentials are needed, so no connection has to be defined.
             return Connection(
                 conn_id=conn_id,
                 conn_type="google_cloud_platform",
-                extra=json.dumps({"project": settings.bq_project}),
+                extra=json.dumps({"project": self.project}),
             )
 
     def get_client(self, project_id: str | None = None, location: str | None = None) -> bigquery.Client:
-        emulator = self.settings.emulator_url
+        emulator = self.emulator_url
         if emulator is None:
-            return super().get_client(project_id=project_id or self.settings.bq_project, location=location)
+            return super().get_client(project_id=project_id or self.project, location=location)
         # Anonymous credentials only ever go to an emulator the settings name explicitly.
         return bigquery.Client(
-            project=project_id or self.settings.bq_project,
+            project=project_id or self.project,
             location=location or self.settings.bq_location,
             credentials=AnonymousCredentials(),
             client_options={"api_endpoint": emulator},

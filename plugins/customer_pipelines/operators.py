@@ -145,7 +145,8 @@ class CustomerPipelineOperator(BaseOperator):
         if template is None:
             raise InvalidPipelineConfig(f"unknown pipeline_template {self.pipeline_template!r}")
         params = template.params_model.model_validate(self.parameters).model_dump()
-        rows = store.query(
+        # The template works on the customers' data (the data plane); the mirror stays on the control plane.
+        rows = store.for_plane("data").query(
             template.sql_file,
             {
                 "customer_id": self.customer_id,

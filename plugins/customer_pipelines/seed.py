@@ -286,16 +286,20 @@ def fleet_dataset(customers: int, *, seed: int = 7, configs_per_customer: tuple[
 
 
 def load_dataset(store: BigQueryStore, data: Dataset, *, replace: bool = True) -> dict[str, int]:
-    """Write a dataset with load jobs; with ``replace`` its customers' earlier rows go first, so
-    seeding twice gives the same tables."""
+    """Write a dataset with load jobs: customers and configs to the control plane, the billing,
+    security and compliance rows to the data plane (``store`` may be either plane's). With
+    ``replace`` its customers' earlier rows go first, so seeding twice gives the same tables."""
+    control, data_plane = store.for_plane("control"), store.for_plane("data")
     if replace and data.customers:
-        store.query("queries/delete_customers.sql", {"customer_ids": [c["customer_id"] for c in data.customers]})
+        customer_ids = {"customer_ids": [c["customer_id"] for c in data.customers]}
+        control.query("queries/delete_customers.sql", customer_ids)
+        data_plane.query("queries/delete_customer_data.sql", customer_ids)
     counts = {
-        "customers": store.load_rows("customers", data.customers),
-        "customer_subscriptions": store.load_rows("customer_subscriptions", data.subscriptions),
-        "customer_pipeline_configs": store.load_rows("customer_pipeline_configs", data.configs),
-        "billing_export": store.load_rows("billing_export", data.billing, data=True),
-        "security_findings": store.load_rows("security_findings", data.findings, data=True),
-        "compliance_controls": store.load_rows("compliance_controls", data.controls, data=True),
+        "customers": control.load_rows("customers", data.customers),
+        "customer_subscriptions": control.load_rows("customer_subscriptions", data.subscriptions),
+        "customer_pipeline_configs": control.load_rows("customer_pipeline_configs", data.configs),
+        "billing_export": data_plane.load_rows("billing_export", data.billing),
+        "security_findings": data_plane.load_rows("security_findings", data.findings),
+        "compliance_controls": data_plane.load_rows("compliance_controls", data.controls),
     }
     return counts

@@ -8,6 +8,7 @@ import hashlib
 import re
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -17,6 +18,11 @@ SQL_DIR = REPO_ROOT / "include" / "sql"
 
 _PROJECT_ID = re.compile(r"^[a-z][a-z0-9-]{4,61}[a-z0-9]$|^[a-z][a-z0-9-]{0,28}$")
 _DATASET_ID = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,1023}$")
+
+Plane = Literal["control", "data"]
+"""Which BigQuery a statement goes to: the platform's own tables and views (control), or the
+customers' data the pipeline templates read and write (data)."""
+PLANES: tuple[Plane, ...] = ("control", "data")
 
 
 def _default_state_dir() -> Path:
@@ -44,6 +50,14 @@ class Settings(BaseSettings):
     """``host:port`` of a BigQuery emulator; unset means real BigQuery with real credentials."""
     gcp_conn_id: str = "customer_pipelines_bigquery"
 
+    data_gcp_conn_id: str | None = None
+    """Airflow connection of the data plane (the BigQuery the templates read and write); unset:
+    ``gcp_conn_id``."""
+    data_bq_project: str | None = None
+    """Project of the data plane's dataset (``bq_data_dataset``); unset: ``bq_project``."""
+    data_bigquery_emulator_host: str | None = None
+    """``host:port`` of the data plane's emulator; unset: the control plane's ``bigquery_emulator_host``."""
+
     snapshot_path: Path | None = None
     """The local config snapshot DAG files read; default ``<state_dir>/snapshot/configs.sqlite``."""
     sync_interval_seconds: int = Field(default=60, ge=5)
@@ -65,11 +79,15 @@ class Settings(BaseSettings):
     emulator_port: int = 9050
     emulator_grpc_port: int = 9060
     airflow_port: int = 8080
+    data_emulator_port: int | None = None
+    """Set: the local stack runs a second emulator, for the data plane, on this port."""
+    data_emulator_grpc_port: int | None = None
+    """The data plane emulator's gRPC port (needed with ``data_emulator_port``)."""
 
-    @field_validator("bq_project")
+    @field_validator("bq_project", "data_bq_project")
     @classmethod
-    def _project_is_an_id(cls, value: str) -> str:
-        if not _PROJECT_ID.match(value):
+    def _project_is_an_id(cls, value: str | None) -> str | None:
+        if value is not None and not _PROJECT_ID.match(value):
             raise ValueError(f"not a BigQuery project id: {value!r}")
         return value
 
@@ -83,10 +101,35 @@ class Settings(BaseSettings):
     @property
     def emulator_url(self) -> str | None:
         """The emulator as the google client wants it (with a scheme), or None for real BigQuery."""
-        host = self.bigquery_emulator_host
-        if not host:
-            return None
-        return host if "://" in host else f"http://{host}"
+        return _url(self.bigquery_emulator_host)
+
+    @property
+    def data_plane_conn_id(self) -> str:
+        return self.data_gcp_conn_id or self.gcp_conn_id
+
+    @property
+    def data_plane_project(self) -> str:
+        return self.data_bq_project or self.bq_project
+
+    @property
+    def data_plane_emulator_host(self) -> str | None:
+        return self.data_bigquery_emulator_host or self.bigquery_emulator_host
+
+    @property
+    def data_plane_emulator_url(self) -> str | None:
+        return _url(self.data_plane_emulator_host)
+
+    def conn_id_of(self, plane: Plane) -> str:
+        return self.data_plane_conn_id if plane == "data" else self.gcp_conn_id
+
+    def project_of(self, plane: Plane) -> str:
+        return self.data_plane_project if plane == "data" else self.bq_project
+
+    def dataset_of(self, plane: Plane) -> str:
+        return self.bq_data_dataset if plane == "data" else self.bq_dataset
+
+    def emulator_url_of(self, plane: Plane) -> str | None:
+        return self.data_plane_emulator_url if plane == "data" else self.emulator_url
 
     @property
     def snapshot_file(self) -> Path:
@@ -104,6 +147,12 @@ class Settings(BaseSettings):
         if not self.quota_db_url:
             raise RuntimeError("CP_QUOTA_DB_URL is not set: the quota ledger needs a PostgreSQL URL")
         return self.quota_db_url
+
+
+def _url(host: str | None) -> str | None:
+    if not host:
+        return None
+    return host if "://" in host else f"http://{host}"
 
 
 @lru_cache(maxsize=1)

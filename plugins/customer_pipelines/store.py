@@ -17,11 +17,13 @@ from google.api_core.exceptions import GoogleAPIError
 from google.cloud import bigquery
 from google.cloud.bigquery.retry import DEFAULT_RETRY
 
-from customer_pipelines.settings import Settings, get_settings
+from customer_pipelines.settings import PLANES, Plane, Settings, get_settings
 from customer_pipelines.sql import load_sql, sql_files
 
 INSERT_DEADLINE_SECONDS = 15.0
 INSERT_TIMEOUT_SECONDS = 5.0
+SCHEMA_FOLDERS: dict[Plane, tuple[str, ...]] = {"control": ("schema", "views"), "data": ("data_schema",)}
+"""What applying the schema runs on each plane, in order."""
 
 
 class StoreError(RuntimeError):
@@ -98,8 +100,17 @@ def _has_code(statement: str) -> bool:
 
 
 class BigQueryStore:
-    def __init__(self, settings: Settings | None = None, client: bigquery.Client | None = None) -> None:
+    """The tables of one plane: ``plane="control"`` (the default: configs, run-state mirror, views)
+    or ``plane="data"`` (the customers' data the templates read and write), each on its own
+    project, connection and client."""
+
+    def __init__(
+        self, settings: Settings | None = None, client: bigquery.Client | None = None, *, plane: Plane = "control"
+    ) -> None:
+        if plane not in PLANES:
+            raise ValueError(f"unknown BigQuery plane {plane!r}: one of {PLANES}")
         self.settings = settings or get_settings()
+        self.plane = plane
         self._client = client
         self.calls: Counter[str] = Counter()
         """API calls made, by kind (query, dml, insert, load, ...): the benchmarks read it."""
@@ -110,11 +121,22 @@ class BigQueryStore:
             return self._client
         from customer_pipelines.hooks import CustomerPipelinesBigQueryHook
 
-        return CustomerPipelinesBigQueryHook(settings=self.settings).get_client()
+        return CustomerPipelinesBigQueryHook(settings=self.settings, plane=self.plane).get_client()
 
-    def table_id(self, table: str, *, data: bool = False) -> str:
-        dataset = self.settings.bq_data_dataset if data else self.settings.bq_dataset
-        return f"{self.settings.bq_project}.{dataset}.{table}"
+    def for_plane(self, plane: Plane) -> BigQueryStore:
+        """The store of ``plane`` with these settings: this one if it is that plane's."""
+        return self if plane == self.plane else BigQueryStore(self.settings, plane=plane)
+
+    @property
+    def project(self) -> str:
+        return self.settings.project_of(self.plane)
+
+    @property
+    def dataset(self) -> str:
+        return self.settings.dataset_of(self.plane)
+
+    def table_id(self, table: str) -> str:
+        return f"{self.project}.{self.dataset}.{table}"
 
     # -- statements -------------------------------------------------------------------------
 
@@ -124,7 +146,7 @@ class BigQueryStore:
         not one transaction: where atomicity matters a file holds a single MERGE."""
         params = params or {}
         rows: list[dict[str, Any]] = []
-        for statement in split_statements(load_sql(sql_file, self.settings)):
+        for statement in split_statements(load_sql(sql_file, self.settings, self.plane)):
             used = [_query_parameter(k, v) for k, v in params.items() if re.search(rf"@{k}\b", statement)]
             self.calls["query"] += 1
             try:
@@ -137,17 +159,21 @@ class BigQueryStore:
         return rows
 
     def apply_schema(self) -> list[str]:
-        """Create the datasets, tables and views; applying twice changes nothing."""
+        """Create the datasets, tables and views of both planes, each on its own BigQuery (the
+        same one unless the data plane is configured apart); applying twice changes nothing."""
+        return self.for_plane("control").apply_plane_schema() + self.for_plane("data").apply_plane_schema()
+
+    def apply_plane_schema(self) -> list[str]:
+        """Create this plane's dataset and its tables (and views); returns the files applied."""
+        ds = bigquery.Dataset(f"{self.project}.{self.dataset}")
+        ds.location = self.settings.bq_location
+        self.calls["dataset"] += 1
+        try:
+            self.client.create_dataset(ds, exists_ok=True)
+        except GoogleAPIError as exc:
+            raise StoreError(f"dataset {self.dataset}: {exc}") from exc
         applied = []
-        for dataset in (self.settings.bq_dataset, self.settings.bq_data_dataset):
-            ds = bigquery.Dataset(f"{self.settings.bq_project}.{dataset}")
-            ds.location = self.settings.bq_location
-            self.calls["dataset"] += 1
-            try:
-                self.client.create_dataset(ds, exists_ok=True)
-            except GoogleAPIError as exc:
-                raise StoreError(f"dataset {dataset}: {exc}") from exc
-        for sql_file in sql_files("schema") + sql_files("views"):
+        for sql_file in [f for folder in SCHEMA_FOLDERS[self.plane] for f in sql_files(folder)]:
             self.query(sql_file)
             applied.append(sql_file)
         return applied
@@ -160,7 +186,6 @@ class BigQueryStore:
         rows: Sequence[Mapping[str, Any]],
         *,
         row_ids: Sequence[str] | None = None,
-        data: bool = False,
     ) -> None:
         """Streaming insert (tabledata.insertAll): no DML, so no DML quota or per-table queueing."""
         if not rows:
@@ -168,7 +193,7 @@ class BigQueryStore:
         self.calls["insert"] += 1
         try:
             errors = self.client.insert_rows_json(
-                self.table_id(table, data=data),
+                self.table_id(table),
                 [_json_ready(r) for r in rows],
                 row_ids=list(row_ids) if row_ids is not None else None,
                 # Bounded: a caller (a task, a listener) must not hang for the client's default
@@ -189,15 +214,13 @@ class BigQueryStore:
                 raise RejectedRows(f"insert into {table} rejected rows: {errors[:3]}", rejected)
             raise StoreError(f"insert into {table} failed: {errors[:3]}")
 
-    def load_rows(
-        self, table: str, rows: Iterable[Mapping[str, Any]], *, data: bool = False, replace: bool = False
-    ) -> int:
+    def load_rows(self, table: str, rows: Iterable[Mapping[str, Any]], *, replace: bool = False) -> int:
         """Batch load (a load job: no DML quota, no streaming buffer): for seeding and bulk changes;
         ``replace`` swaps the table's whole content atomically (WRITE_TRUNCATE)."""
         payload = [_json_ready(r, json_as_text=False) for r in rows]
         if not payload and not replace:
             return 0
-        table_id = self.table_id(table, data=data)
+        table_id = self.table_id(table)
         body = io.BytesIO("\n".join(json.dumps(row) for row in payload).encode())
         self.calls["load"] += 1
         try:

@@ -11,7 +11,8 @@ from tests_support import ZOMBIE_AFTER_SECONDS, free_port, service_state_dir
 @pytest.fixture(scope="session")
 def stack() -> Iterator:
     """The embedded system as `make demo` starts it (emulator, embedded PostgreSQL, Airflow's
-    scheduler, dag-processor, triggerer and API server, the syncer), on free ports."""
+    scheduler, dag-processor, triggerer and API server, the syncer), on free ports, with a second
+    emulator for the data plane."""
     from customer_pipelines.local import stack as local_stack
     from customer_pipelines.local.airflow import ADMIN_USER, admin_password, api_url
     from customer_pipelines.local.airflow_api import AirflowClient
@@ -22,6 +23,10 @@ def stack() -> Iterator:
         state_dir=state,
         emulator_port=free_port(),
         emulator_grpc_port=free_port(),
+        # The data plane on an emulator of its own, in a project of its own: the split production has.
+        data_emulator_port=free_port(),
+        data_emulator_grpc_port=free_port(),
+        data_bq_project="e2e-data-project",
         airflow_port=free_port(),
         bq_project="e2e-project",
         # the tests sync when they change BigQuery; a periodic round must not race them

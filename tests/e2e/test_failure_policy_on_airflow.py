@@ -25,9 +25,9 @@ def test_runs_failing_non_retryably_fail_at_once_and_five_in_a_row_pause_the_con
     )
     client.wait_for_dags([dag_id], timeout=240)
     store = BigQueryStore(info.settings)
-    target = store.table_id("cost_daily", data=True)
+    data_store = store.for_plane("data")
     # The template's target table is gone: BigQuery answers 404, which no retry can fix.
-    store.client.query(f"DROP TABLE `{target}`").result()
+    data_store.client.query(f"DROP TABLE `{data_store.table_id('cost_daily')}`").result()
     try:
         runs = []
         for _ in range(5):

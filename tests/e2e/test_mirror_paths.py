@@ -13,7 +13,7 @@ import pytest
 
 from customer_pipelines.local import emulator
 from customer_pipelines.local.stack import run_module
-from customer_pipelines.store import BigQueryStore
+from customer_pipelines.store import INSERT_DEADLINE_SECONDS, BigQueryStore
 from tests_support import ZOMBIE_AFTER_SECONDS, add_customer
 
 pytestmark = pytest.mark.e2e
@@ -97,7 +97,9 @@ def test_reconcile_fills_what_a_lost_spool_never_delivered(stack):
     try:
         _mark_task(client, dag_id, run["dag_run_id"], "success")
         assert _eventually(lambda: any(spool.glob("*.json")), 30), "the manual mark was not spooled"
-        time.sleep(3)
+        # The listener's background delivery holds the event and retries for INSERT_DEADLINE_SECONDS: once
+        # BigQuery is back it would still deliver it, so it must have given up before the restart.
+        time.sleep(INSERT_DEADLINE_SECONDS + 3)
         for path in spool.glob("*.json"):  # the worker's disk is lost with its spool
             path.unlink()
     finally:

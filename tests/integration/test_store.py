@@ -145,7 +145,7 @@ def test_usage_view_counts_started_runs_and_quota_skips(store, tmp_path):
     assert after["skipped_quota_today"] - before["skipped_quota_today"] == 1
 
 
-def test_cost_billing_template_aggregates_the_billing_export(store):
+def test_cost_billing_template_aggregates_the_billing_export(store, data_store):
     demo = demo_dataset()
     load_dataset(store, demo)
     day = datetime.now(UTC).date() - timedelta(days=3)
@@ -163,8 +163,8 @@ def test_cost_billing_template_aggregates_the_billing_export(store):
         "currency": "USD",
         "lookback_days": 1,
     }
-    rows = store.query("templates/cost_billing.sql", params)
-    again = store.query("templates/cost_billing.sql", params)
+    rows = data_store.query("templates/cost_billing.sql", params)
+    again = data_store.query("templates/cost_billing.sql", params)
 
     assert rows[0]["rows_written"] == 3  # one row per service
     assert rows[0]["total_cost"] == pytest.approx(expected, abs=0.01)
@@ -180,7 +180,7 @@ def test_cost_billing_template_aggregates_the_billing_export(store):
     ],
 )
 def test_every_template_does_its_work_on_the_demo_data_and_reruns_identically(
-    store, template, customer_id, provider, params
+    store, data_store, template, customer_id, provider, params
 ):
     from customer_pipelines.templates import TEMPLATES
 
@@ -194,8 +194,8 @@ def test_every_template_does_its_work_on_the_demo_data_and_reruns_identically(
         **params,
     }
 
-    first = store.query(TEMPLATES[template].sql_file, args)
-    second = store.query(TEMPLATES[template].sql_file, args)
+    first = data_store.query(TEMPLATES[template].sql_file, args)
+    second = data_store.query(TEMPLATES[template].sql_file, args)
 
     assert first[0]["rows_written"] > 0
     assert second == first
@@ -227,7 +227,7 @@ def test_a_missing_table_is_a_non_retryable_error_from_bigquery(store):
     from customer_pipelines.failures import is_retryable
     from customer_pipelines.store import BigQueryStore, StoreError
 
-    elsewhere = BigQueryStore(store.settings.model_copy(update={"bq_data_dataset": "no_such_dataset"}))
+    elsewhere = BigQueryStore(store.settings.model_copy(update={"bq_data_dataset": "no_such_dataset"}), plane="data")
     with pytest.raises(StoreError) as raised:
         elsewhere.query(
             "templates/cost_billing.sql",

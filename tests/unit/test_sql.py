@@ -14,10 +14,13 @@ from customer_pipelines.sql import load_sql, sql_files
 from customer_pipelines.store import _json_ready, split_statements
 from customer_pipelines.templates import TEMPLATES
 
-BIGQUERY_FOLDERS = ("queries", "schema", "templates", "views")
+BIGQUERY_FOLDERS = ("queries", "schema", "data_schema", "templates", "views")
 BIGQUERY_SQL = sorted(
     str(p.relative_to(SQL_DIR)) for folder in BIGQUERY_FOLDERS for p in (SQL_DIR / folder).glob("*.sql")
 )
+
+DATA_PLANE_QUERIES = {"queries/delete_customer_data.sql"}
+"""Queries on the customers' data; every other query is on the control plane."""
 
 
 @pytest.fixture
@@ -25,20 +28,63 @@ def custom_settings(tmp_path) -> Settings:
     return Settings(state_dir=tmp_path, bq_project="my-proj-123", bq_dataset="meta_ds", bq_data_dataset="data_ds")
 
 
+@pytest.fixture
+def split_settings(tmp_path) -> Settings:
+    return Settings(
+        state_dir=tmp_path,
+        bq_project="control-proj",
+        bq_dataset="meta_ds",
+        data_bq_project="customer-data-proj",
+        bq_data_dataset="data_ds",
+    )
+
+
+def _loads_on(relative_path: str, settings: Settings, plane: str) -> bool:
+    try:
+        load_sql(relative_path, settings, plane)
+    except ValueError:
+        return False
+    return True
+
+
 def test_load_sql_substitutes_only_the_project_and_dataset_identifiers(custom_settings):
     raw = (SQL_DIR / "templates" / "cost_billing.sql").read_text()
-    loaded = load_sql("templates/cost_billing.sql", custom_settings)
-    expected = (
-        raw.replace("${project}", "my-proj-123").replace("${data_dataset}", "data_ds").replace("${dataset}", "meta_ds")
-    )
+    loaded = load_sql("templates/cost_billing.sql", custom_settings, "data")
+    expected = raw.replace("${project}", "my-proj-123").replace("${data_dataset}", "data_ds")
     assert loaded == expected
     assert "`my-proj-123.data_ds.cost_daily`" in loaded
     assert "${" not in loaded
 
 
+def test_load_sql_on_the_data_plane_names_the_data_project(split_settings):
+    loaded = load_sql("templates/cost_billing.sql", split_settings, "data")
+    assert "`customer-data-proj.data_ds.cost_daily`" in loaded
+    assert "control-proj" not in loaded
+
+
+def test_load_sql_on_the_control_plane_names_the_control_project(split_settings):
+    loaded = load_sql("queries/runs_of_dag_run.sql", split_settings)
+    assert "`control-proj.meta_ds.scheduled_pipeline_run_events`" in loaded
+    assert "customer-data-proj" not in loaded
+
+
+def test_load_sql_refuses_a_file_that_names_the_other_planes_dataset(split_settings):
+    with pytest.raises(ValueError, match="control plane"):
+        load_sql("templates/cost_billing.sql", split_settings, "control")
+    with pytest.raises(ValueError, match="data plane"):
+        load_sql("queries/runs_of_dag_run.sql", split_settings, "data")
+
+
+@pytest.mark.parametrize("relative_path", BIGQUERY_SQL)
+def test_every_bigquery_sql_file_belongs_to_exactly_one_plane(relative_path, split_settings):
+    planes = [plane for plane in ("control", "data") if _loads_on(relative_path, split_settings, plane)]
+    data_plane = relative_path.startswith(("templates/", "data_schema/")) or relative_path in DATA_PLANE_QUERIES
+    assert planes == ["data" if data_plane else "control"]
+
+
 def test_load_sql_leaves_query_parameters_untouched(custom_settings):
     raw = (SQL_DIR / "templates" / "cost_billing.sql").read_text()
-    loaded = load_sql("templates/cost_billing.sql", custom_settings)
+    loaded = load_sql("templates/cost_billing.sql", custom_settings, "data")
     params = re.findall(r"@\w+", raw)
     assert {"@customer_id", "@provider", "@run_date", "@lookback_days", "@currency", "@run_key"} <= set(params)
     assert re.findall(r"@\w+", loaded) == params
@@ -46,7 +92,8 @@ def test_load_sql_leaves_query_parameters_untouched(custom_settings):
 
 @pytest.mark.parametrize("relative_path", BIGQUERY_SQL)
 def test_every_bigquery_sql_file_loads_with_no_placeholder_left_and_has_a_statement(relative_path, custom_settings):
-    loaded = load_sql(relative_path, custom_settings)
+    plane = "control" if _loads_on(relative_path, custom_settings, "control") else "data"
+    loaded = load_sql(relative_path, custom_settings, plane)
     assert "${" not in loaded
     assert "$" not in loaded
     assert split_statements(loaded)
@@ -62,6 +109,17 @@ def test_sql_files_lists_a_folder_in_apply_order():
     assert schema == sorted(schema)
     assert schema[0] == "schema/010_customers.sql"
     assert all(f.startswith("schema/") and f.endswith(".sql") for f in schema)
+
+
+def test_the_data_tables_have_their_own_schema_folder():
+    assert sql_files("data_schema") == [
+        "data_schema/100_billing_export.sql",
+        "data_schema/110_cost_daily.sql",
+        "data_schema/120_security.sql",
+        "data_schema/130_security_audit_daily.sql",
+        "data_schema/140_compliance.sql",
+        "data_schema/150_compliance_daily.sql",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -116,9 +174,12 @@ def test_split_statements_drops_whole_line_comments_that_could_name_parameters()
     assert split_statements(sql) == ["MERGE t USING s ON TRUE\nWHEN MATCHED THEN DELETE"]
 
 
-def test_split_statements_of_the_delete_file_gives_one_statement_per_table(custom_settings):
-    statements = split_statements(load_sql("queries/delete_customers.sql", custom_settings))
-    assert len(statements) == 6
+@pytest.mark.parametrize(
+    ("sql_file", "plane"), [("queries/delete_customers.sql", "control"), ("queries/delete_customer_data.sql", "data")]
+)
+def test_split_statements_of_the_delete_files_gives_one_statement_per_table(custom_settings, sql_file, plane):
+    statements = split_statements(load_sql(sql_file, custom_settings, plane))
+    assert len(statements) == 3
     assert all(s.lstrip().splitlines()[-1].startswith("DELETE FROM") for s in statements)
     assert all(not s.endswith(";") for s in statements)
 

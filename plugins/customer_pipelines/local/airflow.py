@@ -87,6 +87,14 @@ def airflow_env(
     }
     if settings.bigquery_emulator_host:
         env["BIGQUERY_EMULATOR_HOST"] = settings.bigquery_emulator_host
+    data_plane = {
+        "CP_DATA_GCP_CONN_ID": settings.data_gcp_conn_id,
+        "CP_DATA_BQ_PROJECT": settings.data_bq_project,
+        "CP_DATA_BIGQUERY_EMULATOR_HOST": settings.data_bigquery_emulator_host,
+        "CP_DATA_EMULATOR_PORT": settings.data_emulator_port,
+        "CP_DATA_EMULATOR_GRPC_PORT": settings.data_emulator_grpc_port,
+    }
+    env.update({name: str(value) for name, value in data_plane.items() if value is not None})
     if settings.quota_db_url:
         env["CP_QUOTA_DB_URL"] = settings.quota_db_url
     env.update(extra or {})

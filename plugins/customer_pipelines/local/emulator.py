@@ -2,19 +2,24 @@
 
 It runs from its own virtualenv (its pins clash with Airflow's). DuckDB's spatial extension, which
 it would download at start-up, is copied from the ``duckdb-extension-spatial`` wheel into the
-emulator's own HOME, so nothing is fetched from the web."""
+emulator's own HOME, so nothing is fetched from the web.
+
+A second instance can serve the data plane (``Settings.data_emulator_port``): its own name, ports,
+data and home directories under the state directory, and the data plane's project."""
 
 from __future__ import annotations
 
 import os
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from customer_pipelines.local.processes import http_ok, read_pid, spawn, stop, wait_until
-from customer_pipelines.settings import REPO_ROOT, Settings
+from customer_pipelines.settings import REPO_ROOT, Plane, Settings
 
 NAME = "bigquery-emulator"
+DATA_NAME = "bigquery-emulator-data"
 DUCKDB_VERSION = "v1.5.5"
 
 
@@ -40,22 +45,50 @@ def _install_spatial_extension(home: Path) -> None:
     shutil.copyfile(found[0], target)
 
 
-def emulator_url(settings: Settings) -> str:
-    return f"http://127.0.0.1:{settings.emulator_port}"
+@dataclass(frozen=True)
+class EmulatorInstance:
+    """One plane's emulator: the process name (pid and log files), ports, directories, project."""
+
+    name: str
+    port: int
+    grpc_port: int
+    root: Path
+    project: str
 
 
-def is_ready(settings: Settings) -> bool:
-    return http_ok(f"{emulator_url(settings)}/bigquery/v2/projects/{settings.bq_project}/datasets")
+def instance(settings: Settings, plane: Plane = "control") -> EmulatorInstance:
+    if plane == "control":
+        root = settings.state_dir / "bigquery"
+        return EmulatorInstance(NAME, settings.emulator_port, settings.emulator_grpc_port, root, settings.bq_project)
+    if settings.data_emulator_port is None or settings.data_emulator_grpc_port is None:
+        raise ValueError("the data plane's emulator needs CP_DATA_EMULATOR_PORT and CP_DATA_EMULATOR_GRPC_PORT")
+    return EmulatorInstance(
+        DATA_NAME,
+        settings.data_emulator_port,
+        settings.data_emulator_grpc_port,
+        settings.state_dir / "bigquery-data",
+        settings.data_plane_project,
+    )
 
 
-def start(settings: Settings, *, timeout: float = 60.0) -> float:
-    """Start the emulator unless it already answers; returns the seconds it took to be ready."""
+def emulator_url(settings: Settings, plane: Plane = "control") -> str:
+    return f"http://127.0.0.1:{instance(settings, plane).port}"
+
+
+def is_ready(settings: Settings, plane: Plane = "control") -> bool:
+    project = instance(settings, plane).project
+    return http_ok(f"{emulator_url(settings, plane)}/bigquery/v2/projects/{project}/datasets")
+
+
+def start(settings: Settings, *, timeout: float = 60.0, plane: Plane = "control") -> float:
+    """Start a plane's emulator unless it already answers; returns the seconds it took to be ready."""
     began = time.monotonic()
     run_dir = settings.state_dir / "run"
-    if is_ready(settings):
+    if is_ready(settings, plane):
         return 0.0
-    home = settings.state_dir / "bigquery" / "home"
-    data = settings.state_dir / "bigquery" / "data"
+    emulator = instance(settings, plane)
+    home = emulator.root / "home"
+    data = emulator.root / "data"
     data.mkdir(parents=True, exist_ok=True)
     _install_spatial_extension(home)
     env = {
@@ -72,26 +105,31 @@ def start(settings: Settings, *, timeout: float = 60.0) -> float:
         "--rest-host",
         "127.0.0.1",
         "--rest-port",
-        str(settings.emulator_port),
+        str(emulator.port),
         "--grpc-host",
         "127.0.0.1",
         "--grpc-port",
-        str(settings.emulator_grpc_port),
+        str(emulator.grpc_port),
         "--project",
-        settings.bq_project,
+        emulator.project,
         "--log-format",
         "console",
         "--log-level",
         "warning",
     ]
-    spawn(NAME, argv, run_dir=run_dir, env=env)
-    wait_until(lambda: is_ready(settings), timeout=timeout, what="BigQuery emulator", log_file=run_dir / f"{NAME}.log")
+    spawn(emulator.name, argv, run_dir=run_dir, env=env)
+    wait_until(
+        lambda: is_ready(settings, plane),
+        timeout=timeout,
+        what=f"BigQuery emulator ({plane} plane)",
+        log_file=run_dir / f"{emulator.name}.log",
+    )
     return time.monotonic() - began
 
 
-def stop_emulator(settings: Settings) -> bool:
-    return stop(NAME, settings.state_dir / "run")
+def stop_emulator(settings: Settings, plane: Plane = "control") -> bool:
+    return stop(instance(settings, plane).name, settings.state_dir / "run")
 
 
-def running_pid(settings: Settings) -> int | None:
-    return read_pid(settings.state_dir / "run" / f"{NAME}.pid")
+def running_pid(settings: Settings, plane: Plane = "control") -> int | None:
+    return read_pid(settings.state_dir / "run" / f"{instance(settings, plane).name}.pid")

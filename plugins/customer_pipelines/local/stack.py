@@ -31,11 +31,20 @@ class StackInfo:
 
 
 def with_embedded_defaults(settings: Settings) -> Settings:
-    """The embedded default: the local emulator unless real BigQuery is configured explicitly."""
+    """The embedded default: the local emulator unless real BigQuery is configured explicitly, and
+    a second one for the data plane when ``data_emulator_port`` is set."""
     updates: dict[str, object] = {}
-    if not settings.bigquery_emulator_host and os.environ.get("CP_REAL_BIGQUERY", "").lower() not in ("1", "true"):
+    real_bigquery = os.environ.get("CP_REAL_BIGQUERY", "").lower() in ("1", "true")
+    if not settings.bigquery_emulator_host and not real_bigquery:
         updates["bigquery_emulator_host"] = f"127.0.0.1:{settings.emulator_port}"
+    if settings.data_emulator_port and not settings.data_bigquery_emulator_host and not real_bigquery:
+        updates["data_bigquery_emulator_host"] = f"127.0.0.1:{settings.data_emulator_port}"
     return settings.model_copy(update=updates)
+
+
+def _runs_data_emulator(settings: Settings) -> bool:
+    host = settings.data_bigquery_emulator_host
+    return bool(settings.data_emulator_port and host and host.endswith(f":{settings.data_emulator_port}"))
 
 
 def prepare(settings: Settings, *, seed_demo: bool = True) -> StackInfo:
@@ -45,6 +54,8 @@ def prepare(settings: Settings, *, seed_demo: bool = True) -> StackInfo:
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     if settings.bigquery_emulator_host and settings.bigquery_emulator_host.endswith(f":{settings.emulator_port}"):
         timings["emulator_start"] = emulator.start(settings)
+    if _runs_data_emulator(settings):
+        timings["data_emulator_start"] = emulator.start(settings, plane="data")
 
     began = time.monotonic()
     server = postgres.start(settings)
@@ -97,6 +108,8 @@ def down(settings: Settings) -> list[str]:
     stopped += [f"airflow-{c}" for c in local_airflow.stop_all(settings)]
     if emulator.stop_emulator(settings):
         stopped.append(emulator.NAME)
+    if _runs_data_emulator(settings) and emulator.stop_emulator(settings, plane="data"):
+        stopped.append(emulator.DATA_NAME)
     if postgres.stop(settings):
         stopped.append("postgres")
     return stopped
