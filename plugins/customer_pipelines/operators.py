@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NoReturn
 from zoneinfo import ZoneInfo
 
 from airflow.sdk import BaseOperator
@@ -56,17 +56,13 @@ class CustomerPipelineOperator(BaseOperator):
             customer = snapshot.customer(self.customer_id)
         if customer is None or not customer.is_active:
             status = customer.status.value if customer else "MISSING"
-            mirror.record(
-                run_event(
-                    identity,
-                    RunState.SKIPPED,
-                    source="operator",
-                    skip_reason=SkipReason.CUSTOMER_INACTIVE,
-                    ended_at=datetime.now(UTC),
-                    details={"customer_status": status},
-                )
+            _skip(
+                mirror,
+                identity,
+                SkipReason.CUSTOMER_INACTIVE,
+                {"customer_status": status},
+                f"customer {self.customer_id} is {status}: pipeline not run",
             )
-            raise AirflowSkipException(f"customer {self.customer_id} is {status}: pipeline not run")
 
         try:
             rows = self._reserve_and_run(context, settings, store, mirror, identity, customer, started_at)
@@ -118,26 +114,20 @@ class CustomerPipelineOperator(BaseOperator):
 
         decision = QuotaLedger(settings).reserve(customer, identity.run_key)
         if not decision.allowed:
-            mirror.record(
-                run_event(
-                    identity,
-                    RunState.SKIPPED,
-                    source="operator",
-                    skip_reason=SkipReason.QUOTA_EXCEEDED,
-                    ended_at=datetime.now(UTC),
-                    details={
-                        "limit": decision.reason,
-                        "used_today": decision.used_today,
-                        "daily_limit": decision.daily_limit,
-                        "used_this_month": decision.used_this_month,
-                        "monthly_limit": decision.monthly_limit,
-                    },
-                )
-            )
-            raise AirflowSkipException(
+            _skip(
+                mirror,
+                identity,
+                SkipReason.QUOTA_EXCEEDED,
+                {
+                    "limit": decision.reason,
+                    "used_today": decision.used_today,
+                    "daily_limit": decision.daily_limit,
+                    "used_this_month": decision.used_this_month,
+                    "monthly_limit": decision.monthly_limit,
+                },
                 f"quota exceeded for {self.customer_id}: {decision.reason} "
                 f"(today {decision.used_today}/{decision.daily_limit}, "
-                f"month {decision.used_this_month}/{decision.monthly_limit})"
+                f"month {decision.used_this_month}/{decision.monthly_limit})",
             )
 
         mirror.record(run_event(identity, RunState.RUNNING, source="operator", started_at=started_at))
@@ -180,6 +170,23 @@ class CustomerPipelineOperator(BaseOperator):
         (a 02:00 run aggregates the day that just ended)."""
         moment = _aware(context.get("logical_date")) or datetime.now(UTC)
         return (moment.astimezone(ZoneInfo(self.timezone)) - timedelta(days=1)).date()
+
+
+def _skip(mirror: Any, identity: Any, reason: Any, details: dict[str, Any], message: str) -> NoReturn:
+    """Mirror the run as SKIPPED with its reason, then skip the task in Airflow."""
+    from customer_pipelines.mirror import RunState, run_event
+
+    mirror.record(
+        run_event(
+            identity,
+            RunState.SKIPPED,
+            source="operator",
+            skip_reason=reason,
+            ended_at=datetime.now(UTC),
+            details=details,
+        )
+    )
+    raise AirflowSkipException(message)
 
 
 def _aware(value: Any) -> datetime | None:
