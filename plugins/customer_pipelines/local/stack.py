@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from customer_pipelines.local import airflow as local_airflow
 from customer_pipelines.local import emulator, postgres
 from customer_pipelines.local.processes import read_pid, spawn, stop
-from customer_pipelines.settings import REPO_ROOT, Settings
+from customer_pipelines.settings import REPO_ROOT, Plane, Settings
 
 SYNCER = "customer-pipelines-syncer"
 QUOTA_DATABASE = "customer_pipelines"
@@ -42,9 +42,13 @@ def with_embedded_defaults(settings: Settings) -> Settings:
     return settings.model_copy(update=updates)
 
 
-def _runs_data_emulator(settings: Settings) -> bool:
-    host = settings.data_bigquery_emulator_host
-    return bool(settings.data_emulator_port and host and host.endswith(f":{settings.data_emulator_port}"))
+def _runs_emulator(settings: Settings, plane: Plane) -> bool:
+    """Whether this stack runs the plane's emulator: the plane's host is the local port set for it."""
+    if plane == "data":
+        host, port = settings.data_bigquery_emulator_host, settings.data_emulator_port
+    else:
+        host, port = settings.bigquery_emulator_host, settings.emulator_port
+    return bool(port and host and host.endswith(f":{port}"))
 
 
 def prepare(settings: Settings, *, seed_demo: bool = True) -> StackInfo:
@@ -52,9 +56,9 @@ def prepare(settings: Settings, *, seed_demo: bool = True) -> StackInfo:
     timings: dict[str, float] = {}
     settings = with_embedded_defaults(settings)
     settings.state_dir.mkdir(parents=True, exist_ok=True)
-    if settings.bigquery_emulator_host and settings.bigquery_emulator_host.endswith(f":{settings.emulator_port}"):
+    if _runs_emulator(settings, "control"):
         timings["emulator_start"] = emulator.start(settings)
-    if _runs_data_emulator(settings):
+    if _runs_emulator(settings, "data"):
         timings["data_emulator_start"] = emulator.start(settings, plane="data")
 
     began = time.monotonic()
@@ -108,7 +112,7 @@ def down(settings: Settings) -> list[str]:
     stopped += [f"airflow-{c}" for c in local_airflow.stop_all(settings)]
     if emulator.stop_emulator(settings):
         stopped.append(emulator.NAME)
-    if _runs_data_emulator(settings) and emulator.stop_emulator(settings, plane="data"):
+    if _runs_emulator(settings, "data") and emulator.stop_emulator(settings, plane="data"):
         stopped.append(emulator.DATA_NAME)
     if postgres.stop(settings):
         stopped.append("postgres")
