@@ -6,6 +6,7 @@ import contextlib
 import os
 import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg2
@@ -119,6 +120,19 @@ def test_reconcile_fills_what_a_lost_spool_never_delivered(stack):
     assert f"{dag_id}/{run['dag_run_id']}" not in again  # nothing written twice
 
 
+@contextlib.contextmanager
+def _held_gate(info, customer_id: str) -> Iterator[None]:
+    """Hold the customer's quota gate: a task then waits inside execute, like a long pipeline."""
+    gate = psycopg2.connect(info.settings.quota_db_url)
+    try:
+        with gate.cursor() as cur:
+            cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"cp_quota:{customer_id}",))
+        yield
+    finally:
+        gate.rollback()
+        gate.close()
+
+
 def _task_process(ti_id: str) -> int | None:
     """The task process titles itself 'airflow worker -- <ti id>' (Airflow 3 task runner)."""
     for proc in Path("/proc").iterdir():
@@ -133,24 +147,22 @@ def _task_process(ti_id: str) -> int | None:
     return None
 
 
+def _running_task_pid(client, dag_id: str, run_id: str) -> int:
+    """The process of the run's task, once Airflow says it is running."""
+    _wait_task_state(client, dag_id, run_id, "running")
+    ti = client.task_instances(dag_id, run_id)[0]
+    pid = _eventually(lambda: _task_process(ti["id"]), 30)
+    assert pid, f"no process titled 'airflow worker -- {ti['id']}'"
+    return pid
+
+
 def test_a_worker_killed_mid_run_is_mirrored_from_airflows_record(stack):
     info, client = stack
     [dag_id] = add_customer(info, "cust_kill_001", "STARTER", [("killed_cost", 5)])
     client.wait_for_dags([dag_id], timeout=240)
-    # Hold the customer's quota gate so the task stays inside execute until it is killed.
-    gate = psycopg2.connect(info.settings.quota_db_url)
-    try:
-        with gate.cursor() as cur:
-            cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", ("cp_quota:cust_kill_001",))
+    with _held_gate(info, "cust_kill_001"):  # the task stays inside execute until it is killed
         run = client.trigger(dag_id)
-        _wait_task_state(client, dag_id, run["dag_run_id"], "running")
-        ti = client.task_instances(dag_id, run["dag_run_id"])[0]
-        pid = _eventually(lambda: _task_process(ti["id"]), 30)
-        assert pid, f"no process titled 'airflow worker -- {ti['id']}'"
-        os.kill(pid, signal.SIGKILL)
-    finally:
-        gate.rollback()
-        gate.close()
+        os.kill(_running_task_pid(client, dag_id, run["dag_run_id"]), signal.SIGKILL)
     assert _eventually(
         lambda: client.task_instances(dag_id, run["dag_run_id"])[0]["state"] in ("up_for_retry", "failed"), 120
     )
@@ -175,14 +187,6 @@ def _parent(pid: int) -> int:
     return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
 
 
-def _hold_gate(info, customer_id: str):
-    """Hold the customer's quota gate: the task then waits inside execute, like a long pipeline."""
-    gate = psycopg2.connect(info.settings.quota_db_url)
-    with gate.cursor() as cur:
-        cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"cp_quota:{customer_id}",))
-    return gate
-
-
 def test_a_run_past_its_execution_timeout_is_mirrored_timeout(stack):
     info, client = stack
     [dag_id] = add_customer(
@@ -196,14 +200,10 @@ def test_a_run_past_its_execution_timeout_is_mirrored_timeout(stack):
         },
     )
     client.wait_for_dags([dag_id], timeout=240)
-    gate = _hold_gate(info, "cust_timeout_001")
-    try:
+    with _held_gate(info, "cust_timeout_001"):
         run = client.trigger(dag_id)
         # Airflow's SIGALRM interrupts the wait at the gate after the 1-minute execution_timeout.
         _wait_task_state(client, dag_id, run["dag_run_id"], "failed", timeout=240)
-    finally:
-        gate.rollback()
-        gate.close()
 
     store = BigQueryStore(info.settings)
     current = _eventually(lambda: (c := _current(store, dag_id, run["dag_run_id"])) and c["state"] == "TIMEOUT" and c)
@@ -221,31 +221,23 @@ def test_a_zombie_task_is_mirrored_from_the_schedulers_heartbeat_timeout(stack):
     info, client = stack
     [dag_id] = add_customer(info, "cust_zombie_001", "STARTER", [("zombie_cost", 5)])
     client.wait_for_dags([dag_id], timeout=240)
-    gate = _hold_gate(info, "cust_zombie_001")
-    stopped: list[int] = []
-    task_pid = None
-    try:
+    with _held_gate(info, "cust_zombie_001"):
         run = client.trigger(dag_id)
-        _wait_task_state(client, dag_id, run["dag_run_id"], "running")
-        ti = client.task_instances(dag_id, run["dag_run_id"])[0]
-        task_pid = _eventually(lambda: _task_process(ti["id"]), 30)
-        assert task_pid, f"no process titled 'airflow worker -- {ti['id']}'"
+        task_pid = _running_task_pid(client, dag_id, run["dag_run_id"])
         # Freeze the task and its supervisor: no heartbeat reaches Airflow, nothing exits.
         stopped = [_parent(task_pid), task_pid]
-        for pid in stopped:
-            os.kill(pid, signal.SIGSTOP)
-        assert _eventually(
-            lambda: client.task_instances(dag_id, run["dag_run_id"])[0]["state"] in ("up_for_retry", "failed"),
-            ZOMBIE_AFTER_SECONDS + 120,
-        ), "the scheduler never declared the silent task a zombie"
-    finally:
-        for pid in reversed(stopped):  # the supervisor wakes, learns the try is over and ends the task
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGCONT)
-        if task_pid:
+        try:
+            for pid in stopped:
+                os.kill(pid, signal.SIGSTOP)
+            assert _eventually(
+                lambda: client.task_instances(dag_id, run["dag_run_id"])[0]["state"] in ("up_for_retry", "failed"),
+                ZOMBIE_AFTER_SECONDS + 120,
+            ), "the scheduler never declared the silent task a zombie"
+        finally:
+            for pid in reversed(stopped):  # the supervisor wakes, learns the try is over and ends the task
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGCONT)
             _eventually(lambda: not Path(f"/proc/{task_pid}").exists(), 60)
-        gate.rollback()
-        gate.close()
 
     store = BigQueryStore(info.settings)
 
@@ -270,10 +262,7 @@ def test_a_run_past_its_sla_is_reported_by_airflows_deadline_alert(stack):
     client.wait_for_dags([dag_id], timeout=240)
     store = BigQueryStore(info.settings)
     table = f"`{info.settings.bq_project}.{info.settings.bq_dataset}.sla_breaches`"
-    gate = psycopg2.connect(info.settings.quota_db_url)  # keeps the run busy past its 1-minute SLA
-    try:
-        with gate.cursor() as cur:
-            cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", ("cp_quota:cust_sla_001",))
+    with _held_gate(info, "cust_sla_001"):  # keeps the run busy past its 1-minute SLA
         run = client.trigger(dag_id)
 
         def alerted() -> list[dict]:
@@ -281,9 +270,6 @@ def test_a_run_past_its_sla_is_reported_by_airflows_deadline_alert(stack):
             return [dict(r.items()) for r in rows if r["alerted_at"] is not None]
 
         breaches = _eventually(alerted, 240)
-    finally:
-        gate.rollback()
-        gate.close()
     assert breaches, "no SLA breach recorded by the deadline alert"
     assert breaches[0]["sla_breach_threshold_minutes"] == 1
     assert client.wait_for_run(dag_id, run["dag_run_id"], timeout=240)["state"] == "success"
