@@ -42,6 +42,23 @@ def _isolated_settings(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     get_settings.cache_clear()
 
 
+@pytest.fixture
+def split_settings(tmp_path: Path) -> Any:
+    """The control and data planes apart: each its own project, dataset, connection and emulator."""
+    from customer_pipelines.settings import Settings
+
+    return Settings(
+        state_dir=tmp_path,
+        bq_project="control-proj",
+        bq_dataset="meta_ds",
+        bigquery_emulator_host="127.0.0.1:9050",
+        data_gcp_conn_id="acme_data",
+        data_bq_project="acme-data",
+        bq_data_dataset="data_ds",
+        data_bigquery_emulator_host="127.0.0.1:9051",
+    )
+
+
 def snapshot_customer_rows(dataset: Any) -> list[dict[str, Any]]:
     """Customers as queries/snapshot_customers.sql returns them: the customer row joined with the
     plan and limits of its current subscription."""

@@ -10,18 +10,6 @@ from customer_pipelines.hooks import CustomerPipelinesBigQueryHook
 from customer_pipelines.settings import Settings
 
 
-@pytest.fixture
-def split_settings(tmp_path) -> Settings:
-    return Settings(
-        state_dir=tmp_path,
-        bq_project="control-proj",
-        bigquery_emulator_host="127.0.0.1:9050",
-        data_gcp_conn_id="acme_data",
-        data_bq_project="acme-data",
-        data_bigquery_emulator_host="127.0.0.1:9051",
-    )
-
-
 def test_the_control_plane_hook_uses_the_control_connection_project_and_emulator(split_settings):
     hook = CustomerPipelinesBigQueryHook(split_settings)
     client = hook.get_client()

@@ -28,17 +28,6 @@ def custom_settings(tmp_path) -> Settings:
     return Settings(state_dir=tmp_path, bq_project="my-proj-123", bq_dataset="meta_ds", bq_data_dataset="data_ds")
 
 
-@pytest.fixture
-def split_settings(tmp_path) -> Settings:
-    return Settings(
-        state_dir=tmp_path,
-        bq_project="control-proj",
-        bq_dataset="meta_ds",
-        data_bq_project="customer-data-proj",
-        bq_data_dataset="data_ds",
-    )
-
-
 def _loads_on(relative_path: str, settings: Settings, plane: str) -> bool:
     try:
         load_sql(relative_path, settings, plane)
@@ -58,14 +47,14 @@ def test_load_sql_substitutes_only_the_project_and_dataset_identifiers(custom_se
 
 def test_load_sql_on_the_data_plane_names_the_data_project(split_settings):
     loaded = load_sql("templates/cost_billing.sql", split_settings, "data")
-    assert "`customer-data-proj.data_ds.cost_daily`" in loaded
+    assert "`acme-data.data_ds.cost_daily`" in loaded
     assert "control-proj" not in loaded
 
 
 def test_load_sql_on_the_control_plane_names_the_control_project(split_settings):
     loaded = load_sql("queries/runs_of_dag_run.sql", split_settings)
     assert "`control-proj.meta_ds.scheduled_pipeline_run_events`" in loaded
-    assert "customer-data-proj" not in loaded
+    assert "acme-data" not in loaded
 
 
 def test_load_sql_refuses_a_file_that_names_the_other_planes_dataset(split_settings):

@@ -8,17 +8,6 @@ from customer_pipelines.settings import Settings
 from customer_pipelines.store import BigQueryStore
 
 
-@pytest.fixture
-def split_settings(tmp_path) -> Settings:
-    return Settings(
-        state_dir=tmp_path,
-        bq_project="control-proj",
-        bq_dataset="meta_ds",
-        data_bq_project="acme-data",
-        bq_data_dataset="data_ds",
-    )
-
-
 def test_the_control_store_names_control_tables(split_settings):
     assert BigQueryStore(split_settings).table_id("customers") == "control-proj.meta_ds.customers"
 
