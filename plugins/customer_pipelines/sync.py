@@ -14,7 +14,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from customer_pipelines.models import ConfigError, Customer, CustomerStatus, parse_config, pool_name_for
+from customer_pipelines.models import (
+    ConfigError,
+    Customer,
+    CustomerStatus,
+    PipelineConfig,
+    parse_config,
+    pool_name_for,
+)
 from customer_pipelines.settings import Settings, get_settings
 from customer_pipelines.snapshot import Snapshot, SnapshotError, refresh_snapshot
 
@@ -76,17 +83,28 @@ def sync_pools(desired: Mapping[str, PoolSpec], prefix: str) -> PoolSyncResult:
     return result
 
 
-def runnable_dags(snapshot: Snapshot) -> dict[str, bool]:
-    """dag_id -> whether it should be running (active config of an active customer)."""
-    customers = snapshot.customers()
-    out = {}
-    for row in snapshot.configs():
-        parsed = parse_config(row.row)
-        if isinstance(parsed, ConfigError):
-            continue
-        customer = customers.get(parsed.customer_id)
-        out[parsed.dag_id] = bool(parsed.is_active and customer is not None and customer.is_active)
-    return out
+@dataclass(frozen=True)
+class Fleet:
+    """A snapshot's customers and valid configs, read and parsed once for all a sync round derives
+    from them (pools, paused flags, next ticks): at 50,000 configs parsing is the round's main cost."""
+
+    customers: dict[str, Customer]
+    configs: list[PipelineConfig]
+
+    @classmethod
+    def of(cls, snapshot: Snapshot) -> Fleet:
+        parsed = (parse_config(row.row) for row in snapshot.configs())
+        return cls(snapshot.customers(), [c for c in parsed if not isinstance(c, ConfigError)])
+
+    def is_runnable(self, config: PipelineConfig) -> bool:
+        """An active config of an active customer."""
+        customer = self.customers.get(config.customer_id)
+        return bool(config.is_active and customer is not None and customer.is_active)
+
+
+def runnable_dags(fleet: Fleet) -> dict[str, bool]:
+    """dag_id -> whether it should be running."""
+    return {config.dag_id: fleet.is_runnable(config) for config in fleet.configs}
 
 
 @dataclass
@@ -148,25 +166,20 @@ class SyncReport:
 def _runnable_or_empty(snapshot_path: Any) -> dict[str, bool]:
     try:
         with Snapshot.open_last_good(snapshot_path) as snapshot:
-            return runnable_dags(snapshot)
+            return runnable_dags(Fleet.of(snapshot))
     except SnapshotError:
         return {}
 
 
-def next_runs(snapshot: Snapshot, now: datetime) -> list[dict[str, Any]]:
+def next_runs(fleet: Fleet, now: datetime) -> list[dict[str, Any]]:
     """The next tick of every runnable config (croniter in the config's timezone, DST-correct)."""
     from zoneinfo import ZoneInfo
 
     from croniter import croniter
 
-    customers = snapshot.customers()
     rows = []
-    for row in snapshot.configs():
-        config = parse_config(row.row)
-        if isinstance(config, ConfigError) or not config.is_active:
-            continue
-        customer = customers.get(config.customer_id)
-        if customer is None or not customer.is_active:
+    for config in fleet.configs:
+        if not fleet.is_runnable(config):
             continue
         tick = croniter(config.schedule_cron, now.astimezone(ZoneInfo(config.timezone))).get_next(datetime)
         rows.append(
@@ -180,11 +193,9 @@ def next_runs(snapshot: Snapshot, now: datetime) -> list[dict[str, Any]]:
     return rows
 
 
-def _write_next_runs(store: Any, settings: Settings) -> None:
+def _write_next_runs(store: Any, fleet: Fleet) -> None:
     try:
-        with Snapshot.open_last_good(settings.snapshot_file) as snapshot:
-            rows = next_runs(snapshot, datetime.now(UTC))
-        store.load_rows("config_next_runs", rows, replace=True)
+        store.load_rows("config_next_runs", next_runs(fleet, datetime.now(UTC)), replace=True)
     except Exception:
         log.exception("next_run_time refresh failed; retrying next round")
 
@@ -233,10 +244,10 @@ def run_sync(settings: Settings | None = None, store: Any = None) -> SyncReport:
     auto_paused = _apply_failure_policy(store, settings)  # before the refresh: pauses take effect now
     refreshed = refresh_snapshot(store, settings.snapshot_file)
     with Snapshot.open_last_good(settings.snapshot_file) as snapshot:
-        pools = sync_pools(desired_pools(snapshot.customers(), settings.pool_prefix), settings.pool_prefix)
-        now = runnable_dags(snapshot)
-    pauses = sync_paused(now, before)
-    _write_next_runs(store, settings)
+        fleet = Fleet.of(snapshot)
+    pools = sync_pools(desired_pools(fleet.customers, settings.pool_prefix), settings.pool_prefix)
+    pauses = sync_paused(runnable_dags(fleet), before)
+    _write_next_runs(store, fleet)
     delivered, reconciled, backlog, rejected = _mirror_housekeeping(store, settings)
     return SyncReport(
         refreshed.configs,

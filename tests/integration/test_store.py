@@ -202,12 +202,12 @@ def test_every_template_does_its_work_on_the_demo_data_and_reruns_identically(
 
 
 def test_next_run_times_are_replaced_whole_and_shown_by_the_status_view(store, tmp_path):
-    from customer_pipelines.sync import next_runs
+    from customer_pipelines.sync import Fleet, next_runs
 
     load_dataset(store, demo_dataset())
     refresh_snapshot(store, tmp_path / "configs.sqlite")
     with Snapshot(tmp_path / "configs.sqlite") as snapshot:
-        rows = next_runs(snapshot, datetime.now(UTC))
+        rows = next_runs(Fleet.of(snapshot), datetime.now(UTC))
     store.load_rows("config_next_runs", rows, replace=True)
     store.load_rows("config_next_runs", rows, replace=True)  # a second round replaces, never appends
 

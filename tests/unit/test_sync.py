@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 from customer_pipelines.models import Customer
 from customer_pipelines.snapshot import Snapshot, write_snapshot
-from customer_pipelines.sync import desired_pools, next_runs, runnable_dags
+from customer_pipelines.sync import Fleet, desired_pools, next_runs, runnable_dags
 
 
 def _customer(customer_id: str, status: str = "ACTIVE", slots: int = 3) -> Customer:
@@ -31,9 +31,10 @@ def test_next_tick_is_computed_in_the_config_timezone_across_dst(tmp_path, demo_
     path = write_snapshot(tmp_path / "configs.sqlite", demo_customers, demo_configs, source="test")
     # 2026-03-08 02:00 is the US spring-forward: 03:00 New York is 08:00 UTC before it (EST) and 07:00 after.
     with Snapshot(path) as snapshot:
-        before = {r["config_id"]: r["next_run_time"] for r in next_runs(snapshot, datetime(2026, 3, 7, 5, tzinfo=UTC))}
-        after = {r["config_id"]: r["next_run_time"] for r in next_runs(snapshot, datetime(2026, 3, 8, 12, tzinfo=UTC))}
-        runnable = runnable_dags(snapshot)
+        fleet = Fleet.of(snapshot)
+    runnable = runnable_dags(fleet)
+    before = {r["config_id"]: r["next_run_time"] for r in next_runs(fleet, datetime(2026, 3, 7, 5, tzinfo=UTC))}
+    after = {r["config_id"]: r["next_run_time"] for r in next_runs(fleet, datetime(2026, 3, 8, 12, tzinfo=UTC))}
     assert before["globex_aws_cost_daily"] == datetime(2026, 3, 7, 8, 0, tzinfo=UTC)  # EST, UTC-5
     assert after["globex_aws_cost_daily"] == datetime(2026, 3, 9, 7, 0, tzinfo=UTC)  # EDT, UTC-4
     assert before["acme_gcp_cost_daily"] == datetime(2026, 3, 8, 2, 0, tzinfo=UTC)  # 05:00 UTC: 02:00 has passed
