@@ -121,6 +121,11 @@ def _as_json(row: Mapping[str, Any]) -> str:
     return json.dumps(row, default=lambda v: v.isoformat() if isinstance(v, datetime) else str(v), sort_keys=True)
 
 
+def write_events(store: Any, rows: list[dict[str, Any]]) -> None:
+    """Append transitions to the run table: streaming inserts keyed by each row's event_key."""
+    store.insert_rows(RUNS_TABLE, rows, row_ids=[r["event_key"] for r in rows])
+
+
 class RunStateMirror:
     def __init__(self, store: Any, spool_dir: Path) -> None:
         self.store = store
@@ -184,7 +189,7 @@ class RunStateMirror:
         now = datetime.now(UTC).isoformat()
         for row in rows:
             row["recorded_at"] = now
-        self.store.insert_rows(RUNS_TABLE, rows, row_ids=[r["event_key"] for r in rows])
+        write_events(self.store, rows)
 
     def _set_aside(self, path: Path | None, row: dict[str, Any], reasons: list[str]) -> None:
         log.error("run-state mirror: BigQuery rejected %s (%s); kept under rejected/", row.get("event_key"), reasons)

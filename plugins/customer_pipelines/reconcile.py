@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from customer_pipelines.listeners import TASK_ID, identity_of
-from customer_pipelines.mirror import RunState, run_event
+from customer_pipelines.mirror import RunState, run_event, write_events
 
 TERMINAL = {
     "success": RunState.COMPLETED,
@@ -143,5 +143,5 @@ def reconcile(store: Any, *, since: datetime | None = None, until: datetime | No
     present = store.query("queries/mirror_states_of_runs.sql", {"run_keys": run_keys})
     missing = missing_events(expected, present)
     if missing:
-        store.insert_rows("scheduled_pipeline_runs", missing, row_ids=[e["event_key"] for e in missing])
+        write_events(store, missing)
     return ReconcileResult(len(tries), missing)
