@@ -144,6 +144,20 @@ def build_dag(config: PipelineConfig, customer: Customer | None, settings: Setti
     return dag
 
 
+def duplicate_config_errors(snapshot: Snapshot) -> list[ConfigError]:
+    """Config ids several rows claim: none of those rows becomes a DAG."""
+    return [
+        ConfigError(config_id=c, customer_id=None, reason="config_id: duplicate (several rows share it)")
+        for c in snapshot.duplicate_config_ids()
+    ]
+
+
+def no_such_customer(config: PipelineConfig) -> ConfigError:
+    return ConfigError(
+        config_id=config.config_id, customer_id=config.customer_id, reason="customer_id: no such customer"
+    )
+
+
 def build_dags(
     snapshot: Snapshot,
     settings: Settings | None = None,
@@ -161,10 +175,7 @@ def build_dags(
         rows = list(snapshot.configs(shard=shard, shards=shards))
     customers = snapshot.customers() if only_dag_id is None else {}
     if only_dag_id is None:
-        result.errors += [
-            ConfigError(config_id=c, customer_id=None, reason="config_id: duplicate (several rows share it)")
-            for c in snapshot.duplicate_config_ids()
-        ]
+        result.errors += duplicate_config_errors(snapshot)
     seen: set[str] = set()
     for config_row in rows:
         parsed = parse_config(config_row.row)
@@ -173,11 +184,7 @@ def build_dags(
             continue
         customer = customers.get(parsed.customer_id) if only_dag_id is None else snapshot.customer(parsed.customer_id)
         if customer is None:
-            result.errors.append(
-                ConfigError(
-                    config_id=parsed.config_id, customer_id=parsed.customer_id, reason="customer_id: no such customer"
-                )
-            )
+            result.errors.append(no_such_customer(parsed))
             continue
         if parsed.dag_id in seen:
             result.errors.append(
@@ -243,17 +250,13 @@ def raise_config_errors(snapshot_path: Path | None = None, settings: Settings | 
     try:
         with Snapshot.open_last_good(path) as snapshot:
             customers = snapshot.customers()
-            problems += [
-                f"config {c}: config_id: duplicate (several rows share it)" for c in snapshot.duplicate_config_ids()
-            ]
+            problems += [str(error) for error in duplicate_config_errors(snapshot)]
             for config_row in snapshot.configs():
                 parsed = parse_config(config_row.row)
                 if isinstance(parsed, ConfigError):
                     problems.append(str(parsed))
                 elif parsed.customer_id not in customers:
-                    problems.append(
-                        f"config {parsed.config_id} (customer {parsed.customer_id}): customer_id: no such customer"
-                    )
+                    problems.append(str(no_such_customer(parsed)))
             if snapshot.path != path:
                 problems.insert(0, f"snapshot {path} is unreadable; serving the previous one ({snapshot.path})")
     except SnapshotError as exc:

@@ -193,7 +193,8 @@ class ConfigError(BaseModel):
     reason: str
 
     def __str__(self) -> str:
-        return f"config {self.config_id} (customer {self.customer_id}): {self.reason}"
+        customer = f" (customer {self.customer_id})" if self.customer_id else ""
+        return f"config {self.config_id}{customer}: {self.reason}"
 
 
 def _first_errors(exc: ValidationError, limit: int = 3) -> str:
