@@ -92,15 +92,16 @@ def _ti_identity(ti: Any) -> Any:
     )
 
 
-def _emit(row: dict[str, Any]) -> None:
-    """Spool now (microseconds, never blocks Airflow), deliver in the background."""
+def _emit(*rows: dict[str, Any]) -> None:
+    """Spool now (microseconds, never blocks Airflow), deliver in the background, in one batch."""
     from customer_pipelines.mirror import RunStateMirror
     from customer_pipelines.settings import get_settings
     from customer_pipelines.store import BigQueryStore
 
     settings = get_settings()
     mirror = RunStateMirror(BigQueryStore(settings), settings.spool_dir)
-    mirror.spool(row)
+    for row in rows:
+        mirror.spool(row)
 
     def drain() -> None:
         if not _drain_lock.acquire(blocking=False):
@@ -206,14 +207,14 @@ def on_dag_run_running(dag_run: Any, msg: str) -> None:
             run_after=dag_run.run_after,
         )
         created = _aware(getattr(dag_run, "queued_at", None)) or _aware(dag_run.run_after) or datetime.now(UTC)
-        _emit(run_event(identity, RunState.SCHEDULED, source="listener:scheduler", event_time=created))
         _emit(
+            run_event(identity, RunState.SCHEDULED, source="listener:scheduler", event_time=created),
             run_event(
                 identity,
                 RunState.QUEUED,
                 source="listener:scheduler",
                 event_time=_aware(dag_run.start_date) or datetime.now(UTC),
-            )
+            ),
         )
 
 
