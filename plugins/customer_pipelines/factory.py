@@ -9,13 +9,21 @@ from __future__ import annotations
 import logging
 from collections.abc import MutableMapping
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from airflow.sdk import DAG, AsyncCallback, DeadlineAlert, DeadlineReference, get_parsing_context
 
-from customer_pipelines.models import ConfigError, Customer, PipelineConfig, Plan, parse_config, pool_name_for
+from customer_pipelines.models import (
+    ConfigError,
+    Customer,
+    PipelineConfig,
+    Plan,
+    is_runnable,
+    parse_config,
+    pool_name_for,
+)
 from customer_pipelines.operators import CustomerPipelineOperator
 from customer_pipelines.settings import Settings, get_settings
 from customer_pipelines.sla import record_sla_breach
@@ -46,10 +54,6 @@ def priority_weight_for(config: PipelineConfig, customer: Customer | None) -> in
     plan can never overtake a higher priority. Equal weights start in Airflow's own order."""
     plan_bonus = PLAN_TIEBREAK.get(customer.plan, 0) if customer and customer.plan else 0
     return config.priority * 10 + plan_bonus
-
-
-def should_run(config: PipelineConfig, customer: Customer | None) -> bool:
-    return bool(config.is_active and customer is not None and customer.is_active)
 
 
 def _doc_md(config: PipelineConfig, customer: Customer | None) -> str:
@@ -83,7 +87,11 @@ def _doc_md(config: PipelineConfig, customer: Customer | None) -> str:
     )
 
 
-def build_dag(config: PipelineConfig, customer: Customer | None, settings: Settings) -> DAG:
+def build_dag(
+    config: PipelineConfig, customer: Customer | None, settings: Settings, *, runnable_since: datetime | None = None
+) -> DAG:
+    """The config's DAG. ``runnable_since`` (from the snapshot) anchors its first tick; None means
+    the config must not run, and the DAG has no next run."""
     retry = config.retry_config
     default_args: dict[str, Any] = {
         "owner": config.customer_id,
@@ -113,12 +121,12 @@ def build_dag(config: PipelineConfig, customer: Customer | None, settings: Setti
         )
     dag = DAG(
         dag_id=config.dag_id,
-        # A DAG new to Airflow waits for its next tick (see timetables.py); missed ticks are
-        # recovered by backfills, never fired by surprise.
-        schedule=CustomerCronTimetable(config.schedule_cron, timezone=config.timezone),
+        # The first tick is the first at or after runnable_since (see timetables.py); ticks missed
+        # before it are recovered by backfills, never fired by surprise.
+        schedule=CustomerCronTimetable(config.schedule_cron, timezone=config.timezone, runnable_since=runnable_since),
         catchup=False,
         max_active_runs=1,
-        is_paused_upon_creation=not should_run(config, customer),
+        is_paused_upon_creation=not is_runnable(config, customer),
         tags=[
             FLEET_TAG,
             f"customer:{config.customer_id}",
@@ -192,7 +200,7 @@ def build_dags(
             )
             continue
         try:
-            result.dags[parsed.dag_id] = build_dag(parsed, customer, settings)
+            result.dags[parsed.dag_id] = build_dag(parsed, customer, settings, runnable_since=config_row.runnable_since)
         except Exception as exc:  # noqa: BLE001 - one config must never hide the others
             result.errors.append(
                 ConfigError(config_id=parsed.config_id, customer_id=parsed.customer_id, reason=f"dag: {exc}")

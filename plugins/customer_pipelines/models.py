@@ -183,6 +183,11 @@ class PipelineConfig(BaseModel):
         return dag_id_for(self.customer_id, self.config_id)
 
 
+def is_runnable(config: PipelineConfig, customer: Customer | None) -> bool:
+    """The one rule of whether a config's DAG may run: an active config of an active customer."""
+    return bool(config.is_active and customer is not None and customer.is_active)
+
+
 class ConfigError(BaseModel):
     """A config that cannot become a DAG, and why; shown to operators."""
 

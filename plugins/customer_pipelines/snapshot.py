@@ -3,7 +3,11 @@
 A snapshot is one SQLite file (indexed by config id, dag id and shard bucket, so a worker reads one
 row, not the fleet). It is written beside its final path and swapped in with ``os.replace``, so a
 reader sees the old file or the new one, never half of one; the previous generation is kept as
-``.prev`` and read when the current file is missing or unreadable."""
+``.prev`` and read when the current file is missing or unreadable.
+
+Each runnable config also carries the moment it became runnable (``runnable_since``), carried over
+from the previous generation while it stays runnable with the same schedule: the anchor of its DAG's
+first tick (see timetables.py), which must not move between parses or refreshes."""
 
 from __future__ import annotations
 
@@ -19,11 +23,11 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from customer_pipelines.models import Customer, dag_id_for
+from customer_pipelines.models import ConfigError, Customer, PipelineConfig, dag_id_for, is_runnable, parse_config
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 BUCKETS = 4096
 """Configs hash into this many buckets; a shard file takes the buckets ``b % shards == i``, so a
 config's shard depends on its own id only."""
@@ -36,7 +40,9 @@ CREATE TABLE configs (
   customer_id TEXT,
   dag_id TEXT,
   bucket INTEGER NOT NULL,
-  payload TEXT NOT NULL
+  payload TEXT NOT NULL,
+  runnable_since TEXT,  -- ISO time the config became runnable with this schedule; NULL: not runnable
+  schedule TEXT         -- cron and timezone the anchor belongs to
 );
 CREATE TABLE duplicate_configs (config_id TEXT NOT NULL, payload TEXT NOT NULL);
 CREATE INDEX configs_by_dag_id ON configs (dag_id);
@@ -60,14 +66,91 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
+@dataclass(frozen=True)
+class PreviousAnchors:
+    """What the generation being replaced knew: when it was written, and each runnable DAG's anchor
+    with the schedule it was taken for."""
+
+    written_at: datetime
+    anchors: dict[str, tuple[datetime, str]]
+
+
+def _schedule_of(config: PipelineConfig) -> str:
+    return f"{config.schedule_cron}|{config.timezone}"
+
+
+def _utc(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def runnable_anchors(
+    configs: Sequence[PipelineConfig],
+    customers: Mapping[str, Customer],
+    previous: PreviousAnchors | None,
+    now: datetime,
+) -> dict[str, tuple[datetime, str]]:
+    """dag_id -> (runnable since, schedule) for every runnable config.
+
+    - runnable before with the same schedule: its anchor is kept (stable across refreshes);
+    - no previous generation at all (a fleet's first deploy): now, so no tick from before the
+      platform knew the config fires;
+    - otherwise it became runnable (created, enabled, its customer reactivated, its schedule
+      changed) after the previous generation was written: at its own ``updated_at`` if that is
+      later, so a config created at 01:59:50 still runs its 02:00 tick when this refresh comes at
+      02:00:30, and never a tick from before it existed."""
+    anchors: dict[str, tuple[datetime, str]] = {}
+    for config in configs:
+        if not is_runnable(config, customers.get(config.customer_id)):
+            continue
+        schedule = _schedule_of(config)
+        kept = previous.anchors.get(config.dag_id) if previous else None
+        if kept is not None and kept[1] == schedule:
+            anchors[config.dag_id] = kept
+        elif previous is None:
+            anchors[config.dag_id] = (now, schedule)
+        else:
+            changed = _utc(config.updated_at) if config.updated_at else previous.written_at
+            anchors[config.dag_id] = (min(now, max(previous.written_at, changed)), schedule)
+    return anchors
+
+
+def previous_anchors(path: Path) -> PreviousAnchors | None:
+    """The anchors of the last good generation at ``path``; None when there is none readable."""
+    try:
+        snapshot = Snapshot.open_last_good(path)
+    except SnapshotError:
+        return None
+    with snapshot:
+        return PreviousAnchors(datetime.fromisoformat(snapshot.meta["written_at"]), snapshot.anchors())
+
+
+def _valid_customers(rows: Sequence[Mapping[str, Any]]) -> dict[str, Customer]:
+    customers = {}
+    for row in rows:
+        try:
+            customer = Customer.model_validate(dict(row))
+        except ValueError:
+            continue  # an invalid customer runs nothing; Snapshot.customers() logs it
+        customers[customer.customer_id] = customer
+    return customers
+
+
 def write_snapshot(
     path: Path,
     customers: Sequence[Mapping[str, Any]],
     configs: Sequence[Mapping[str, Any]],
     *,
     source: str,
+    parsed: Sequence[PipelineConfig | ConfigError] | None = None,
+    now: datetime | None = None,
 ) -> Path:
-    """Write a complete snapshot and swap it in atomically; returns the path."""
+    """Write a complete snapshot and swap it in atomically; returns the path. ``parsed`` is
+    ``configs`` already validated (the caller's, to parse a large fleet once)."""
+    now = now or datetime.now(UTC)
+    parsed = parsed if parsed is not None else [parse_config(dict(row)) for row in configs]
+    anchors = runnable_anchors(
+        [c for c in parsed if isinstance(c, PipelineConfig)], _valid_customers(customers), previous_anchors(path), now
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.unlink(missing_ok=True)
@@ -88,16 +171,21 @@ def write_snapshot(
                 duplicates.append((config_id, payload))
                 continue
             seen.add(config_id)
-            rows.append((config_id, customer_id, dag_id, bucket_of(config_id), payload))
+            since, schedule = anchors.get(dag_id or "", (None, None))
+            rows.append(
+                (config_id, customer_id, dag_id, bucket_of(config_id), payload, since and since.isoformat(), schedule)
+            )
         duplicated = {config_id for config_id, _ in duplicates}
-        conn.executemany("INSERT INTO configs VALUES (?, ?, ?, ?, ?)", [r for r in rows if r[0] not in duplicated])
+        conn.executemany(
+            "INSERT INTO configs VALUES (?, ?, ?, ?, ?, ?, ?)", [r for r in rows if r[0] not in duplicated]
+        )
         conn.executemany(
             "INSERT INTO duplicate_configs VALUES (?, ?)",
             duplicates + [(r[0], r[4]) for r in rows if r[0] in duplicated],
         )
         meta = {
             "schema_version": str(SCHEMA_VERSION),
-            "written_at": datetime.now(UTC).isoformat(),
+            "written_at": now.isoformat(),
             "source": source,
             "configs": str(len(rows)),
             "customers": str(len(customers)),
@@ -122,6 +210,15 @@ class ConfigRow:
     dag_id: str | None
     bucket: int
     row: dict[str, Any]
+    runnable_since: datetime | None = None
+    """When the config became runnable (its DAG's first-tick anchor); None: it must not run."""
+
+    @classmethod
+    def of(cls, config_id: str, dag_id: str | None, bucket: int, payload: str, since: str | None) -> ConfigRow:
+        return cls(config_id, dag_id, bucket, json.loads(payload), datetime.fromisoformat(since) if since else None)
+
+
+_CONFIG_COLUMNS = "config_id, dag_id, bucket, payload, runnable_since"
 
 
 class Snapshot:
@@ -179,24 +276,30 @@ class Snapshot:
 
     def configs(self, *, shard: int | None = None, shards: int = 1) -> Iterator[ConfigRow]:
         if shard is None:
-            cursor = self._conn.execute("SELECT config_id, dag_id, bucket, payload FROM configs ORDER BY config_id")
+            cursor = self._conn.execute(f"SELECT {_CONFIG_COLUMNS} FROM configs ORDER BY config_id")
         else:
             cursor = self._conn.execute(
-                "SELECT config_id, dag_id, bucket, payload FROM configs WHERE bucket % ? = ? ORDER BY config_id",
-                (shards, shard),
+                f"SELECT {_CONFIG_COLUMNS} FROM configs WHERE bucket % ? = ? ORDER BY config_id", (shards, shard)
             )
-        for config_id, dag_id, bucket, payload in cursor:
-            yield ConfigRow(config_id, dag_id, bucket, json.loads(payload))
+        for found in cursor:
+            yield ConfigRow.of(*found)
 
     def duplicate_config_ids(self) -> list[str]:
         """Config ids that more than one row claims: none of those rows becomes a DAG."""
         return [r[0] for r in self._conn.execute("SELECT DISTINCT config_id FROM duplicate_configs ORDER BY 1")]
 
     def config_by_dag_id(self, dag_id: str) -> ConfigRow | None:
-        found = self._conn.execute(
-            "SELECT config_id, dag_id, bucket, payload FROM configs WHERE dag_id = ?", (dag_id,)
-        ).fetchone()
-        return ConfigRow(found[0], found[1], found[2], json.loads(found[3])) if found else None
+        found = self._conn.execute(f"SELECT {_CONFIG_COLUMNS} FROM configs WHERE dag_id = ?", (dag_id,)).fetchone()
+        return ConfigRow.of(*found) if found else None
+
+    def anchors(self) -> dict[str, tuple[datetime, str]]:
+        """dag_id -> (runnable since, schedule) of every runnable config."""
+        return {
+            dag_id: (datetime.fromisoformat(since), schedule)
+            for dag_id, since, schedule in self._conn.execute(
+                "SELECT dag_id, runnable_since, schedule FROM configs WHERE runnable_since IS NOT NULL"
+            )
+        }
 
 
 @dataclass(frozen=True)
@@ -210,12 +313,17 @@ class RefreshResult:
 def refresh_snapshot(store: Any, path: Path) -> RefreshResult:
     """Read configs and customers from the store and swap in a new snapshot. If BigQuery fails the
     exception propagates and the last good snapshot stays in place untouched."""
-    from customer_pipelines.models import ConfigError, parse_config
-
     customers = store.fetch_customers()
     configs = store.fetch_configs()
-    write_snapshot(path, customers, configs, source=f"bigquery:{store.settings.bq_project}.{store.settings.bq_dataset}")
-    invalid = [r for r in map(parse_config, configs) if isinstance(r, ConfigError)]
+    parsed = [parse_config(row) for row in configs]
+    write_snapshot(
+        path,
+        customers,
+        configs,
+        source=f"bigquery:{store.settings.bq_project}.{store.settings.bq_dataset}",
+        parsed=parsed,
+    )
+    invalid = [r for r in parsed if isinstance(r, ConfigError)]
     for error in invalid:
         log.warning("invalid pipeline config: %s", error)
     return RefreshResult(path=path, configs=len(configs), customers=len(customers), invalid=invalid)

@@ -19,6 +19,7 @@ from customer_pipelines.models import (
     Customer,
     CustomerStatus,
     PipelineConfig,
+    is_runnable,
     parse_config,
     pool_name_for,
 )
@@ -98,8 +99,7 @@ class Fleet:
 
     def is_runnable(self, config: PipelineConfig) -> bool:
         """An active config of an active customer."""
-        customer = self.customers.get(config.customer_id)
-        return bool(config.is_active and customer is not None and customer.is_active)
+        return is_runnable(config, self.customers.get(config.customer_id))
 
 
 def runnable_dags(fleet: Fleet) -> dict[str, bool]:

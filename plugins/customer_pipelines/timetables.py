@@ -1,33 +1,64 @@
 """The schedule of a customer DAG: the config's cron in the config's timezone (DST-correct, from
-Airflow's CronTriggerTimetable), with one change measured necessary on Airflow 3.3.
+Airflow's CronTriggerTimetable), anchored at the moment the config became runnable.
 
-Airflow's CronTriggerTimetable with catchup=False always offers the latest past tick as a
-candidate, so a DAG that is new to Airflow (a new config, or a whole fleet's first deploy) runs that
-tick at once. Here a DAG with no scheduled run yet starts at its next tick in the future; after
-that, catchup=False behaves as in Airflow (re-enabling a paused config runs its most recent missed
-tick once; older missed ticks are recovered with backfills)."""
+Why an anchor: the DAG processor recomputes a DAG's next run at every parse of the fleet file. A rule
+based on "now" (the next tick after now) moves once a tick has passed, so a DAG whose run the
+scheduler had not created yet lost that tick for good (measured: 180 of 200 new DAGs due at one
+minute). ``runnable_since`` comes from the snapshot (see snapshot.runnable_anchors) and does not
+move between parses, so the first run is the first tick at or after it, however late the scheduler
+gets to it, and never a tick from before the config existed or was last made runnable.
+
+After the first run Airflow's own catchup=False rule applies (the latest tick not run yet). A DAG
+whose config must not run (``runnable_since`` None) has no next run at all: it is paused, and when
+it is made runnable again the next parse gives it a new anchor, so re-enabling never fires a tick
+that passed while it was off (those are recovered with backfills)."""
 
 from __future__ import annotations
 
-from airflow._shared.timezones.timezone import coerce_datetime, utcnow
+from datetime import datetime
+from typing import Any
+
+from airflow._shared.timezones.timezone import coerce_datetime, parse_timezone
 from airflow.timetables.base import DagRunInfo, DataInterval, TimeRestriction
 from airflow.timetables.trigger import CronTriggerTimetable
 
 
 class CustomerCronTimetable(CronTriggerTimetable):
+    def __init__(self, cron: str, *, timezone: Any, runnable_since: datetime | None = None) -> None:
+        super().__init__(cron, timezone=timezone)
+        self.runnable_since = coerce_datetime(runnable_since) if runnable_since is not None else None
+
+    @classmethod
+    def deserialize(cls, data: dict[str, Any]) -> CustomerCronTimetable:
+        since = data.get("runnable_since")
+        return cls(
+            data["expression"],
+            timezone=parse_timezone(data["timezone"]),
+            runnable_since=datetime.fromisoformat(since) if since else None,
+        )
+
+    def serialize(self) -> dict[str, Any]:
+        data = super().serialize()
+        data["runnable_since"] = self.runnable_since.isoformat() if self.runnable_since else None
+        return data
+
     def next_dagrun_info(
         self,
         *,
         last_automated_data_interval: DataInterval | None,
         restriction: TimeRestriction,
     ) -> DagRunInfo | None:
-        if last_automated_data_interval is not None:
-            return super().next_dagrun_info(
-                last_automated_data_interval=last_automated_data_interval, restriction=restriction
-            )
-        next_start = self._get_next(coerce_datetime(utcnow()))
-        if restriction.earliest is not None:
-            next_start = max(next_start, self._align_to_next(restriction.earliest))
-        if restriction.latest is not None and restriction.latest < next_start:
+        if self.runnable_since is None:
             return None
-        return DagRunInfo.interval(coerce_datetime(next_start - self._interval), next_start)
+        earliest = self.runnable_since
+        if restriction.earliest is not None:
+            earliest = max(earliest, restriction.earliest)
+        return super().next_dagrun_info(
+            last_automated_data_interval=last_automated_data_interval,
+            restriction=TimeRestriction(earliest=earliest, latest=restriction.latest, catchup=restriction.catchup),
+        )
+
+    def next_tick_after(self, moment: datetime) -> datetime:
+        """The first tick strictly after ``moment``, as the scheduler computes it (Airflow's cron
+        arithmetic in the config's timezone): the one function every "next run" figure uses."""
+        return self._get_next(coerce_datetime(moment))

@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 from airflow.sdk import DAG
-from airflow.timetables.base import DataInterval, TimeRestriction
 from airflow.timetables.trigger import CronTriggerTimetable
 
 from customer_pipelines import factory
@@ -133,33 +132,11 @@ def test_dag_is_paused_on_creation_unless_config_and_customer_are_active(setting
     assert dag.is_paused_upon_creation is paused
 
 
-def test_a_new_dag_waits_for_its_next_tick_instead_of_firing_a_past_one(settings):
-    dag = factory.build_dag(_config(), Customer(customer_id="cust_a", status="ACTIVE"), settings)
-    before = datetime.now(UTC)
-    first = dag.timetable.next_dagrun_info(
-        last_automated_data_interval=None, restriction=TimeRestriction(earliest=None, latest=None, catchup=False)
-    )
-    assert first is not None
-    assert before < first.run_after <= before + timedelta(minutes=30, seconds=5)
-    # Once the DAG has run, the next tick follows the last one (Airflow's own behaviour).
-    last = DataInterval(first.run_after - timedelta(minutes=30), first.run_after)
-    following = dag.timetable.next_dagrun_info(
-        last_automated_data_interval=last, restriction=TimeRestriction(earliest=None, latest=None, catchup=False)
-    )
-    assert following is not None
-    assert following.run_after == first.run_after + timedelta(minutes=30)
-
-
-def test_a_new_dag_respects_a_future_earliest_restriction(settings):
-    dag = factory.build_dag(
-        _config(schedule_cron="0 2 * * *"), Customer(customer_id="cust_a", status="ACTIVE"), settings
-    )
-    earliest = datetime(2099, 1, 1, 5, 0, tzinfo=UTC)
-    info = dag.timetable.next_dagrun_info(
-        last_automated_data_interval=None, restriction=TimeRestriction(earliest=earliest, latest=None, catchup=False)
-    )
-    assert info is not None
-    assert info.run_after == datetime(2099, 1, 2, 2, 0, tzinfo=UTC)
+def test_the_dag_timetable_carries_the_snapshot_anchor_and_none_when_the_config_must_not_run(settings):
+    anchor = datetime(2026, 12, 1, 10, 0, tzinfo=UTC)
+    customer = Customer(customer_id="cust_a", status="ACTIVE")
+    assert factory.build_dag(_config(), customer, settings, runnable_since=anchor).timetable.runnable_since == anchor
+    assert factory.build_dag(_config(), customer, settings).timetable.runnable_since is None
 
 
 # -- malformed rows -------------------------------------------------------------------------------

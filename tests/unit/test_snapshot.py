@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -230,3 +231,99 @@ def test_payload_keeps_unknown_columns_and_serialises_decimals(write_snap, demo_
         stored = next(iter(snap.configs())).row
     assert stored["cost_hint"] == 1.5
     assert json.dumps(stored)  # plain JSON all the way down
+
+
+# -- runnable anchors (the first-tick anchor of each DAG) -----------------------------------------
+
+T0 = datetime(2026, 12, 1, 10, 0, tzinfo=UTC)
+
+
+def _anchors(path) -> dict:
+    with Snapshot(path) as snap:
+        return {dag_id: since for dag_id, (since, _) in snap.anchors().items()}
+
+
+@pytest.fixture
+def demo_configs(demo_configs):
+    """The demo configs as last edited a day before T0 (the seed stamps them with today's time)."""
+    return [{**c, "updated_at": T0 - timedelta(days=1)} for c in demo_configs]
+
+
+def _write_at(path, customers, configs, now):
+    return snapshot.write_snapshot(path, customers, configs, source="test", now=now)
+
+
+def test_a_first_generation_anchors_every_runnable_config_at_now_and_the_rest_not_at_all(
+    tmp_path, demo_customers, demo_configs
+):
+    configs = [dict(c) for c in demo_configs]
+    configs[0]["is_active"] = False
+    path = _write_at(tmp_path / "configs.sqlite", demo_customers, configs, T0)
+    inactive = f"{configs[0]['customer_id']}.{configs[0]['config_id']}"
+    anchors = _anchors(path)
+    assert inactive not in anchors
+    assert set(anchors.values()) == {T0} and len(anchors) == len(configs) - 1
+    with Snapshot(path) as snap:
+        assert snap.config_by_dag_id(inactive).runnable_since is None
+
+
+def test_anchors_stay_put_across_refreshes_while_the_config_stays_runnable(tmp_path, demo_customers, demo_configs):
+    path = _write_at(tmp_path / "configs.sqlite", demo_customers, demo_configs, T0)
+    for minutes in (1, 2, 60, 24 * 60):
+        _write_at(path, demo_customers, demo_configs, T0 + timedelta(minutes=minutes))
+    assert set(_anchors(path).values()) == {T0}
+    # A worker's one-row read and a shard read see the same anchor.
+    with Snapshot(path) as snap:
+        assert {row.runnable_since for row in snap.configs(shard=0, shards=1)} == {T0}
+
+
+def test_a_config_created_between_refreshes_is_anchored_at_its_own_creation_not_the_refresh(
+    tmp_path, demo_customers, demo_configs
+):
+    path = _write_at(tmp_path / "configs.sqlite", demo_customers, demo_configs, T0)
+    created = T0 + timedelta(seconds=50)
+    new = {**demo_configs[0], "config_id": "brand_new", "created_at": created, "updated_at": created}
+    _write_at(path, demo_customers, [*demo_configs, new], T0 + timedelta(seconds=90))
+    assert _anchors(path)[f"{new['customer_id']}.brand_new"] == created
+
+
+def test_a_new_configs_old_or_missing_updated_at_never_anchors_it_before_the_previous_generation(
+    tmp_path, demo_customers, demo_configs
+):
+    path = _write_at(tmp_path / "configs.sqlite", demo_customers, demo_configs, T0)
+    old = {**demo_configs[0], "config_id": "backdated", "updated_at": datetime(2020, 1, 1, tzinfo=UTC)}
+    unknown = {**demo_configs[0], "config_id": "no_timestamp", "updated_at": None}
+    future = {**demo_configs[0], "config_id": "clock_skew", "updated_at": T0 + timedelta(days=1)}
+    later = T0 + timedelta(minutes=1)
+    _write_at(path, demo_customers, [*demo_configs, old, unknown, future], later)
+    anchors = _anchors(path)
+    customer = demo_configs[0]["customer_id"]
+    assert anchors[f"{customer}.backdated"] == T0
+    assert anchors[f"{customer}.no_timestamp"] == T0
+    assert anchors[f"{customer}.clock_skew"] == later  # never in the future
+
+
+def test_re_enabling_a_config_or_reactivating_its_customer_or_changing_its_schedule_moves_the_anchor(
+    tmp_path, demo_customers, demo_configs
+):
+    path = _write_at(tmp_path / "configs.sqlite", demo_customers, demo_configs, T0)
+    first = demo_configs[0]
+    customer_id = first["customer_id"]
+    paused = [{**c, "is_active": False} if c is first else c for c in demo_configs]
+    suspended = [{**c, "status": "SUSPENDED"} if c["customer_id"] == customer_id else c for c in demo_customers]
+    t1, t2, t3 = (T0 + timedelta(hours=h) for h in (1, 2, 3))
+    _write_at(path, suspended, paused, t1)
+    assert not any(dag_id.startswith(customer_id) for dag_id in _anchors(path))
+    enabled = t1 + timedelta(minutes=30)
+    reenabled = [{**c, "is_active": True, "updated_at": enabled} if c is first else c for c in demo_configs]
+    _write_at(path, demo_customers, reenabled, t2)
+    anchors = _anchors(path)
+    first_dag = f"{customer_id}.{first['config_id']}"
+    assert anchors[first_dag] == enabled  # the config's own change, after the previous generation
+    others = [d for d in anchors if d.startswith(customer_id) and d != first_dag]
+    assert others and all(anchors[d] == t1 for d in others)  # the customer's reactivation: seen after t1
+    rescheduled = [
+        {**c, "schedule_cron": "15 3 * * *"} if c["config_id"] == first["config_id"] else c for c in reenabled
+    ]
+    _write_at(path, demo_customers, rescheduled, t3)
+    assert _anchors(path)[first_dag] == t2
