@@ -12,6 +12,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 from customer_pipelines.models import (
@@ -25,6 +26,7 @@ from customer_pipelines.models import (
 )
 from customer_pipelines.settings import Settings, get_settings
 from customer_pipelines.snapshot import Snapshot, SnapshotError, refresh_snapshot
+from customer_pipelines.timetables import CustomerCronTimetable
 
 log = logging.getLogger(__name__)
 
@@ -171,22 +173,26 @@ def _runnable_or_empty(snapshot_path: Any) -> dict[str, bool]:
         return {}
 
 
+@lru_cache(maxsize=4096)
+def schedule_of(cron: str, timezone: str) -> CustomerCronTimetable:
+    """A schedule's timetable, built once: a fleet shares few (cron, timezone) pairs, and building
+    one describes the cron in words, which costs more than computing its ticks."""
+    return CustomerCronTimetable(cron, timezone=timezone)
+
+
 def next_runs(fleet: Fleet, now: datetime) -> list[dict[str, Any]]:
-    """The next tick of every runnable config (croniter in the config's timezone, DST-correct)."""
-    from zoneinfo import ZoneInfo
-
-    from croniter import croniter
-
+    """The next tick of every runnable config, computed by the DAG's own timetable (Airflow's cron
+    arithmetic in the config's timezone), so the figure is the tick the scheduler will run."""
     rows = []
     for config in fleet.configs:
         if not fleet.is_runnable(config):
             continue
-        tick = croniter(config.schedule_cron, now.astimezone(ZoneInfo(config.timezone))).get_next(datetime)
+        tick = schedule_of(config.schedule_cron, config.timezone).next_tick(now)
         rows.append(
             {
                 "config_id": config.config_id,
                 "customer_id": config.customer_id,
-                "next_run_time": tick.astimezone(UTC),
+                "next_run_time": datetime.fromtimestamp(tick.timestamp(), UTC),
                 "computed_at": now,
             }
         )

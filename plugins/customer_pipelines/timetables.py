@@ -58,7 +58,11 @@ class CustomerCronTimetable(CronTriggerTimetable):
             restriction=TimeRestriction(earliest=earliest, latest=restriction.latest, catchup=restriction.catchup),
         )
 
-    def next_tick_after(self, moment: datetime) -> datetime:
-        """The first tick strictly after ``moment``, as the scheduler computes it (Airflow's cron
-        arithmetic in the config's timezone): the one function every "next run" figure uses."""
-        return self._get_next(coerce_datetime(moment))
+    def next_tick(self, moment: datetime) -> datetime:
+        """The tick the scheduler runs next at ``moment``, the previous tick having run: Airflow's
+        own candidates (the latest tick not after ``moment``, the tick after the previous one) in
+        its cron arithmetic in the config's timezone. The one function every "next run" figure uses;
+        it is the first tick after ``moment`` except where Airflow's DST arithmetic says otherwise
+        (e.g. Lord Howe Island's half-hour shift)."""
+        current = coerce_datetime(moment)
+        return max(self._align_to_prev(current), self._get_next(self._get_prev(current)))

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
+from zoneinfo import ZoneInfo
 
-from customer_pipelines.models import Customer
+from customer_pipelines.models import Customer, PipelineConfig, parse_config
 from customer_pipelines.snapshot import Snapshot, write_snapshot
 from customer_pipelines.sync import Fleet, desired_pools, next_runs, runnable_dags
 
@@ -39,3 +40,84 @@ def test_next_tick_is_computed_in_the_config_timezone_across_dst(tmp_path, demo_
     assert after["globex_aws_cost_daily"] == datetime(2026, 3, 9, 7, 0, tzinfo=UTC)  # EDT, UTC-4
     assert before["acme_gcp_cost_daily"] == datetime(2026, 3, 8, 2, 0, tzinfo=UTC)  # 05:00 UTC: 02:00 has passed
     assert set(before) == {c["config_id"] for c in demo_configs} and all(runnable.values())
+
+
+def _dst_days(zone: str, year: int) -> list[date]:
+    """The local days of ``year`` on which ``zone``'s UTC offset changes."""
+    tz = ZoneInfo(zone)
+    days, day = [], date(year, 1, 1)
+    while day.year == year:
+        start = datetime(day.year, day.month, day.day, tzinfo=tz)
+        end = (start + timedelta(days=1)).astimezone(UTC).astimezone(tz)
+        if start.utcoffset() != end.utcoffset():
+            days.append(day)
+        day += timedelta(days=1)
+    return days
+
+
+def _zones_with_dst(year: int) -> list[str]:
+    from customer_pipelines.models import _iana_timezones
+
+    probes = [datetime(year, m, 15, tzinfo=UTC) for m in range(1, 13)]
+    return sorted(z for z in _iana_timezones() if len({p.astimezone(ZoneInfo(z)).utcoffset() for p in probes}) > 1)
+
+
+DST_CRONS = ("0 2 * * *", "30 2 * * *", "15 * * * *")
+# Local times probed on a DST day: the hours where zones shift (midnight to 04:00), plus noon.
+DST_PROBES = [
+    timedelta(hours=h, minutes=m) for h, m in ((0, 7), (1, 7), (1, 37), (2, 7), (2, 37), (3, 7), (4, 7), (12, 7))
+]
+
+
+def test_config_next_runs_equal_the_dag_timetables_tick_on_both_dst_days_of_every_dst_timezone(monkeypatch):
+    # What the scheduler runs next after a run at the previous tick (next_dagrun_info), against the
+    # sync's config_next_runs figure, around the shift on both DST days of every timezone that has DST.
+    import pendulum
+    from airflow.timetables.base import DataInterval, TimeRestriction
+
+    from customer_pipelines.timetables import CustomerCronTimetable
+
+    zones = _zones_with_dst(2026)
+    assert len(zones) > 50  # the table really covers the world's DST zones
+    mismatches, compared = [], 0
+    for zone in zones:
+        configs = [_pipeline_config(f"c{i}", cron, zone) for i, cron in enumerate(DST_CRONS)]
+        fleet = Fleet({"cust_a": _customer("cust_a")}, configs)
+        anchor = datetime(2026, 1, 1, tzinfo=UTC)
+        timetables = {
+            c.config_id: CustomerCronTimetable(c.schedule_cron, timezone=zone, runnable_since=anchor) for c in configs
+        }
+        for day in _dst_days(zone, 2026):
+            local_midnight = datetime(day.year, day.month, day.day, tzinfo=ZoneInfo(zone))
+            for probe in DST_PROBES:
+                moment = (local_midnight + probe).astimezone(UTC)
+                ours = {r["config_id"]: r["next_run_time"] for r in next_runs(fleet, moment)}
+                monkeypatch.setattr("airflow.timetables.trigger.utcnow", lambda m=moment: pendulum.instance(m))
+                for config in configs:
+                    timetable = timetables[config.config_id]
+                    previous = timetable._get_prev(pendulum.instance(moment))
+                    info = timetable.next_dagrun_info(
+                        last_automated_data_interval=DataInterval(previous, previous),
+                        restriction=TimeRestriction(earliest=None, latest=None, catchup=False),
+                    )
+                    compared += 1
+                    if info is None or ours[config.config_id] != info.run_after:
+                        mismatches.append((zone, config.schedule_cron, moment, ours[config.config_id], info))
+    assert compared > 5_000
+    assert mismatches == []
+
+
+def _pipeline_config(config_id: str, cron: str, zone: str) -> PipelineConfig:
+    parsed = parse_config(
+        {
+            "config_id": config_id,
+            "customer_id": "cust_a",
+            "provider": "GCP",
+            "domain": "COST",
+            "pipeline_template": "cost_billing",
+            "schedule_cron": cron,
+            "timezone": zone,
+        }
+    )
+    assert isinstance(parsed, PipelineConfig), parsed
+    return parsed
