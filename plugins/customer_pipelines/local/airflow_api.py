@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from typing import Any
 
@@ -58,6 +59,16 @@ class AirflowClient:
 
     def dag_runs(self, dag_id: str) -> list[dict[str, Any]]:
         return self._request("GET", f"/api/v2/dags/{dag_id}/dagRuns?limit=100")["dag_runs"]
+
+    def runs_of_all_dags(self, **filters: str) -> list[dict[str, Any]]:
+        """Every DAG run matching Airflow's list filters (e.g. ``run_after_gte``), all pages."""
+        runs: list[dict[str, Any]] = []
+        while True:
+            query = urllib.parse.urlencode({**filters, "limit": 100, "offset": len(runs), "order_by": "id"})
+            page = self._request("GET", f"/api/v2/dags/~/dagRuns?{query}")
+            runs += page["dag_runs"]
+            if not page["dag_runs"] or len(runs) >= page["total_entries"]:
+                return runs
 
     def dag_run(self, dag_id: str, run_id: str) -> dict[str, Any]:
         return self._request("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")
