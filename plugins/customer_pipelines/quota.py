@@ -124,3 +124,35 @@ class QuotaLedger:
                 )
         finally:
             conn.close()
+
+
+class SyncerPauses:
+    """The ledger of DAGs the syncer paused (table ``cp_syncer_pauses``, beside the quota ledger):
+    what lets every sync round converge on the desired paused flags without unpausing a DAG a
+    person paused by hand."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._ledger = QuotaLedger(settings)
+
+    def held(self) -> set[str]:
+        conn = self._ledger._connect()
+        try:
+            with conn, conn.cursor() as cur:
+                cur.execute("SELECT dag_id FROM cp_syncer_pauses")
+                return {row[0] for row in cur.fetchall()}
+        finally:
+            conn.close()
+
+    def record(self, *, paused: set[str], released: set[str]) -> None:
+        if not paused and not released:
+            return
+        conn = self._ledger._connect()
+        try:
+            with conn, conn.cursor() as cur:
+                cur.executemany(
+                    "INSERT INTO cp_syncer_pauses (dag_id, paused_at) VALUES (%s, now()) ON CONFLICT DO NOTHING",
+                    [(d,) for d in sorted(paused)],
+                )
+                cur.execute("DELETE FROM cp_syncer_pauses WHERE dag_id = ANY(%s)", (sorted(released),))
+        finally:
+            conn.close()

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
-from typing import Any
+from typing import Any, Protocol
 
 from customer_pipelines.models import (
     ConfigError,
@@ -25,7 +25,7 @@ from customer_pipelines.models import (
     pool_name_for,
 )
 from customer_pipelines.settings import Settings, get_settings
-from customer_pipelines.snapshot import Snapshot, SnapshotError, refresh_snapshot
+from customer_pipelines.snapshot import Snapshot, refresh_snapshot
 from customer_pipelines.timetables import CustomerCronTimetable
 
 log = logging.getLogger(__name__)
@@ -115,26 +115,48 @@ class PauseSyncResult:
     unpaused: list[str] = field(default_factory=list)
 
 
-def sync_paused(now: Mapping[str, bool], before: Mapping[str, bool]) -> PauseSyncResult:
-    """Pause every DAG that must not run; unpause a DAG only when its config or customer turned
-    runnable since the previous snapshot, so an operator's manual pause in the UI is respected."""
+class PauseLedger(Protocol):
+    """Which DAGs the syncer itself paused (quota.SyncerPauses on PostgreSQL)."""
+
+    def held(self) -> set[str]: ...
+
+    def record(self, *, paused: set[str], released: set[str]) -> None: ...
+
+
+def sync_paused(runnable: Mapping[str, bool], ledger: PauseLedger) -> PauseSyncResult:
+    """Converge Airflow's paused flags on the desired state, from scratch every round (so a round
+    that failed half-way, a snapshot refreshed by hand or a restarted syncer changes nothing):
+
+    - a DAG that must not run is paused, and the ledger records that the syncer paused it (also
+      when Airflow created it paused, or a person paused it before it became unrunnable);
+    - a DAG that may run again is unpaused if the ledger says the syncer paused it;
+    - a DAG that may run but is paused without the syncer's record was paused by a person in the
+      UI, and stays paused.
+
+    The ledger is written before a pause and after an unpause, so a crash in between leaves a state
+    the next round finishes."""
     from airflow.models.dag import DagModel
     from airflow.utils.session import create_session
-    from sqlalchemy import select
+    from sqlalchemy import select, update
 
     result = PauseSyncResult()
-    must_pause = {d for d, run in now.items() if not run}
-    may_unpause = {d for d, run in now.items() if run and before.get(d) is False}
-    if not must_pause and not may_unpause:
-        return result
+    held = ledger.held()
     with create_session() as session:
-        for dag in session.scalars(select(DagModel).where(DagModel.dag_id.in_(must_pause | may_unpause))):
-            if dag.dag_id in must_pause and not dag.is_paused:
-                dag.is_paused = True
-                result.paused.append(dag.dag_id)
-            elif dag.dag_id in may_unpause and dag.is_paused:
-                dag.is_paused = False
-                result.unpaused.append(dag.dag_id)
+        airflow_paused = dict(session.execute(select(DagModel.dag_id, DagModel.is_paused)).tuples().all())
+    known = {d: run for d, run in runnable.items() if d in airflow_paused}
+    to_pause = {d for d, run in known.items() if not run and not airflow_paused[d]}
+    adopt = {d for d, run in known.items() if not run and airflow_paused[d] and d not in held}
+    to_unpause = {d for d, run in known.items() if run and airflow_paused[d] and d in held}
+    stale = {d for d in held if d not in known or (known[d] and not airflow_paused[d])}
+
+    ledger.record(paused=to_pause | adopt, released=set())
+    if to_pause or to_unpause:
+        with create_session() as session:
+            for dag_ids, paused in ((to_pause, True), (to_unpause, False)):
+                if dag_ids:
+                    session.execute(update(DagModel).where(DagModel.dag_id.in_(dag_ids)).values(is_paused=paused))
+    ledger.record(paused=set(), released=to_unpause | stale)
+    result.paused, result.unpaused = sorted(to_pause), sorted(to_unpause)
     return result
 
 
@@ -163,14 +185,6 @@ class SyncReport:
             f"backlog {self.mirror_backlog}, rejected {self.mirror_rejected}; "
             f"auto-paused {len(self.auto_paused)} ({self.seconds:.2f}s)"
         )
-
-
-def _runnable_or_empty(snapshot_path: Any) -> dict[str, bool]:
-    try:
-        with Snapshot.open_last_good(snapshot_path) as snapshot:
-            return runnable_dags(Fleet.of(snapshot))
-    except SnapshotError:
-        return {}
 
 
 @lru_cache(maxsize=4096)
@@ -242,17 +256,16 @@ def run_sync(settings: Settings | None = None, store: Any = None) -> SyncReport:
     settings = settings or get_settings()
     began = time.monotonic()
     store = store or BigQueryStore(settings)
-    if settings.quota_db_url:
-        from customer_pipelines.quota import QuotaLedger
+    from customer_pipelines.quota import QuotaLedger, SyncerPauses
 
-        QuotaLedger(settings).ensure_schema()
-    before = _runnable_or_empty(settings.snapshot_file)
+    # The ledger also records which DAGs the syncer paused: a sync needs it.
+    QuotaLedger(settings).ensure_schema()
     auto_paused = _apply_failure_policy(store, settings)  # before the refresh: pauses take effect now
     refreshed = refresh_snapshot(store, settings.snapshot_file)
     with Snapshot.open_last_good(settings.snapshot_file) as snapshot:
         fleet = Fleet.of(snapshot)
     pools = sync_pools(desired_pools(fleet.customers, settings.pool_prefix), settings.pool_prefix)
-    pauses = sync_paused(runnable_dags(fleet), before)
+    pauses = sync_paused(runnable_dags(fleet), SyncerPauses(settings))
     _write_next_runs(store, fleet)
     delivered, reconciled, backlog, rejected = _mirror_housekeeping(store, settings)
     return SyncReport(

@@ -7,3 +7,10 @@ CREATE TABLE IF NOT EXISTS cp_quota_reservations (
   reserved_at TIMESTAMPTZ NOT NULL
 );
 CREATE INDEX IF NOT EXISTS cp_quota_reservations_by_month ON cp_quota_reservations (customer_id, usage_month);
+
+-- The DAGs the syncer itself paused (their config or customer must not run). The syncer unpauses
+-- exactly these once they may run again, so a pause a person made in the Airflow UI is kept.
+CREATE TABLE IF NOT EXISTS cp_syncer_pauses (
+  dag_id TEXT PRIMARY KEY,
+  paused_at TIMESTAMPTZ NOT NULL
+);
