@@ -25,7 +25,7 @@ from customer_pipelines.models import (
     pool_name_for,
 )
 from customer_pipelines.operators import CustomerPipelineOperator
-from customer_pipelines.settings import Settings, get_settings
+from customer_pipelines.settings import ParseSettings, Settings, get_parse_settings, settings_problems
 from customer_pipelines.sla import record_sla_breach
 from customer_pipelines.snapshot import Snapshot, SnapshotError
 from customer_pipelines.templates import TEMPLATES
@@ -88,7 +88,11 @@ def _doc_md(config: PipelineConfig, customer: Customer | None) -> str:
 
 
 def build_dag(
-    config: PipelineConfig, customer: Customer | None, settings: Settings, *, runnable_since: datetime | None = None
+    config: PipelineConfig,
+    customer: Customer | None,
+    settings: ParseSettings,
+    *,
+    runnable_since: datetime | None = None,
 ) -> DAG:
     """The config's DAG. ``runnable_since`` (from the snapshot) anchors its first tick; None means
     the config must not run, and the DAG has no next run."""
@@ -168,13 +172,13 @@ def no_such_customer(config: PipelineConfig) -> ConfigError:
 
 def build_dags(
     snapshot: Snapshot,
-    settings: Settings | None = None,
+    settings: ParseSettings | None = None,
     *,
     only_dag_id: str | None = None,
     shard: int | None = None,
     shards: int = 1,
 ) -> FactoryResult:
-    settings = settings or get_settings()
+    settings = settings or get_parse_settings()
     result = FactoryResult()
     if only_dag_id is not None:
         found = snapshot.config_by_dag_id(only_dag_id)
@@ -214,13 +218,14 @@ def load_fleet(
     *,
     shard: int | None = None,
     shards: int = 1,
-    settings: Settings | None = None,
+    settings: ParseSettings | None = None,
 ) -> FactoryResult:
-    """Build the DAGs of a DAG file from the last good snapshot; never raises."""
-    settings = settings or get_settings()
-    path = snapshot_path or settings.snapshot_file
-    only_dag_id = get_parsing_context().dag_id
+    """Build the DAGs of a DAG file from the last good snapshot; never raises (a DAG file that
+    raises hides every DAG it defines)."""
     try:
+        settings = settings or get_parse_settings()
+        path = snapshot_path or settings.snapshot_file
+        only_dag_id = get_parsing_context().dag_id
         with Snapshot.open_last_good(path) as snapshot:
             result = build_dags(snapshot, settings, only_dag_id=only_dag_id, shard=shard, shards=shards)
     except SnapshotError as exc:
@@ -245,16 +250,16 @@ class InvalidPipelineConfigs(Exception):
     """Raised by the errors DAG file so Airflow lists bad configs among its import errors."""
 
 
-def raise_config_errors(snapshot_path: Path | None = None, settings: Settings | None = None) -> None:
+def raise_config_errors(snapshot_path: Path | None = None, settings: ParseSettings | None = None) -> None:
     """Validate every row of the snapshot; raise one readable error listing the bad ones.
 
     Used by a DAG file that defines no DAG, so raising hides nothing: Airflow's "DAG Import Errors"
     panel, which operators watch, shows each bad config with its reason."""
     if get_parsing_context().dag_id is not None:
         return  # a worker running one task never needs this report
-    settings = settings or get_settings()
+    problems: list[str] = [] if settings else settings_problems(Settings)
+    settings = settings or get_parse_settings()
     path = snapshot_path or settings.snapshot_file
-    problems: list[str] = []
     try:
         with Snapshot.open_last_good(path) as snapshot:
             customers = snapshot.customers()

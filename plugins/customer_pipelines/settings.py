@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -32,12 +32,25 @@ def _default_state_dir() -> Path:
     return Path("/var/tmp") / f"customer-pipelines-{checkout}"
 
 
-class Settings(BaseSettings):
+class ParseSettings(BaseSettings):
+    """The settings a DAG file reads while Airflow parses it, and no others: a bad value of any
+    other setting (a syncer's interval, a project id) must not hide the fleet's DAGs."""
+
     model_config = SettingsConfigDict(env_prefix="CP_", extra="ignore")
 
     state_dir: Path = Field(default_factory=_default_state_dir)
     """Where the embedded services keep their data (emulator, PostgreSQL, Airflow home, snapshot)."""
+    snapshot_path: Path | None = None
+    """The local config snapshot DAG files read; default ``<state_dir>/snapshot/configs.sqlite``."""
+    pool_prefix: str = Field(default="cp_", pattern=r"^[A-Za-z0-9_.-]{0,64}$")
+    max_retry_delay_minutes: int = Field(default=60, ge=1)
 
+    @property
+    def snapshot_file(self) -> Path:
+        return self.snapshot_path or self.state_dir / "snapshot" / "configs.sqlite"
+
+
+class Settings(ParseSettings):
     bq_project: str = "demo-project"
     bq_dataset: str = "customers_metadata"
     bq_data_dataset: str = "customer_pipeline_data"
@@ -58,8 +71,6 @@ class Settings(BaseSettings):
     data_bigquery_emulator_host: str | None = None
     """``host:port`` of the data plane's emulator; unset: the control plane's ``bigquery_emulator_host``."""
 
-    snapshot_path: Path | None = None
-    """The local config snapshot DAG files read; default ``<state_dir>/snapshot/configs.sqlite``."""
     sync_interval_seconds: int = Field(default=60, ge=5)
 
     quota_db_url: str | None = None
@@ -69,10 +80,8 @@ class Settings(BaseSettings):
     """An external PostgreSQL server for the local stack (Airflow metadata + quota ledger);
     unset: the stack runs the embedded PostgreSQL under ``<state_dir>/postgres``."""
 
-    pool_prefix: str = "cp_"
     consecutive_failures_to_pause: int = Field(default=5, ge=1)
     consecutive_failures_to_warn: int = Field(default=3, ge=1)
-    max_retry_delay_minutes: int = Field(default=60, ge=1)
     alert_notifier: str | None = None
     """``package.module:function`` called with each failure-policy Alert (besides the log)."""
 
@@ -132,10 +141,6 @@ class Settings(BaseSettings):
         return self.data_plane_emulator_url if plane == "data" else self.emulator_url
 
     @property
-    def snapshot_file(self) -> Path:
-        return self.snapshot_path or self.state_dir / "snapshot" / "configs.sqlite"
-
-    @property
     def spool_dir(self) -> Path:
         return self.state_dir / "mirror-spool"
 
@@ -158,3 +163,29 @@ def _url(host: str | None) -> str | None:
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     return Settings()
+
+
+def settings_problems(model: type[BaseSettings]) -> list[str]:
+    """Each invalid setting of ``model`` as one line naming its variable and the reason (empty when
+    every setting is valid); never raises."""
+    try:
+        model()
+    except ValidationError as exc:
+        return [
+            f"setting CP_{'_'.join(str(p) for p in error['loc']).upper()}: {error['msg'].removeprefix('Value error, ')}"
+            for error in exc.errors()
+        ]
+    return []
+
+
+def get_parse_settings() -> ParseSettings:
+    """The DAG files' settings; an invalid one falls back to its default (reported by the errors DAG
+    file as an import error), so a bad setting never hides the DAGs."""
+    try:
+        return ParseSettings()
+    except ValidationError as exc:
+        bad = {str(error["loc"][0]) for error in exc.errors() if error["loc"]}
+        defaults = {
+            name: field.get_default(call_default_factory=True) for name, field in ParseSettings.model_fields.items()
+        }
+        return ParseSettings(**{name: defaults[name] for name in bad if name in defaults})

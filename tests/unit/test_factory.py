@@ -314,3 +314,27 @@ def test_errors_dag_file_raises_listing_the_bad_configs(dag_file_env, snapshot_w
     dag_file_env(snapshot_with_every_bad_row)
     with pytest.raises(factory.InvalidPipelineConfigs, match=f"{len(BAD_ROWS)} customer pipeline problem"):
         runpy.run_path(str(REPO_ROOT / "dags" / "customer_pipelines_config_errors.py"), run_name="unit_test_errors")
+
+
+# -- settings at parse time -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [("CP_BQ_PROJECT", "Bad_Project"), ("CP_SYNC_INTERVAL_SECONDS", "1"), ("CP_MAX_RETRY_DELAY_MINUTES", "0")],
+)
+def test_a_bad_setting_never_hides_the_dags_and_is_one_clear_import_error(
+    monkeypatch, tmp_path, demo_customers, demo_configs, demo_dag_ids, variable, value
+):
+    from customer_pipelines.snapshot import write_snapshot
+
+    monkeypatch.setenv("CP_STATE_DIR", str(tmp_path))
+    write_snapshot(tmp_path / "snapshot" / "configs.sqlite", demo_customers, demo_configs, source="test")
+    monkeypatch.setenv(variable, value)
+    fleet = runpy.run_path(str(REPO_ROOT / "dags" / "customer_pipelines_fleet.py"))
+    assert demo_dag_ids <= {name for name, value in fleet.items() if isinstance(value, DAG)}
+    with pytest.raises(factory.InvalidPipelineConfigs) as raised:
+        runpy.run_path(str(REPO_ROOT / "dags" / "customer_pipelines_config_errors.py"))
+    problems = [line for line in str(raised.value).splitlines() if line.startswith("- ")]
+    assert problems == [f"- setting {variable}: {problems[0].split(': ', 1)[1]}"]
+    assert len(problems[0]) < 200
