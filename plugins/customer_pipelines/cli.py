@@ -58,10 +58,12 @@ def cmd_seed(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_snapshot(args: argparse.Namespace, settings: Settings) -> int:
-    from customer_pipelines.snapshot import Snapshot, refresh_snapshot
+    from customer_pipelines.snapshot import RefreshGuard, Snapshot, refresh_lock, refresh_snapshot
 
     if args.action == "refresh":
-        result = refresh_snapshot(_store(settings), settings.snapshot_file)
+        guard = RefreshGuard(settings.refresh_guard_share, settings.refresh_guard_min_dags)
+        with refresh_lock(settings.snapshot_file):
+            result = refresh_snapshot(_store(settings), settings.snapshot_file, guard=guard, force=args.force)
         print(
             f"snapshot {result.path}: {result.configs} configs, {result.customers} customers, "
             f"{len(result.invalid)} invalid"
@@ -179,6 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("snapshot", help="refresh the local config snapshot from BigQuery, or show it")
     p.add_argument("action", choices=["refresh", "show"])
+    p.add_argument("--force", action="store_true", help="refresh even if it would stop much of the fleet")
     p.set_defaults(func=cmd_snapshot)
 
     p = sub.add_parser("validate", help="list the configs of the snapshot that cannot become DAGs")

@@ -72,6 +72,10 @@ class Settings(ParseSettings):
     """``host:port`` of the data plane's emulator; unset: the control plane's ``bigquery_emulator_host``."""
 
     sync_interval_seconds: int = Field(default=60, ge=5)
+    refresh_guard_share: float = Field(default=0.25, gt=0, le=1)
+    refresh_guard_min_dags: int = Field(default=100, ge=0)
+    """A refresh that would stop more than max(min_dags, share x the running DAGs) is refused
+    (and alerted) until forced with ``snapshot refresh --force``."""
 
     quota_db_url: str | None = None
     """PostgreSQL URL of the quota ledger (``postgresql://user@host/db``); the local stack sets it

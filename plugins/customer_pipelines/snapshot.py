@@ -11,12 +11,15 @@ first tick (see timetables.py), which must not move between parses or refreshes.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
 import sqlite3
+import time
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -310,12 +313,66 @@ class RefreshResult:
     invalid: list[Any]
 
 
-def refresh_snapshot(store: Any, path: Path) -> RefreshResult:
-    """Read configs and customers from the store and swap in a new snapshot. If BigQuery fails the
-    exception propagates and the last good snapshot stays in place untouched."""
+class RefreshRefused(RuntimeError):
+    """A refresh that would stop too much of the fleet at once (a query that returned nothing, a
+    broken join): the last good snapshot stays until a person forces it."""
+
+
+@dataclass(frozen=True)
+class RefreshGuard:
+    """Refuse a refresh that would stop more than ``max(min_dags, share x running)`` running DAGs."""
+
+    share: float = 0.25
+    min_dags: int = 100
+
+    def check(self, running_before: set[str], running_after: set[str]) -> None:
+        stopped = running_before - running_after
+        allowed = max(self.min_dags, int(self.share * len(running_before)))
+        if len(stopped) > allowed:
+            raise RefreshRefused(
+                f"snapshot refresh refused: it would stop {len(stopped)} of {len(running_before)} running DAGs "
+                f"(more than {allowed}: max({self.min_dags}, {self.share:.0%})), e.g. {sorted(stopped)[:3]}; "
+                "the last good snapshot stays. If intended: python -m customer_pipelines snapshot refresh --force"
+            )
+
+
+@contextmanager
+def refresh_lock(path: Path, *, timeout: float = 120) -> Iterator[None]:
+    """One writer of a snapshot at a time (two syncers, or a syncer and a CLI refresh, would race on
+    the temp file and the ``.prev`` link): an exclusive lock on a file beside it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock_path = path.with_name(f".{path.name}.lock")
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{lock_path} is held by another syncer or refresh for {timeout:.0f}s") from None
+                time.sleep(0.2)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
+
+
+def refresh_snapshot(
+    store: Any, path: Path, *, guard: RefreshGuard | None = None, force: bool = False
+) -> RefreshResult:
+    """Read configs and customers from the store and swap in a new snapshot. If BigQuery fails, or
+    the guard refuses the new generation (unless ``force``), the exception propagates and the last
+    good snapshot stays in place untouched. The caller holds ``refresh_lock``."""
     customers = store.fetch_customers()
     configs = store.fetch_configs()
     parsed = [parse_config(row) for row in configs]
+    previous = previous_anchors(path)
+    if previous is not None and not force:
+        now = datetime.now(UTC)
+        valid = [c for c in parsed if isinstance(c, PipelineConfig)]
+        running_after = set(runnable_anchors(valid, _valid_customers(customers), previous, now))
+        (guard or RefreshGuard()).check(set(previous.anchors), running_after)
     write_snapshot(
         path,
         customers,

@@ -25,7 +25,14 @@ from customer_pipelines.models import (
     pool_name_for,
 )
 from customer_pipelines.settings import Settings, get_settings
-from customer_pipelines.snapshot import Snapshot, refresh_snapshot
+from customer_pipelines.snapshot import (
+    RefreshGuard,
+    RefreshRefused,
+    RefreshResult,
+    Snapshot,
+    refresh_lock,
+    refresh_snapshot,
+)
 from customer_pipelines.timetables import CustomerCronTimetable
 
 log = logging.getLogger(__name__)
@@ -175,6 +182,8 @@ class SyncReport:
     """Transitions still spooled on this host after the round (the mirror's backlog metric)."""
     mirror_rejected: int = 0
     """Transitions BigQuery refused for their content, set aside under ``<spool>/rejected``."""
+    refresh_refused: str | None = None
+    """Why the round kept the last good snapshot (the refresh guard), if it did."""
 
     def summary(self) -> str:
         return (
@@ -184,6 +193,11 @@ class SyncReport:
             f"mirror: {self.spool_delivered} spooled delivered, {self.reconciled} reconciled, "
             f"backlog {self.mirror_backlog}, rejected {self.mirror_rejected}; "
             f"auto-paused {len(self.auto_paused)} ({self.seconds:.2f}s)"
+            + (
+                f"; REFRESH REFUSED, serving the last good snapshot: {self.refresh_refused}"
+                if self.refresh_refused
+                else ""
+            )
         )
 
 
@@ -249,29 +263,44 @@ def _mirror_housekeeping(store: Any, settings: Settings) -> tuple[int, int, int,
     return delivered, reconciled, mirror.backlog(), mirror.rejected()
 
 
+def _refresh(store: Any, settings: Settings) -> tuple[RefreshResult | None, str | None]:
+    """Refresh the snapshot; a refresh the guard refuses is logged and alerted, and the round goes
+    on with the last good snapshot."""
+    from customer_pipelines.failure_policy import Alert, notifier_from_settings
+
+    guard = RefreshGuard(settings.refresh_guard_share, settings.refresh_guard_min_dags)
+    try:
+        return refresh_snapshot(store, settings.snapshot_file, guard=guard), None
+    except RefreshRefused as exc:
+        log.error("%s", exc)
+        notifier_from_settings(settings)(Alert("REFRESH_REFUSED", "", "", 0, str(exc)))
+        return None, str(exc)
+
+
 def run_sync(settings: Settings | None = None, store: Any = None) -> SyncReport:
-    """One sync: refresh the snapshot from BigQuery, then pools and paused flags from it."""
+    """One sync: refresh the snapshot from BigQuery, then pools and paused flags from it. One
+    round at a time per snapshot (``refresh_lock``): two syncers never interleave."""
+    from customer_pipelines.quota import QuotaLedger, SyncerPauses
     from customer_pipelines.store import BigQueryStore
 
     settings = settings or get_settings()
     began = time.monotonic()
     store = store or BigQueryStore(settings)
-    from customer_pipelines.quota import QuotaLedger, SyncerPauses
-
-    # The ledger also records which DAGs the syncer paused: a sync needs it.
-    QuotaLedger(settings).ensure_schema()
-    auto_paused = _apply_failure_policy(store, settings)  # before the refresh: pauses take effect now
-    refreshed = refresh_snapshot(store, settings.snapshot_file)
-    with Snapshot.open_last_good(settings.snapshot_file) as snapshot:
-        fleet = Fleet.of(snapshot)
-    pools = sync_pools(desired_pools(fleet.customers, settings.pool_prefix), settings.pool_prefix)
-    pauses = sync_paused(runnable_dags(fleet), SyncerPauses(settings))
-    _write_next_runs(store, fleet)
-    delivered, reconciled, backlog, rejected = _mirror_housekeeping(store, settings)
+    with refresh_lock(settings.snapshot_file):
+        # The ledger also records which DAGs the syncer paused: a sync needs it.
+        QuotaLedger(settings).ensure_schema()
+        auto_paused = _apply_failure_policy(store, settings)  # before the refresh: pauses take effect now
+        refreshed, refused = _refresh(store, settings)
+        with Snapshot.open_last_good(settings.snapshot_file) as snapshot:
+            fleet = Fleet.of(snapshot)
+        pools = sync_pools(desired_pools(fleet.customers, settings.pool_prefix), settings.pool_prefix)
+        pauses = sync_paused(runnable_dags(fleet), SyncerPauses(settings))
+        _write_next_runs(store, fleet)
+        delivered, reconciled, backlog, rejected = _mirror_housekeeping(store, settings)
     return SyncReport(
-        refreshed.configs,
-        refreshed.customers,
-        refreshed.invalid,
+        refreshed.configs if refreshed else len(fleet.configs),
+        refreshed.customers if refreshed else len(fleet.customers),
+        refreshed.invalid if refreshed else [],
         pools,
         pauses,
         time.monotonic() - began,
@@ -280,6 +309,7 @@ def run_sync(settings: Settings | None = None, store: Any = None) -> SyncReport:
         auto_paused,
         backlog,
         rejected,
+        refresh_refused=refused,
     )
 
 
