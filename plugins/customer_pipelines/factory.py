@@ -157,10 +157,14 @@ def build_dag(
 
 
 def duplicate_config_errors(snapshot: Snapshot) -> list[ConfigError]:
-    """Config ids several rows claim: none of those rows becomes a DAG."""
+    """Rows rejected because an older row of the same customer has their config_id."""
     return [
-        ConfigError(config_id=c, customer_id=None, reason="config_id: duplicate (several rows share it)")
-        for c in snapshot.duplicate_config_ids()
+        ConfigError(
+            config_id=config_id,
+            customer_id=customer_id,
+            reason="config_id: duplicate of an older config of this customer; this row is ignored",
+        )
+        for customer_id, config_id in snapshot.duplicate_configs()
     ]
 
 

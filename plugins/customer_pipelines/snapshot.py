@@ -1,9 +1,11 @@
 """The local config snapshot DAG files read instead of BigQuery.
 
-A snapshot is one SQLite file (indexed by config id, dag id and shard bucket, so a worker reads one
-row, not the fleet). It is written beside its final path and swapped in with ``os.replace``, so a
-reader sees the old file or the new one, never half of one; the previous generation is kept as
-``.prev`` and read when the current file is missing or unreadable.
+A snapshot is one SQLite file (indexed by dag id and shard bucket, so a worker reads one row, not
+the fleet). A config is identified by (customer_id, config_id), never config_id alone: two
+customers may both have a config named ``daily_cost``. It is written beside its final path and
+swapped in with ``os.replace``, so a reader sees the old file or the new one, never half of one;
+the previous generation is kept as ``.prev`` and read when the current file is missing or
+unreadable.
 
 Each runnable config also carries the moment it became runnable (``runnable_since``), carried over
 from the previous generation while it stays runnable with the same schedule: the anchor of its DAG's
@@ -32,14 +34,14 @@ log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 3
 BUCKETS = 4096
-"""Configs hash into this many buckets; a shard file takes the buckets ``b % shards == i``, so a
-config's shard depends on its own id only."""
+"""Configs hash (by dag id) into this many buckets; a shard file takes the buckets
+``b % shards == i``, so a config's shard depends on its own identity only."""
 
 _DDL = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE customers (customer_id TEXT PRIMARY KEY, payload TEXT NOT NULL);
 CREATE TABLE configs (
-  config_id TEXT PRIMARY KEY,
+  config_id TEXT NOT NULL,
   customer_id TEXT,
   dag_id TEXT,
   bucket INTEGER NOT NULL,
@@ -47,8 +49,8 @@ CREATE TABLE configs (
   runnable_since TEXT,  -- ISO time the config became runnable with this schedule; NULL: not runnable
   schedule TEXT         -- cron and timezone the anchor belongs to
 );
-CREATE TABLE duplicate_configs (config_id TEXT NOT NULL, payload TEXT NOT NULL);
-CREATE INDEX configs_by_dag_id ON configs (dag_id);
+CREATE TABLE duplicate_configs (config_id TEXT NOT NULL, customer_id TEXT, payload TEXT NOT NULL);
+CREATE UNIQUE INDEX configs_by_dag_id ON configs (dag_id);
 CREATE INDEX configs_by_bucket ON configs (bucket);
 """
 
@@ -57,8 +59,8 @@ class SnapshotError(RuntimeError):
     """No readable snapshot (neither the current file nor the previous generation)."""
 
 
-def bucket_of(config_id: str) -> int:
-    return zlib.crc32(config_id.encode()) % BUCKETS
+def bucket_of(key: str) -> int:
+    return zlib.crc32(key.encode()) % BUCKETS
 
 
 def _json_default(value: Any) -> Any:
@@ -164,28 +166,19 @@ def write_snapshot(
             "INSERT INTO customers VALUES (?, ?)",
             [(str(c["customer_id"]), json.dumps(dict(c), default=_json_default)) for c in customers],
         )
-        rows, seen, duplicates = [], set(), []
-        for row in configs:
-            config_id = str(row.get("config_id", ""))
-            customer_id = row.get("customer_id")
-            dag_id = dag_id_for(str(customer_id), config_id) if customer_id else None
-            payload = json.dumps(dict(row), default=_json_default, sort_keys=True)
-            if config_id in seen:  # BigQuery enforces no uniqueness; which row wins would be arbitrary
-                duplicates.append((config_id, payload))
+        rows, duplicates = [], []
+        for key, clashing in _group_by_identity(configs).items():
+            kept, rejected = _oldest_of(clashing)
+            customer_id, config_id = key
+            duplicates += [(config_id, customer_id, _payload(row)) for row in rejected]
+            if kept is None:
                 continue
-            seen.add(config_id)
+            dag_id = dag_id_for(customer_id, config_id) if customer_id else None
             since, schedule = anchors.get(dag_id or "", (None, None))
-            rows.append(
-                (config_id, customer_id, dag_id, bucket_of(config_id), payload, since and since.isoformat(), schedule)
-            )
-        duplicated = {config_id for config_id, _ in duplicates}
-        conn.executemany(
-            "INSERT INTO configs VALUES (?, ?, ?, ?, ?, ?, ?)", [r for r in rows if r[0] not in duplicated]
-        )
-        conn.executemany(
-            "INSERT INTO duplicate_configs VALUES (?, ?)",
-            duplicates + [(r[0], r[4]) for r in rows if r[0] in duplicated],
-        )
+            bucket = bucket_of(dag_id or config_id)
+            rows.append((config_id, customer_id, dag_id, bucket, _payload(kept), since and since.isoformat(), schedule))
+        conn.executemany("INSERT INTO configs VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+        conn.executemany("INSERT INTO duplicate_configs VALUES (?, ?, ?)", duplicates)
         meta = {
             "schema_version": str(SCHEMA_VERSION),
             "written_at": now.isoformat(),
@@ -205,6 +198,34 @@ def write_snapshot(
         os.link(path, previous)
     os.replace(tmp, path)
     return path
+
+
+def _payload(row: Mapping[str, Any]) -> str:
+    return json.dumps(dict(row), default=_json_default, sort_keys=True)
+
+
+def _group_by_identity(configs: Sequence[Mapping[str, Any]]) -> dict[tuple[str | None, str], list[Mapping[str, Any]]]:
+    groups: dict[tuple[str | None, str], list[Mapping[str, Any]]] = {}
+    for row in configs:
+        customer_id = row.get("customer_id")
+        key = (str(customer_id) if customer_id is not None else None, str(row.get("config_id", "")))
+        groups.setdefault(key, []).append(row)
+    return groups
+
+
+def _oldest_of(
+    clashing: list[Mapping[str, Any]],
+) -> tuple[Mapping[str, Any] | None, list[Mapping[str, Any]]]:
+    """Rows of one customer claiming one config_id (BigQuery enforces no uniqueness): the oldest
+    keeps the DAG and every newer row is rejected, so a row added later can never take over or
+    remove an existing config; rows that cannot be ordered (same or no created_at) are all rejected."""
+    if len(clashing) == 1:
+        return clashing[0], []
+    ordered = sorted(clashing, key=lambda row: str(row.get("created_at") or ""))
+    first, second = (str(row.get("created_at") or "") for row in ordered[:2])
+    if not first or first == second:
+        return None, ordered
+    return ordered[0], ordered[1:]
 
 
 @dataclass(frozen=True)
@@ -287,9 +308,10 @@ class Snapshot:
         for found in cursor:
             yield ConfigRow.of(*found)
 
-    def duplicate_config_ids(self) -> list[str]:
-        """Config ids that more than one row claims: none of those rows becomes a DAG."""
-        return [r[0] for r in self._conn.execute("SELECT DISTINCT config_id FROM duplicate_configs ORDER BY 1")]
+    def duplicate_configs(self) -> list[tuple[str | None, str]]:
+        """(customer_id, config_id) of the rows rejected because an older row of the same customer
+        claims that config_id (or the clash could not be ordered)."""
+        return list(self._conn.execute("SELECT DISTINCT customer_id, config_id FROM duplicate_configs ORDER BY 1, 2"))
 
     def config_by_dag_id(self, dag_id: str) -> ConfigRow | None:
         found = self._conn.execute(f"SELECT {_CONFIG_COLUMNS} FROM configs WHERE dag_id = ?", (dag_id,)).fetchone()

@@ -225,10 +225,40 @@ def test_a_cron_that_never_fires_is_a_config_error(write_snap, demo_customers, d
     assert "schedule_cron" in result.errors[0].reason
 
 
-def test_two_rows_with_one_config_id_are_reported_as_duplicate(write_snap, demo_customers, demo_configs, settings):
-    twin = {**demo_configs[0], "schedule_cron": "0 5 * * *"}
+def test_a_newer_row_reusing_a_customers_config_id_is_rejected_and_the_older_keeps_its_dag(
+    write_snap, demo_customers, demo_configs, settings, demo_dag_ids
+):
+    original = {**demo_configs[0], "created_at": "2026-01-01T00:00:00+00:00"}
+    twin = {**original, "schedule_cron": "0 5 * * *", "created_at": "2026-06-01T00:00:00+00:00"}
+    result = _build(write_snap(demo_customers, [twin, original, *demo_configs[1:]]), settings)
+    assert set(result.dags) == demo_dag_ids
+    assert (
+        result.dags[f"{original['customer_id']}.{original['config_id']}"].timetable.summary == original["schedule_cron"]
+    )
+    [error] = result.errors
+    assert (error.customer_id, error.config_id) == (original["customer_id"], original["config_id"])
+    assert "duplicate of an older config of this customer" in error.reason
+
+
+def test_rows_of_one_customer_with_one_config_id_and_no_order_are_all_rejected(
+    write_snap, demo_customers, demo_configs, settings, demo_dag_ids
+):
+    twin = {**demo_configs[0], "schedule_cron": "0 5 * * *"}  # the same created_at: which is the real one?
     result = _build(write_snap(demo_customers, [*demo_configs, twin]), settings)
-    assert any("duplicate" in e.reason for e in result.errors), result.errors
+    assert set(result.dags) == demo_dag_ids - {f"{twin['customer_id']}.{twin['config_id']}"}
+    assert [(e.customer_id, e.config_id) for e in result.errors] == [(twin["customer_id"], twin["config_id"])]
+
+
+def test_another_customer_reusing_a_config_id_removes_nothing_and_gets_its_own_dag(
+    write_snap, demo_customers, demo_configs, settings, demo_dag_ids
+):
+    victim = demo_configs[0]
+    other = next(c for c in demo_customers if c["customer_id"] != victim["customer_id"])
+    clash = {**victim, "customer_id": other["customer_id"], "schedule_cron": "0 5 * * *"}
+    result = _build(write_snap(demo_customers, [*demo_configs, clash]), settings)
+    assert result.errors == []
+    assert set(result.dags) == demo_dag_ids | {f"{other['customer_id']}.{victim['config_id']}"}
+    assert result.dags[f"{victim['customer_id']}.{victim['config_id']}"].timetable.summary == victim["schedule_cron"]
 
 
 # -- sharding and the parsing context --------------------------------------------------------------

@@ -50,7 +50,7 @@ def test_rows_round_trip_as_json_and_still_parse(demo_snapshot_path):
         rows = list(snap.configs())
     assert all(isinstance(r.row["updated_at"], str) for r in rows)  # datetimes stored as ISO text
     assert all(isinstance(parse_config(r.row), PipelineConfig) for r in rows)
-    assert all(r.bucket == snapshot.bucket_of(r.config_id) for r in rows)
+    assert all(r.bucket == snapshot.bucket_of(r.dag_id) for r in rows)
 
 
 def test_write_swaps_in_a_new_inode_and_an_open_reader_keeps_reading_the_old_generation(

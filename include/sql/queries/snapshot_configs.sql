@@ -15,7 +15,8 @@ SELECT
   max_execution_duration_minutes,
   sla_breach_threshold_minutes,
   version,
+  created_at,
   updated_at
 FROM `${project}.${dataset}.customer_pipeline_configs`
 WHERE deleted_at IS NULL
-ORDER BY config_id
+ORDER BY customer_id, config_id
