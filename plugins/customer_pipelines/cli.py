@@ -121,6 +121,21 @@ def cmd_reconcile(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_mirror(args: argparse.Namespace, settings: Settings) -> int:
+    from customer_pipelines.mirror import RunStateMirror
+
+    mirror = RunStateMirror(_store(settings), settings.spool_dir)
+    replayed = mirror.replay_rejected()
+    delivered = 0
+    while batch := mirror.drain():
+        delivered += batch
+    print(
+        f"replayed {replayed} rejected transition(s); delivered {delivered}; "
+        f"still spooled {mirror.backlog()}, rejected again {mirror.rejected()}"
+    )
+    return 0 if mirror.rejected() == 0 else 1
+
+
 def cmd_stack(args: argparse.Namespace, settings: Settings) -> int:
     from customer_pipelines.local import stack
     from customer_pipelines.local.airflow import ADMIN_USER, admin_password
@@ -195,6 +210,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("reconcile", help="deliver spooled run states and fill the mirror's gaps from Airflow")
     p.add_argument("--hours", type=float, default=24, help="window to compare, ending now")
     p.set_defaults(func=cmd_reconcile)
+
+    p = sub.add_parser("mirror", help="put the transitions BigQuery refused back into the spool and deliver them")
+    p.add_argument("action", choices=["replay-rejected"])
+    p.set_defaults(func=cmd_mirror)
 
     p = sub.add_parser("stack", help="start or stop the whole embedded system (emulator, PostgreSQL, Airflow)")
     p.add_argument("action", choices=["up", "down"])

@@ -151,7 +151,7 @@ class RunStateMirror:
         if not pending:
             return 0
         self._deliver(list(zip(pending, backlog, strict=True)))
-        return len(pending)
+        return sum(not path.exists() for path in pending)  # rows refused for a transient reason stay
 
     def spool(self, row: Mapping[str, Any]) -> None:
         """Keep a transition on local disk only (for callers that must not wait on BigQuery, such as
@@ -167,23 +167,54 @@ class RunStateMirror:
         return len(list(folder.glob("*.json"))) if folder.exists() else 0
 
     def _deliver(self, items: list[tuple[Path | None, dict[str, Any]]]) -> set[str]:
-        """Insert the rows (spool file or None, row), then remove their spool files; returns the event
-        keys written. A row BigQuery refuses for its content would fail every later delivery with it,
-        so it is set aside (logged, kept on disk) and the others are sent once more."""
+        """Insert the rows (spool file or None, row), then remove the spool files of the rows
+        written; returns the event keys written. A row BigQuery refuses for its content would fail
+        every later delivery with it, so it is set aside (logged, kept under ``rejected/`` for
+        ``mirror replay-rejected``); a row refused for a transient reason stays spooled for the next
+        delivery."""
         from customer_pipelines.store import RejectedRows
 
+        unwritten: set[int] = set()
         try:
             self._insert([row for _, row in items])
         except RejectedRows as exc:
             for index, reasons in exc.rejected.items():
                 self._set_aside(*items[index], reasons)
-            items = [item for index, item in enumerate(items) if index not in exc.rejected]
-            if items:
-                self._insert([row for _, row in items])
-        for path, _ in items:
+            for index in exc.transient:
+                path, row = items[index]
+                if path is None:
+                    self._spool(row)
+            unwritten = set(exc.rejected) | exc.transient
+        written = [item for index, item in enumerate(items) if index not in unwritten]
+        for path, _ in written:
             if path is not None:
                 path.unlink(missing_ok=True)
-        return {row["event_key"] for _, row in items}
+        return {row["event_key"] for _, row in written}
+
+    def unalerted_rejected(self) -> list[str]:
+        """Event keys set aside under ``rejected/`` that no alert has named yet; marks them named."""
+        folder = self.spool_dir / "rejected"
+        if not folder.exists():
+            return []
+        marker = folder / ".alerted"
+        alerted = set(marker.read_text().split()) if marker.exists() else set()
+        new = sorted(p.stem for p in folder.glob("*.json") if p.stem not in alerted)
+        if new:
+            marker.write_text("\n".join(sorted(alerted | set(new))))
+        return new
+
+    def replay_rejected(self) -> int:
+        """Put the rows set aside under ``rejected/`` back into the spool (after the cause was fixed,
+        e.g. a column added); the next drain delivers them. Returns how many."""
+        folder = self.spool_dir / "rejected"
+        replayed = 0
+        for path in sorted(folder.glob("*.json")) if folder.exists() else []:
+            row = json.loads(path.read_text())["row"]
+            row["event_time"] = datetime.fromisoformat(row["event_time"])
+            self._spool(row)
+            path.unlink()
+            replayed += 1
+        return replayed
 
     def _insert(self, rows: list[dict[str, Any]]) -> None:
         now = datetime.now(UTC).isoformat()

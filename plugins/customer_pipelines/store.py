@@ -21,7 +21,15 @@ from customer_pipelines.settings import PLANES, Plane, Settings, get_settings
 from customer_pipelines.sql import load_sql, sql_files
 
 INSERT_DEADLINE_SECONDS = 15.0
+"""A streaming insert's whole budget, retries included (each attempt: INSERT_TIMEOUT_SECONDS)."""
 INSERT_TIMEOUT_SECONDS = 5.0
+INSERT_MAX_ROWS = 500
+INSERT_MAX_BYTES = 5 * 1024 * 1024
+"""One insertAll request carries at most this many rows and bytes: BigQuery caps a request at 10 MB
+and 50,000 rows and recommends about 500 rows; larger batches are split."""
+TRANSIENT_ROW_REASONS = frozenset({"backendError", "internalError", "timeout", "rateLimitExceeded", "quotaExceeded"})
+"""Per-row insertErrors reasons that a later attempt can succeed on: such rows are retried, never
+set aside (``stopped`` rows are simply ones the request did not write because of another row)."""
 SCHEMA_FOLDERS: dict[Plane, tuple[str, ...]] = {"control": ("schema", "views"), "data": ("data_schema",)}
 """What applying the schema runs on each plane, in order."""
 
@@ -31,12 +39,30 @@ class StoreError(RuntimeError):
 
 
 class RejectedRows(StoreError):
-    """A streaming insert refused some rows for their own content (not for an outage): ``rejected``
-    maps each such row's index to BigQuery's reasons. No row of the request was written."""
+    """A streaming insert did not write some rows: ``rejected`` maps each row refused for its own
+    content to BigQuery's reasons, ``transient`` holds rows refused for a reason a later attempt can
+    succeed on (or not written because another row of their request was refused). Every other row
+    was written."""
 
-    def __init__(self, message: str, rejected: dict[int, list[str]]) -> None:
+    def __init__(self, message: str, rejected: dict[int, list[str]], transient: set[int] | None = None) -> None:
         super().__init__(message)
         self.rejected = rejected
+        self.transient = transient or set()
+        """Indexes of rows refused only for transient reasons: to send again later."""
+
+
+def _chunks(rows: Sequence[Mapping[str, Any]]) -> list[tuple[int, int]]:
+    """(start, end) of consecutive slices of at most INSERT_MAX_ROWS rows and about INSERT_MAX_BYTES."""
+    bounds, start, size = [], 0, 0
+    for index, row in enumerate(rows):
+        row_bytes = len(json.dumps(row, default=str))
+        if index > start and (index - start >= INSERT_MAX_ROWS or size + row_bytes > INSERT_MAX_BYTES):
+            bounds.append((start, index))
+            start, size = index, 0
+        size += row_bytes
+    if start < len(rows):
+        bounds.append((start, len(rows)))
+    return bounds
 
 
 def _query_parameter(name: str, value: Any) -> bigquery.ScalarQueryParameter | bigquery.ArrayQueryParameter:
@@ -187,15 +213,49 @@ class BigQueryStore:
         *,
         row_ids: Sequence[str] | None = None,
     ) -> None:
-        """Streaming insert (tabledata.insertAll): no DML, so no DML quota or per-table queueing."""
-        if not rows:
-            return
+        """Streaming insert (tabledata.insertAll): no DML, so no DML quota or per-table queueing.
+        Sent in requests within BigQuery's size limits; a request that fails raises at once (the
+        caller spools), and rows refused for their content, from any request, raise together."""
+        payload = [_json_ready(r) for r in rows]
+        ids = list(row_ids) if row_ids is not None else None
+        rejected: dict[int, list[str]] = {}
+        transient: set[int] = set()
+        for start, end in _chunks(payload):
+            pending = list(range(start, end))
+            for _ in range(2):  # rows only "stopped" by a refused row of their request go again, once
+                refused = self._insert_chunk(
+                    table, [payload[i] for i in pending], [ids[i] for i in pending] if ids is not None else None
+                )
+                stopped = []
+                for index, reasons in refused.items():
+                    kinds = {r.split(":", 1)[0] for r in reasons}
+                    if kinds == {"stopped"}:
+                        stopped.append(pending[index])
+                    elif kinds <= TRANSIENT_ROW_REASONS | {"stopped"}:
+                        transient.add(pending[index])
+                    else:
+                        rejected[pending[index]] = reasons
+                if not stopped:
+                    break
+                pending = stopped
+            else:
+                transient.update(pending)
+        if rejected or transient:
+            raise RejectedRows(
+                f"insert into {table}: {len(rejected)} rows refused for their content, "
+                f"{len(transient)} for transient reasons: {list(rejected.values())[:3]}",
+                rejected,
+                transient,
+            )
+
+    def _insert_chunk(self, table: str, rows: list[dict[str, Any]], row_ids: list[str] | None) -> dict[int, list[str]]:
+        """One insertAll request; returns the per-row errors of rows it did not write."""
         self.calls["insert"] += 1
         try:
             errors = self.client.insert_rows_json(
                 self.table_id(table),
-                [_json_ready(r) for r in rows],
-                row_ids=list(row_ids) if row_ids is not None else None,
+                rows,
+                row_ids=row_ids,
                 # Bounded: a caller (a task, a listener) must not hang for the client's default
                 # 10-minute retry window when BigQuery is down; it spools instead.
                 retry=DEFAULT_RETRY.with_deadline(INSERT_DEADLINE_SECONDS),
@@ -203,16 +263,11 @@ class BigQueryStore:
             )
         except (GoogleAPIError, OSError) as exc:
             raise StoreError(f"insert into {table}: {exc}") from exc
-        if errors:
-            # Rows that were fine come back as "stopped" (insertAll is all-or-nothing by default).
-            rejected = {
-                int(e["index"]): [f"{x.get('reason')}: {x.get('message')}" for x in e.get("errors", [])]
-                for e in errors
-                if any(x.get("reason") != "stopped" for x in e.get("errors", []))
-            }
-            if rejected:
-                raise RejectedRows(f"insert into {table} rejected rows: {errors[:3]}", rejected)
+        if errors and all(x.get("reason") == "stopped" for e in errors for x in e.get("errors", [])):
             raise StoreError(f"insert into {table} failed: {errors[:3]}")
+        return {
+            int(e["index"]): [f"{x.get('reason')}: {x.get('message')}" for x in e.get("errors", [])] for e in errors
+        }
 
     def load_rows(self, table: str, rows: Iterable[Mapping[str, Any]], *, replace: bool = False) -> int:
         """Batch load (a load job: no DML quota, no streaming buffer): for seeding and bulk changes;

@@ -260,7 +260,22 @@ def _mirror_housekeeping(store: Any, settings: Settings) -> tuple[int, int, int,
         reconciled = len(reconcile(store, since=datetime.now(UTC) - timedelta(hours=2)).written)
     except Exception:
         log.exception("mirror housekeeping failed; retrying next round")
+    _alert_rejected(mirror, settings)
     return delivered, reconciled, mirror.backlog(), mirror.rejected()
+
+
+def _alert_rejected(mirror: Any, settings: Settings) -> None:
+    """One alert per batch of rows newly set aside (BigQuery refused them for their content)."""
+    from customer_pipelines.failure_policy import Alert, notifier_from_settings
+
+    new = mirror.unalerted_rejected()
+    if new:
+        message = (
+            f"run-state mirror: BigQuery refused {len(new)} transition(s) for their content, kept under "
+            f"{mirror.spool_dir / 'rejected'} (e.g. {new[0]}); fix the cause, then "
+            "`python -m customer_pipelines mirror replay-rejected`"
+        )
+        notifier_from_settings(settings)(Alert("MIRROR_REJECTED", "", "", 0, message))
 
 
 def _refresh(store: Any, settings: Settings) -> tuple[RefreshResult | None, str | None]:

@@ -27,18 +27,26 @@ from customer_pipelines.store import RejectedRows
 
 
 class FakeStore:
+    """BigQueryStore.insert_rows' contract: rows refused for their content (``rejecting``) or for a
+    transient reason (``throttling``) are raised in RejectedRows; every other row is written."""
+
     def __init__(self) -> None:
         self.failing = False
         self.rejecting: set[str] = set()
+        self.throttling: set[str] = set()
         self.calls: list[tuple[str, list[dict[str, Any]], list[str] | None]] = []
 
     def insert_rows(self, table: str, rows: list[dict[str, Any]], *, row_ids: list[str] | None = None) -> None:
         if self.failing:
             raise RuntimeError("BigQuery is unreachable")
         refused = {i: ["invalid: no such field: bogus"] for i, r in enumerate(rows) if r["event_key"] in self.rejecting}
-        if refused:
-            raise RejectedRows("rejected", refused)
-        self.calls.append((table, [dict(r) for r in rows], list(row_ids) if row_ids is not None else None))
+        throttled = {i for i, r in enumerate(rows) if r["event_key"] in self.throttling}
+        kept = [i for i in range(len(rows)) if i not in refused and i not in throttled]
+        if kept:
+            ids = [row_ids[i] for i in kept] if row_ids is not None else None
+            self.calls.append((table, [dict(rows[i]) for i in kept], ids))
+        if refused or throttled:
+            raise RejectedRows("rejected", refused, throttled)
 
     @property
     def delivered_keys(self) -> list[str]:
@@ -272,3 +280,27 @@ def test_a_new_row_bigquery_refuses_is_kept_aside_and_record_says_it_was_not_wri
     assert mirror.record(row) is False
 
     assert store.calls == [] and mirror.backlog() == 0 and mirror.rejected() == 1
+
+
+def test_a_row_refused_for_a_transient_reason_stays_spooled_and_goes_with_the_next_delivery(mirror, store):
+    throttled, other = _event(RunState.RUNNING), _event(RunState.COMPLETED, seconds=5)
+    store.throttling = {throttled["event_key"]}
+    assert mirror.record(throttled) is False
+    assert mirror.record(other) is True
+    assert mirror.backlog() == 1 and mirror.rejected() == 0  # never set aside
+    store.throttling = set()
+    assert mirror.drain() == 1
+    assert mirror.backlog() == 0
+    assert store.delivered_keys == [other["event_key"], throttled["event_key"]]
+
+
+def test_rows_set_aside_are_replayed_into_the_spool_and_delivered_once_fixed(mirror, store):
+    poison = _event(RunState.RUNNING)
+    store.rejecting = {poison["event_key"]}
+    mirror.record(poison)
+    assert mirror.rejected() == 1 and mirror.backlog() == 0
+    store.rejecting = set()  # the cause was fixed (say, the column added)
+    assert mirror.replay_rejected() == 1
+    assert mirror.rejected() == 0 and mirror.backlog() == 1
+    assert mirror.drain() == 1
+    assert store.delivered_keys == [poison["event_key"]]
