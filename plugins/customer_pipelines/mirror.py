@@ -127,9 +127,24 @@ def write_events(store: Any, rows: list[dict[str, Any]]) -> None:
 
 
 class RunStateMirror:
+    """Append-only rows of one table, delivered now or spooled on local disk until BigQuery takes
+    them. This class is the run table's; a subclass names another table (sla.SlaBreachSpool)."""
+
+    table = RUNS_TABLE
+
     def __init__(self, store: Any, spool_dir: Path) -> None:
         self.store = store
         self.spool_dir = spool_dir
+
+    def row_id(self, row: Mapping[str, Any]) -> str:
+        """The row's deterministic key (insertId, spool file name): re-sends collapse on it."""
+        return str(row["event_key"])
+
+    def row_time(self, row: Mapping[str, Any]) -> datetime:
+        return row["event_time"]
+
+    def _stamp(self, row: dict[str, Any], now: str) -> None:
+        row["recorded_at"] = now
 
     def record(self, row: Mapping[str, Any]) -> bool:
         """Deliver one transition (and up to RECORD_BACKLOG_LIMIT spooled ones); spool it if BigQuery
@@ -139,10 +154,10 @@ class RunStateMirror:
         try:
             delivered = self._deliver([*zip(pending, backlog, strict=True), (None, new)])
         except Exception as exc:  # noqa: BLE001 - the pipeline's result must not depend on the mirror
-            log.warning("run-state mirror: BigQuery write failed (%s); spooled %s", exc, row["event_key"])
+            log.warning("run-state mirror: BigQuery write failed (%s); spooled %s", exc, self.row_id(row))
             self._spool(row)
             return False
-        return new["event_key"] in delivered
+        return self.row_id(new) in delivered
 
     def drain(self, limit: int = 500) -> int:
         """Deliver up to ``limit`` spooled transitions; returns how many left the spool (delivered,
@@ -189,7 +204,7 @@ class RunStateMirror:
         for path, _ in written:
             if path is not None:
                 path.unlink(missing_ok=True)
-        return {row["event_key"] for _, row in written}
+        return {self.row_id(row) for _, row in written}
 
     def unalerted_rejected(self) -> list[str]:
         """Event keys set aside under ``rejected/`` that no alert has named yet; marks them named."""
@@ -210,7 +225,7 @@ class RunStateMirror:
         replayed = 0
         for path in sorted(folder.glob("*.json")) if folder.exists() else []:
             row = json.loads(path.read_text())["row"]
-            row["event_time"] = datetime.fromisoformat(row["event_time"])
+            self._revive_time(row)
             self._spool(row)
             path.unlink()
             replayed += 1
@@ -219,17 +234,21 @@ class RunStateMirror:
     def _insert(self, rows: list[dict[str, Any]]) -> None:
         now = datetime.now(UTC).isoformat()
         for row in rows:
-            row["recorded_at"] = now
-        write_events(self.store, rows)
+            self._stamp(row, now)
+        self.store.insert_rows(self.table, rows, row_ids=[self.row_id(r) for r in rows])
 
     def _set_aside(self, path: Path | None, row: dict[str, Any], reasons: list[str]) -> None:
-        log.error("run-state mirror: BigQuery rejected %s (%s); kept under rejected/", row.get("event_key"), reasons)
+        log.error("run-state mirror: BigQuery rejected %s (%s); kept under rejected/", self.row_id(row), reasons)
         folder = self.spool_dir / "rejected"
         folder.mkdir(parents=True, exist_ok=True)
-        target = folder / f"{row.get('event_key', 'unknown')}.json"
+        target = folder / f"{_file_safe(self.row_id(row))}.json"
         target.write_text(json.dumps({"row": row, "reasons": reasons}, sort_keys=True, default=str))
         if path is not None:
             path.unlink(missing_ok=True)
+
+    def _revive_time(self, row: dict[str, Any]) -> None:
+        """A row read back from JSON: its time field a datetime again (spool file names use it)."""
+        row["event_time"] = datetime.fromisoformat(row["event_time"])
 
     def _read_spool(self, limit: int | None = None) -> tuple[list[Path], list[dict[str, Any]]]:
         """Spooled events that can be read. Another task on the host may deliver (and delete) a file
@@ -255,10 +274,14 @@ class RunStateMirror:
 
     def _spool(self, row: Mapping[str, Any]) -> None:
         self.spool_dir.mkdir(parents=True, exist_ok=True)
-        final = self.spool_dir / f"{row['event_time']:%Y%m%dT%H%M%S%f}-{row['event_key']}.json"
+        final = self.spool_dir / f"{self.row_time(row):%Y%m%dT%H%M%S%f}-{_file_safe(self.row_id(row))}.json"
         tmp = final.with_suffix(".tmp")
         with open(tmp, "w") as fh:
             fh.write(_as_json(row))
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, final)
+
+
+def _file_safe(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()[:40] if not key.isalnum() else key

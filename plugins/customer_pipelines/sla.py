@@ -34,13 +34,36 @@ async def record_sla_breach(
     await asyncio.to_thread(_record, row)
 
 
+def sla_spool(settings: Any, store: Any) -> Any:
+    """The spool of ``sla_breach_events`` rows: a breach found while BigQuery is down is kept on
+    this host and delivered by the next breach or the syncer's next round, like a run transition."""
+    from customer_pipelines.mirror import RunStateMirror
+
+    class SlaBreachSpool(RunStateMirror):
+        table = "sla_breach_events"
+
+        def row_id(self, row: Any) -> str:
+            return f"{row['run_key']}/sla"
+
+        def row_time(self, row: Any) -> datetime:
+            return row["detected_at"]
+
+        def _stamp(self, row: dict[str, Any], now: str) -> None:
+            pass
+
+        def _revive_time(self, row: dict[str, Any]) -> None:
+            row["detected_at"] = datetime.fromisoformat(row["detected_at"])
+
+    return SlaBreachSpool(store, settings.spool_dir / "sla")
+
+
 def _record(row: dict[str, Any]) -> None:
     from customer_pipelines.failure_policy import Alert, notifier_from_settings
     from customer_pipelines.settings import get_settings
     from customer_pipelines.store import BigQueryStore
 
     settings = get_settings()
-    BigQueryStore(settings).insert_rows("sla_breach_events", [row], row_ids=[f"{row['run_key']}/sla"])
+    sla_spool(settings, BigQueryStore(settings)).record(row)  # never raises: spooled if BigQuery fails
     notifier_from_settings(settings)(
         Alert(
             "SLA_BREACH",

@@ -251,12 +251,14 @@ def _mirror_housekeeping(store: Any, settings: Settings) -> tuple[int, int, int,
 
     from customer_pipelines.mirror import RunStateMirror
     from customer_pipelines.reconcile import reconcile
+    from customer_pipelines.sla import sla_spool
 
     delivered = reconciled = 0
     mirror = RunStateMirror(store, settings.spool_dir)
     try:
-        while batch := mirror.drain():
-            delivered += batch
+        for spool in (mirror, sla_spool(settings, store)):
+            while batch := spool.drain():
+                delivered += batch
         reconciled = len(reconcile(store, since=datetime.now(UTC) - timedelta(hours=2)).written)
     except Exception:
         log.exception("mirror housekeeping failed; retrying next round")

@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
+from google.cloud import bigquery
 
 from customer_pipelines.mirror import RunIdentity, RunState, RunStateMirror, run_event
 from customer_pipelines.store import BigQueryStore
@@ -43,3 +44,39 @@ def test_transitions_written_during_an_outage_arrive_once_afterwards(emulator_se
 
     events = live_store.query("queries/runs_of_dag_run.sql", {"dag_id": identity.dag_id, "run_id": identity.run_id})
     assert [e["state"] for e in events] == ["RUNNING", "COMPLETED"]
+
+
+def test_an_sla_breach_found_during_an_outage_is_spooled_and_delivered_once_afterwards(
+    emulator_settings, tmp_path, monkeypatch
+):
+    import asyncio
+
+    from customer_pipelines.settings import get_settings
+    from customer_pipelines.sla import record_sla_breach, sla_spool
+
+    state = tmp_path / "state"
+    port = free_port()  # nothing listens: BigQuery is down for the triggerer's callback
+    monkeypatch.setenv("CP_STATE_DIR", str(state))
+    monkeypatch.setenv("BIGQUERY_EMULATOR_HOST", f"127.0.0.1:{port}")
+    monkeypatch.setenv("CP_BQ_PROJECT", emulator_settings.bq_project)
+    get_settings.cache_clear()
+    run_id = f"sla_outage_{datetime.now(UTC):%H%M%S%f}"
+    try:
+        context = {"dag_run": {"dag_id": "cust_sla.cfg", "dag_run_id": run_id}, "deadline": {}}
+        asyncio.run(record_sla_breach("cfg", "cust_sla", 30, context))
+        spool = sla_spool(get_settings(), BigQueryStore(get_settings()))
+        assert spool.backlog() == 1
+    finally:
+        get_settings.cache_clear()
+
+    live_store = BigQueryStore(emulator_settings)
+    back = sla_spool(emulator_settings.model_copy(update={"state_dir": state}), live_store)
+    assert back.drain() == 1 and back.backlog() == 0
+    back.drain()
+    rows = live_store.client.query(
+        f"SELECT run_key FROM `{live_store.table_id('sla_breach_events')}` WHERE run_id = @run_id",
+        job_config=bigquery.QueryJobConfig(
+            query_parameters=[bigquery.ScalarQueryParameter("run_id", "STRING", run_id)]
+        ),
+    ).result()
+    assert [r["run_key"] for r in rows] == [f"cust_sla.cfg/{run_id}"]
