@@ -7,6 +7,7 @@ that task is built (Airflow's parsing context)."""
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -56,32 +57,52 @@ def priority_weight_for(config: PipelineConfig, customer: Customer | None) -> in
     return config.priority * 10 + plan_bonus
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
+DOC_VALUE_MAX = 200
+
+
+def md_code(value: object, *, in_table: bool = True) -> str:
+    """A customer-supplied value as one inline code span: never a link, image, HTML or heading,
+    whatever it holds; newlines and control characters become spaces, long values are cut, and a
+    ``|`` cannot end a table cell early."""
+    text = _CONTROL.sub(" ", str(value)).strip()
+    if len(text) > DOC_VALUE_MAX:
+        text = text[:DOC_VALUE_MAX] + "..."
+    if in_table:
+        text = text.replace("|", "\\|")
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * (longest + 1)
+    return f"{fence} {text} {fence}" if text else "-"
+
+
 def _doc_md(config: PipelineConfig, customer: Customer | None) -> str:
+    """The DAG's docs. Every customer-supplied value (names, ids, parameters) is a code span (see
+    md_code), so a row cannot add links, images, HTML, rows or comments to what operators read."""
     template = TEMPLATES[config.pipeline_template]
     retry = config.retry_config
-    company = customer.company_name if customer else "(unknown customer)"
+    company = md_code(customer.company_name, in_table=False) if customer else "(unknown customer)"
     plan = customer.plan.value if customer and customer.plan else "-"
     status = customer.status.value if customer else "MISSING"
     # Parameters are shown: they are validated against the template's model, which holds no secrets
     # (credentials come from Airflow connections, never from config rows).
-    params = ", ".join(f"`{k}`={v!r}" for k, v in sorted(config.parameters.items())) or "(defaults)"
+    params = ", ".join(f"{md_code(k)}={md_code(repr(v))}" for k, v in sorted(config.parameters.items()))
     return "\n".join(
         [
-            f"## {config.display_name or config.config_id}",
+            f"## {md_code(config.display_name or config.config_id, in_table=False)}",
             "",
-            f"Customer **{company}** (`{config.customer_id}`, plan {plan}, status {status}).",
+            f"Customer {company} ({md_code(config.customer_id, in_table=False)}, plan {plan}, status {status}).",
             "",
             "| | |",
             "|---|---|",
-            f"| config | `{config.config_id}` (version {config.version}) |",
+            f"| config | {md_code(config.config_id)} (version {config.version}) |",
             f"| provider / domain | {config.provider.value} / {config.domain.value} |",
             f"| template | `{template.name}`: {template.description} |",
-            f"| schedule | `{config.schedule_cron}` in {config.timezone} |",
+            f"| schedule | {md_code(config.schedule_cron)} in {md_code(config.timezone)} |",
             f"| priority | {config.priority} (priority_weight {priority_weight_for(config, customer)}) |",
             f"| retries | {retry.max_attempts} attempts, {retry.base_delay_minutes} min x{retry.backoff_multiplier} |",
             f"| max duration | {config.max_execution_duration_minutes or '-'} min |",
             f"| SLA | {config.sla_breach_threshold_minutes or '-'} min |",
-            f"| parameters | {params} |",
+            f"| parameters | {params or '(defaults)'} |",
             f"| active | {config.is_active} |",
         ]
     )

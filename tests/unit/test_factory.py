@@ -368,3 +368,52 @@ def test_a_bad_setting_never_hides_the_dags_and_is_one_clear_import_error(
     problems = [line for line in str(raised.value).splitlines() if line.startswith("- ")]
     assert problems == [f"- setting {variable}: {problems[0].split(': ', 1)[1]}"]
     assert len(problems[0]) < 200
+
+
+# -- docs operators read: customer-supplied values are inert ---------------------------------------
+
+HOSTILE_NAME = (
+    "Acme ![t](https://evil.example/pixel.png) [re-login here](https://evil.example/login) <img src=x> "
+    "<b>bold</b> &amp; `code` ``two`` \n| customer | cust_globex_001 |\n| active | False |\n<!--"
+)
+
+
+def _rendered_tokens(markdown: str) -> list[Any]:
+    from markdown_it import MarkdownIt
+
+    return list(MarkdownIt("commonmark").enable("table").parse(markdown))
+
+
+def _walk(tokens: list[Any]) -> list[Any]:
+    out = []
+    for token in tokens:
+        out.append(token)
+        out += _walk(token.children or [])
+    return out
+
+
+def test_doc_md_of_hostile_names_renders_no_image_link_or_html_and_keeps_the_real_config_table(settings):
+    config = _config(display_name=HOSTILE_NAME[:200], parameters={"currency": "EUR"})
+    customer = Customer(customer_id="cust_a", company_name=HOSTILE_NAME, status="ACTIVE", plan="STARTER")
+    doc = factory.build_dag(config, customer, settings).doc_md
+    tokens = _walk(_rendered_tokens(doc))
+    kinds = {t.type for t in tokens}
+    assert not kinds & {"image", "link_open", "html_block", "html_inline"}, kinds
+    assert [t.type for t in tokens if t.type == "table_open"] == ["table_open"]
+    rows = []
+    for index, token in enumerate(tokens):
+        if token.type == "tr_open":
+            cells = []
+            for cell in tokens[index + 1 :]:
+                if cell.type == "tr_close":
+                    break
+                if cell.type == "inline":
+                    cells.append(cell.content)
+            rows.append(cells)
+    labels = [cells[0] for cells in rows[1:]]
+    assert labels == [
+        "config", "provider / domain", "template", "schedule", "priority", "retries", "max duration", "SLA",
+        "parameters", "active",
+    ]  # fmt: skip
+    assert rows[-1] == ["active", "True"]
+    assert "\n" not in doc.splitlines()[0] and len(doc.splitlines()) == 16
