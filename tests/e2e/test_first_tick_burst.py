@@ -37,6 +37,7 @@ def _burst_dataset(cron: str, now: datetime) -> Dataset:
     return data
 
 
+@pytest.mark.timeout(2700)  # the stack's start, 200 DAGs' parse, the tick's lead and 200 runs
 def test_two_hundred_new_dags_due_at_one_tick_each_run_that_tick_once_and_are_mirrored_completed(stack):
     info, client = stack
     store = BigQueryStore(info.settings)
