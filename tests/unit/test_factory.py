@@ -254,6 +254,42 @@ def test_two_rows_with_one_config_id_are_reported_as_duplicate(write_snap, demo_
     assert any("duplicate" in e.reason for e in result.errors), result.errors
 
 
+def _hostile_rows(template: dict[str, Any]) -> list[dict[str, Any]]:
+    """Rows whose ids and values hold a newline, a tab, ANSI escapes and 1 MB of text, and a config
+    id two rows share (reported as a duplicate)."""
+    return [
+        {**template, "config_id": "cfg\nline2", "customer_id": "cust\tx\x1b[31m"},
+        {**template, "config_id": "cfg_tz", "timezone": "UTC\n- config fake: looks like another row"},
+        {**template, "config_id": "cfg_tpl", "pipeline_template": "\x1b[2J" + "t" * 1_000_000},
+        {**template, "config_id": "cfg_params", "parameters": {"key\nx": 1}},
+        {**template, "config_id": "twin\r\nid"},
+        {**template, "config_id": "twin\r\nid", "schedule_cron": "0 5 * * *"},
+    ]
+
+
+def test_raise_config_errors_prints_each_hostile_row_as_one_escaped_line(
+    write_snap, demo_customers, demo_configs, settings
+):
+    path = write_snap(demo_customers, [*demo_configs, *_hostile_rows(demo_configs[0])])
+    with pytest.raises(factory.InvalidPipelineConfigs) as raised:
+        factory.raise_config_errors(snapshot_path=path, settings=settings)
+    header, *lines = str(raised.value).split("\n")
+    assert header.startswith("5 customer pipeline problem(s)")
+    assert len(lines) == 5, lines
+    assert all(line.startswith("- config ") and line.isprintable() and len(line) < 2_000 for line in lines), lines
+    assert "- config 'twin\\r\\nid': config_id: duplicate (several rows share it)" in lines
+
+
+def test_load_fleet_logs_each_hostile_row_on_one_line(write_snap, demo_customers, demo_configs, settings, caplog):
+    path = write_snap(demo_customers, [*demo_configs, *_hostile_rows(demo_configs[0])])
+    with caplog.at_level("WARNING", logger="customer_pipelines.factory"):
+        result = factory.load_fleet(snapshot_path=path, settings=settings)
+    assert len(result.errors) == 5
+    messages = [r.getMessage() for r in caplog.records if "invalid pipeline config" in r.getMessage()]
+    assert len(messages) == 5
+    assert all(m.isprintable() and len(m) < 2_000 for m in messages), messages
+
+
 # -- sharding and the parsing context --------------------------------------------------------------
 
 

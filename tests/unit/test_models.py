@@ -113,8 +113,9 @@ def test_hostile_config_id_is_printed_quoted_and_truncated():
     parsed = parse_config(_row(config_id=hostile))
     assert isinstance(parsed, ConfigError)
     assert "config_id" in parsed.reason
-    assert parsed.config_id.startswith("\"x'; DROP") and parsed.config_id.endswith('..."')
-    assert len(parsed.config_id) < 70
+    shown = str(parsed).removeprefix("config ").split(" (customer ")[0]
+    assert shown.startswith("\"x'; DROP") and shown.endswith('"...(+67 more characters)')
+    assert len(shown) < 90
 
 
 def test_missing_config_id_is_reported_as_missing():
@@ -122,7 +123,8 @@ def test_missing_config_id_is_reported_as_missing():
     del row["config_id"]
     parsed = parse_config(row)
     assert isinstance(parsed, ConfigError)
-    assert "<missing>" in parsed.config_id
+    assert parsed.config_id is None
+    assert str(parsed).startswith("config <missing> ")
     assert "config_id" in parsed.reason
 
 
@@ -131,3 +133,66 @@ def test_customer_with_unknown_status_is_rejected_and_active_flag_follows_status
     assert not models.Customer(customer_id="cust_a", status="SUSPENDED").is_active
     with pytest.raises(ValueError, match="status"):
         models.Customer(customer_id="cust_a", status="DELETED")
+
+
+# -- bad rows print as one readable line --------------------------------------------------------
+
+HOSTILE_TEXTS = {
+    "newline": "evil\nsecond line",
+    "tab": "evil\tcolumn",
+    "ansi": "\x1b[31mevil\x1b[0m",
+    "carriage-return": "evil\rFAKE OK",
+    "line-separator": "evil\u2028next",
+    "1mb": "e" + "x" * 1_000_000,
+}
+
+
+def one_readable_line(text: str, limit: int = 2_000) -> bool:
+    """No control character (newline, tab, escape, Unicode line separators...) and a bounded length."""
+    return text.isprintable() and len(text) <= limit
+
+
+@pytest.mark.parametrize("field", ["config_id", "customer_id", "timezone", "pipeline_template", "schedule_cron"])
+@pytest.mark.parametrize("hostile", list(HOSTILE_TEXTS.values()), ids=list(HOSTILE_TEXTS))
+def test_a_hostile_value_is_printed_escaped_and_cut_on_one_line(field, hostile):
+    parsed = parse_config(_row(**{field: hostile}))
+    assert isinstance(parsed, ConfigError)
+    text = str(parsed)
+    assert one_readable_line(text), text[:300]
+    assert field in parsed.reason
+    assert "evil" in text or "ex" in text  # the value is shown, escaped, not dropped
+    if len(hostile) > 1000:
+        assert "more characters" in text
+
+
+def test_hostile_ids_and_values_in_one_row_still_make_one_line_naming_each_escaped():
+    parsed = parse_config(
+        _row(
+            config_id="cfg\n1",
+            customer_id="cust\x1b[2J",
+            timezone="UTC\tX",
+            parameters={"key\nwith newline": 1},
+            display_name="d" * 1_000_000,
+        )
+    )
+    assert isinstance(parsed, ConfigError)
+    text = str(parsed)
+    assert one_readable_line(text), text[:300]
+    assert text.startswith("config 'cfg\\n1' (customer 'cust\\x1b[2J'): ")
+    assert parsed.config_id == "cfg\n1", "the error keeps the raw id; only its text is escaped"
+
+
+def test_a_plain_id_is_printed_as_it_is_and_a_missing_one_as_missing():
+    assert (
+        str(ConfigError(config_id="cfg_1", customer_id="cust_a", reason="x: y"))
+        == "config cfg_1 (customer cust_a): x: y"
+    )
+    row = _row(timezone="Mars/Olympus")
+    del row["config_id"]
+    assert str(parse_config(row)).startswith("config <missing> (customer cust_a): ")
+
+
+def test_a_reason_with_control_characters_is_one_line():
+    error = ConfigError(config_id="cfg_1", customer_id=None, reason="dag: boom\nTraceback\x1b[0m" + "z" * 100_000)
+    assert one_readable_line(str(error))
+    assert "boom\\nTraceback\\x1b[0m" in str(error)
