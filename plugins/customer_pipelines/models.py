@@ -21,6 +21,20 @@ CONFIG_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$"
 _CUSTOMER_ID = re.compile(CUSTOMER_ID_PATTERN)
 _CONFIG_ID = re.compile(CONFIG_ID_PATTERN)
 
+CRON_ALIASES: dict[str, str] = {
+    "@hourly": "@hourly",
+    "@daily": "@daily",
+    "@midnight": "@daily",
+    "@weekly": "@weekly",
+    "@monthly": "@monthly",
+    "@yearly": "@yearly",
+    "@annually": "@yearly",
+}
+"""The cron aliases a config may use, each stored under the name Airflow's timetables expand
+(airflow.utils.dates.cron_presets), so the DAG's schedule and its description are the 5-field form.
+croniter (the sync's next ticks) reads them all; Airflow's ``@quarterly`` is not here because
+croniter cannot parse it, and ``@reboot`` never fires on a schedule."""
+
 
 class Provider(StrEnum):
     GCP = "GCP"
@@ -138,8 +152,13 @@ class PipelineConfig(BaseModel):
     @classmethod
     def _cron_is_valid(cls, value: str) -> str:
         value = " ".join(value.split())
-        if len(value.split(" ")) != 5 or not croniter.is_valid(value):
-            raise ValueError(f"not a valid 5-field cron expression: {printable(value)}")
+        if value.startswith("@"):
+            alias = CRON_ALIASES.get(value.lower())
+            if alias is None:
+                raise ValueError(f"not a supported cron alias: {printable(value)} (one of {', '.join(CRON_ALIASES)})")
+            value = alias
+        elif len(value.split(" ")) != 5 or not croniter.is_valid(value):
+            raise ValueError(f"not a valid 5-field cron expression or alias: {printable(value)}")
         try:  # valid syntax can still never fire (e.g. 31 February)
             croniter(value, datetime(2000, 1, 1)).get_next(datetime)
         except CroniterBadDateError:

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pendulum
 import pytest
 from airflow.sdk import DAG
 from airflow.timetables.base import DataInterval, TimeRestriction
@@ -160,6 +161,115 @@ def test_a_new_dag_respects_a_future_earliest_restriction(settings):
     )
     assert info is not None
     assert info.run_after == datetime(2099, 1, 2, 2, 0, tzinfo=UTC)
+
+
+# -- cron aliases: the DAG's timetable, across DST -----------------------------------------------
+
+
+def _utc(*args: int) -> datetime:
+    return datetime(*args, tzinfo=UTC)
+
+
+# US: 2026-03-08 02:00 EST -> 03:00 EDT, 2026-11-01 02:00 EDT -> 01:00 EST (New York: UTC-5 / UTC-4).
+# EU: 2026-03-29 02:00 CET -> 03:00 CEST, 2026-10-25 03:00 CEST -> 02:00 CET (Berlin: UTC+1 / UTC+2).
+ALIAS_TICKS = [
+    # (cron, timezone, after, the next ticks in UTC)
+    (
+        "@daily",
+        "America/New_York",
+        _utc(2026, 3, 6, 12),
+        [_utc(2026, 3, 7, 5), _utc(2026, 3, 8, 5), _utc(2026, 3, 9, 4)],
+    ),
+    (
+        "@daily",
+        "America/New_York",
+        _utc(2026, 10, 30, 12),
+        [_utc(2026, 10, 31, 4), _utc(2026, 11, 1, 4), _utc(2026, 11, 2, 5)],
+    ),
+    (
+        "@midnight",
+        "Europe/Berlin",
+        _utc(2026, 3, 27, 12),
+        [_utc(2026, 3, 27, 23), _utc(2026, 3, 28, 23), _utc(2026, 3, 29, 22)],
+    ),
+    (
+        "@midnight",
+        "Europe/Berlin",
+        _utc(2026, 10, 23, 12),
+        [_utc(2026, 10, 23, 22), _utc(2026, 10, 24, 22), _utc(2026, 10, 25, 23)],
+    ),
+    # Sundays 00:00: 2026-03-08, -03-29, -10-25 and -11-01 are Sundays.
+    ("@weekly", "America/New_York", _utc(2026, 3, 1, 12), [_utc(2026, 3, 8, 5), _utc(2026, 3, 15, 4)]),
+    ("@weekly", "America/New_York", _utc(2026, 10, 25, 12), [_utc(2026, 11, 1, 4), _utc(2026, 11, 8, 5)]),
+    ("@weekly", "Europe/Berlin", _utc(2026, 3, 22, 12), [_utc(2026, 3, 28, 23), _utc(2026, 4, 4, 22)]),
+    ("@weekly", "Europe/Berlin", _utc(2026, 10, 18, 12), [_utc(2026, 10, 24, 22), _utc(2026, 10, 31, 23)]),
+    ("@monthly", "America/New_York", _utc(2026, 2, 15), [_utc(2026, 3, 1, 5), _utc(2026, 4, 1, 4)]),
+    (
+        "@monthly",
+        "America/New_York",
+        _utc(2026, 9, 15),
+        [_utc(2026, 10, 1, 4), _utc(2026, 11, 1, 4), _utc(2026, 12, 1, 5)],
+    ),
+    ("@monthly", "Europe/Berlin", _utc(2026, 2, 15), [_utc(2026, 2, 28, 23), _utc(2026, 3, 31, 22)]),
+    ("@monthly", "Europe/Berlin", _utc(2026, 9, 15), [_utc(2026, 9, 30, 22), _utc(2026, 10, 31, 23)]),
+    ("@yearly", "America/New_York", _utc(2025, 6, 1), [_utc(2026, 1, 1, 5), _utc(2027, 1, 1, 5)]),
+    ("@annually", "Europe/Berlin", _utc(2025, 6, 1), [_utc(2025, 12, 31, 23), _utc(2026, 12, 31, 23)]),
+    # Hourly: every real hour, also through the skipped hour (spring) and the repeated one (autumn).
+    (
+        "@hourly",
+        "America/New_York",
+        _utc(2026, 3, 8, 5, 30),
+        [_utc(2026, 3, 8, 6), _utc(2026, 3, 8, 7), _utc(2026, 3, 8, 8)],
+    ),
+    (
+        "@hourly",
+        "America/New_York",
+        _utc(2026, 11, 1, 4, 30),
+        [_utc(2026, 11, 1, 5), _utc(2026, 11, 1, 6), _utc(2026, 11, 1, 7)],
+    ),
+    ("@hourly", "Europe/Berlin", _utc(2026, 3, 29, 0, 30), [_utc(2026, 3, 29, 1), _utc(2026, 3, 29, 2)]),
+    (
+        "@hourly",
+        "Europe/Berlin",
+        _utc(2026, 10, 25, 0, 30),
+        [_utc(2026, 10, 25, 1), _utc(2026, 10, 25, 2), _utc(2026, 10, 25, 3)],
+    ),
+]
+
+
+def _ticks_after(dag: DAG, after: datetime, count: int) -> list[datetime]:
+    """The DAG's next ticks as the scheduler asks for them once the DAG has run: after the last one."""
+    ticks, last = [], pendulum.instance(after)  # the scheduler hands the timetable pendulum datetimes
+    for _ in range(count):
+        info = dag.timetable.next_dagrun_info(
+            last_automated_data_interval=DataInterval(last, last),
+            restriction=TimeRestriction(earliest=None, latest=None, catchup=True),
+        )
+        assert info is not None
+        ticks.append(info.run_after)
+        last = info.run_after
+    return ticks
+
+
+@pytest.mark.parametrize(
+    ("cron", "timezone", "after", "expected"),
+    [pytest.param(*case, id=f"{case[0]}-{case[1]}-{case[2]:%Y-%m-%d}") for case in ALIAS_TICKS],
+)
+def test_a_cron_alias_ticks_at_local_wall_time_across_dst(settings, cron, timezone, after, expected):
+    dag = factory.build_dag(
+        _config(schedule_cron=cron, timezone=timezone), Customer(customer_id="cust_a", status="ACTIVE"), settings
+    )
+    assert isinstance(dag.timetable, CronTriggerTimetable)
+    assert _ticks_after(dag, after, len(expected)) == expected
+
+
+def test_an_alias_dag_shows_airflows_description_of_the_schedule(settings):
+    dag = factory.build_dag(
+        _config(schedule_cron="@annually"), Customer(customer_id="cust_a", status="ACTIVE"), settings
+    )
+    assert dag.timetable.summary == "0 0 1 1 *"
+    assert dag.timetable.description.startswith("At 00:00")
+    assert "`@yearly`" in dag.doc_md
 
 
 # -- malformed rows -------------------------------------------------------------------------------

@@ -44,10 +44,56 @@ def test_cron_whitespace_is_normalised_to_single_spaces():
 
 
 @pytest.mark.parametrize(
+    ("cron", "stored"),
+    [
+        ("@hourly", "@hourly"),
+        ("@daily", "@daily"),
+        ("@midnight", "@daily"),
+        ("@weekly", "@weekly"),
+        ("@monthly", "@monthly"),
+        ("@yearly", "@yearly"),
+        ("@annually", "@yearly"),
+        (" @Daily\t", "@daily"),
+    ],
+)
+def test_cron_alias_is_accepted_under_airflows_preset_name(cron, stored):
+    parsed = parse_config(_row(schedule_cron=cron))
+    assert isinstance(parsed, PipelineConfig), parsed
+    assert parsed.schedule_cron == stored
+
+
+@pytest.mark.parametrize(
+    "cron",
+    [
+        "@reboot",  # croniter: not an iterator expression; it never fires on a schedule
+        "@quarterly",  # Airflow has it, croniter (the sync's next ticks) does not
+        "@every 5m",
+        "@daily 0",
+        "@",
+        "0 0 * * * *",  # a seconds field (croniter reads six fields as seconds-last)
+        "0 0 1 1 * 2030",  # seven fields: a year
+        "0 0 1 1 * 0 2030",
+        "0 0 30 2 *",  # valid syntax, never fires
+    ],
+)
+def test_cron_that_is_no_5_field_expression_nor_a_firing_alias_is_refused_naming_the_field(cron):
+    parsed = parse_config(_row(schedule_cron=cron))
+    assert isinstance(parsed, ConfigError), cron
+    assert parsed.reason.startswith("schedule_cron: "), parsed.reason
+
+
+def test_an_unknown_alias_is_refused_with_the_aliases_that_exist():
+    parsed = parse_config(_row(schedule_cron="@quarterly"))
+    assert isinstance(parsed, ConfigError)
+    assert "@quarterly" in parsed.reason
+    assert all(alias in parsed.reason for alias in ("@hourly", "@daily", "@weekly", "@monthly", "@yearly"))
+
+
+@pytest.mark.parametrize(
     ("overrides", "field"),
     [
         ({"schedule_cron": "61 * * * *"}, "schedule_cron"),
-        ({"schedule_cron": "@daily"}, "schedule_cron"),
+        ({"schedule_cron": "@reboot"}, "schedule_cron"),
         ({"timezone": "Mars/Olympus"}, "timezone"),
         ({"timezone": "../../etc/passwd"}, "timezone"),
         ({"priority": 0}, "priority"),
@@ -59,7 +105,7 @@ def test_cron_whitespace_is_normalised_to_single_spaces():
     ],
     ids=[
         "minute-61",
-        "cron-preset",
+        "cron-reboot",
         "unknown-tz",
         "tz-path",
         "priority-0",
