@@ -55,19 +55,42 @@ def data_store(emulator_settings):
 
 
 @pytest.fixture(scope="session")
-def quota_db_url() -> Iterator[str]:
-    """A fresh database on the machine's PostgreSQL (CP_TEST_POSTGRES_URL), dropped afterwards."""
+def postgres_server_url() -> Iterator[str]:
+    """A PostgreSQL server for the tests: CP_TEST_POSTGRES_URL when set, else the embedded server
+    the project ships (one per test session, on a Unix socket in its own state directory, so no
+    server of the machine is needed or touched), stopped and deleted afterwards."""
+    external = os.environ.get("CP_TEST_POSTGRES_URL")
+    if external:
+        yield external
+        return
+    from customer_pipelines.local import postgres
+    from customer_pipelines.settings import Settings
+
+    state = service_state_dir("cp-test-pg-")
+    settings = Settings(state_dir=state, postgres_url=None)  # never the caller's CP_POSTGRES_URL
+    try:
+        yield postgres.start(settings)
+    finally:
+        postgres.stop(settings)
+        shutil.rmtree(state, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def quota_db_url(postgres_server_url: str) -> Iterator[str]:
+    """A fresh database on the tests' PostgreSQL server, dropped afterwards."""
     import uuid
 
     import psycopg2
+    from psycopg2 import sql
 
-    server = os.environ.get("CP_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+    from customer_pipelines.local.postgres import database_url
+
     name = f"cp_test_{uuid.uuid4().hex[:10]}"
-    admin = psycopg2.connect(server)
+    admin = psycopg2.connect(postgres_server_url)
     admin.autocommit = True
     with admin.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{name}"')
-    yield server.rsplit("/", 1)[0] + f"/{name}"
+        cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    yield database_url(postgres_server_url, name)
     with admin.cursor() as cur:
-        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
     admin.close()

@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 
+from customer_pipelines.local.environment import apply_stack_environment
 from customer_pipelines.settings import Plane, Settings, get_settings
 
 DEMO_DAG_ID = "cust_acme_001.acme_gcp_cost_daily"
@@ -232,6 +234,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     func: Callable[[argparse.Namespace, Settings], int] = args.func
     try:
+        # Before any command imports Airflow: the running stack's settings, unless the user set
+        # them; `stack up` records them afresh.
+        stack_up = args.command == "stack" and args.action == "up"
+        applied = apply_stack_environment(os.environ, recorded=not stack_up)
+        if applied:
+            logging.getLogger("customer_pipelines").debug("settings of the local stack from %s", applied)
         return func(args, get_settings())
     except Exception as exc:
         logging.getLogger("customer_pipelines").debug("command failed", exc_info=True)

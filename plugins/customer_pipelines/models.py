@@ -21,6 +21,20 @@ CONFIG_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$"
 _CUSTOMER_ID = re.compile(CUSTOMER_ID_PATTERN)
 _CONFIG_ID = re.compile(CONFIG_ID_PATTERN)
 
+CRON_ALIASES: dict[str, str] = {
+    "@hourly": "@hourly",
+    "@daily": "@daily",
+    "@midnight": "@daily",
+    "@weekly": "@weekly",
+    "@monthly": "@monthly",
+    "@yearly": "@yearly",
+    "@annually": "@yearly",
+}
+"""The cron aliases a config may use, each stored under the name Airflow's timetables expand
+(airflow.utils.dates.cron_presets), so the DAG's schedule and its description are the 5-field form.
+croniter (the sync's next ticks) reads them all; Airflow's ``@quarterly`` is not here because
+croniter cannot parse it, and ``@reboot`` never fires on a schedule."""
+
 
 class Provider(StrEnum):
     GCP = "GCP"
@@ -138,19 +152,24 @@ class PipelineConfig(BaseModel):
     @classmethod
     def _cron_is_valid(cls, value: str) -> str:
         value = " ".join(value.split())
-        if len(value.split(" ")) != 5 or not croniter.is_valid(value):
-            raise ValueError(f"not a valid 5-field cron expression: {value[:60]!r}")
+        if value.startswith("@"):
+            alias = CRON_ALIASES.get(value.lower())
+            if alias is None:
+                raise ValueError(f"not a supported cron alias: {printable(value)} (one of {', '.join(CRON_ALIASES)})")
+            value = alias
+        elif len(value.split(" ")) != 5 or not croniter.is_valid(value):
+            raise ValueError(f"not a valid 5-field cron expression or alias: {printable(value)}")
         try:  # valid syntax can still never fire (e.g. 31 February)
             croniter(value, datetime(2000, 1, 1)).get_next(datetime)
         except CroniterBadDateError:
-            raise ValueError(f"cron expression never fires: {value!r}") from None
+            raise ValueError(f"cron expression never fires: {printable(value)}") from None
         return value
 
     @field_validator("timezone")
     @classmethod
     def _timezone_is_iana(cls, value: str) -> str:
         if value not in _iana_timezones():
-            raise ValueError(f"unknown IANA timezone: {value[:60]!r}")
+            raise ValueError(f"unknown IANA timezone: {printable(value)}")
         return value
 
     @field_validator("parameters", "retry_config", mode="before")
@@ -166,7 +185,9 @@ class PipelineConfig(BaseModel):
         template = TEMPLATES.get(self.pipeline_template)
         if template is None:
             known = ", ".join(sorted(TEMPLATES))
-            raise ValueError(f"pipeline_template: unknown template {self.pipeline_template[:60]!r} (known: {known})")
+            raise ValueError(
+                f"pipeline_template: unknown template {printable(self.pipeline_template)} (known: {known})"
+            )
         if self.domain.value != template.domain or self.provider.value not in template.providers:
             raise ValueError(
                 f"pipeline_template: {template.name} runs {template.domain} pipelines for "
@@ -175,7 +196,7 @@ class PipelineConfig(BaseModel):
         try:
             template.params_model.model_validate(self.parameters)
         except ValidationError as exc:
-            raise ValueError(f"parameters: {_first_errors(exc)}") from None
+            raise ValueError(f"parameters: {first_errors(exc)}") from None
         return self
 
     @property
@@ -189,32 +210,58 @@ def is_runnable(config: PipelineConfig, customer: Customer | None) -> bool:
 
 
 class ConfigError(BaseModel):
-    """A config that cannot become a DAG, and why; shown to operators."""
+    """A config that cannot become a DAG, and why; shown to operators. Holds the row's values as
+    they are; its text shows them escaped, so one bad row is always one readable line (in
+    Airflow's import errors, ``validate`` and the logs)."""
 
     model_config = ConfigDict(frozen=True)
 
-    config_id: str
+    config_id: str | None
+    """None: the row has no config_id."""
     customer_id: str | None
     reason: str
 
     def __str__(self) -> str:
-        customer = f" (customer {self.customer_id})" if self.customer_id else ""
-        return f"config {self.config_id}{customer}: {self.reason}"
+        config = "<missing>" if self.config_id is None else printable(self.config_id)
+        customer = f" (customer {printable(self.customer_id)})" if self.customer_id else ""
+        return f"config {config}{customer}: {one_line(self.reason)}"
 
 
-def _first_errors(exc: ValidationError, limit: int = 3) -> str:
+_PLAIN_VALUE = re.compile(r"[A-Za-z0-9_.:@/+-]+")
+_REASON_LIMIT = 1_000
+
+
+def _cut_marker(length: int, limit: int) -> str:
+    return f"...(+{length - limit} more characters)" if length > limit else ""
+
+
+def printable(value: Any, limit: int = 60) -> str:
+    """A value from a row as text for one line: as it is when plain (an id, a zone name), else
+    quoted with control characters escaped (Python's repr), cut after ``limit`` characters with a
+    marker saying how much is left out."""
+    text = value if isinstance(value, str) else str(value)
+    if len(text) <= limit and _PLAIN_VALUE.fullmatch(text):
+        return text
+    return repr(text[:limit]) + _cut_marker(len(text), limit)
+
+
+def one_line(text: str, limit: int = _REASON_LIMIT) -> str:
+    """Free text (a reason, an exception's message) on one line: every character that is not
+    printable (newline, tab, escape, Unicode line separators) escaped, cut after ``limit``."""
+    shown = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text[:limit])
+    return shown + _cut_marker(len(text), limit)
+
+
+def first_errors(exc: ValidationError, limit: int = 3) -> str:
+    """A validation error as one line: the first failing fields and why."""
     parts = []
     for error in exc.errors()[:limit]:
-        location = ".".join(str(p) for p in error["loc"]) or "row"
+        # A location can hold a key of the row's own JSON (parameters, retry_config).
+        location = ".".join(printable(p, limit=40) for p in error["loc"]) or "row"
         message = error["msg"].removeprefix("Value error, ")
         parts.append(f"{location}: {message}")
     more = len(exc.errors()) - limit
     return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
-
-
-def _printable_id(value: Any) -> str:
-    text = str(value)
-    return repr(text[:60] + ("..." if len(text) > 60 else "")) if not _CONFIG_ID.match(text) else text
 
 
 def parse_config(row: dict[str, Any]) -> PipelineConfig | ConfigError:
@@ -222,9 +269,9 @@ def parse_config(row: dict[str, Any]) -> PipelineConfig | ConfigError:
     try:
         return PipelineConfig.model_validate(row)
     except ValidationError as exc:
-        customer = row.get("customer_id")
+        config, customer = row.get("config_id"), row.get("customer_id")
         return ConfigError(
-            config_id=_printable_id(row.get("config_id", "<missing>")),
-            customer_id=str(customer)[:63] if customer is not None else None,
-            reason=_first_errors(exc),
+            config_id=None if config is None else str(config),
+            customer_id=None if customer is None else str(customer),
+            reason=first_errors(exc),
         )

@@ -25,7 +25,7 @@ customers' data the pipeline templates read and write (data)."""
 PLANES: tuple[Plane, ...] = ("control", "data")
 
 
-def _default_state_dir() -> Path:
+def default_state_dir() -> Path:
     # Outside the repo and outside $HOME: the embedded PostgreSQL runs as its own user when started
     # as root, and must be able to reach its data. One directory per checkout.
     checkout = hashlib.sha256(str(REPO_ROOT).encode()).hexdigest()[:8]
@@ -38,7 +38,7 @@ class ParseSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="CP_", extra="ignore")
 
-    state_dir: Path = Field(default_factory=_default_state_dir)
+    state_dir: Path = Field(default_factory=default_state_dir)
     """Where the embedded services keep their data (emulator, PostgreSQL, Airflow home, snapshot)."""
     snapshot_path: Path | None = None
     """The local config snapshot DAG files read; default ``<state_dir>/snapshot/configs.sqlite``."""

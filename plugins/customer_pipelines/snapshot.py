@@ -28,7 +28,18 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from customer_pipelines.models import ConfigError, Customer, PipelineConfig, dag_id_for, is_runnable, parse_config
+from pydantic import ValidationError
+
+from customer_pipelines.models import (
+    ConfigError,
+    Customer,
+    PipelineConfig,
+    dag_id_for,
+    first_errors,
+    is_runnable,
+    parse_config,
+    printable,
+)
 
 log = logging.getLogger(__name__)
 
@@ -290,8 +301,8 @@ class Snapshot:
         for customer_id, payload in self._conn.execute("SELECT customer_id, payload FROM customers"):
             try:
                 out[customer_id] = Customer.model_validate_json(payload)
-            except ValueError as exc:
-                log.error("customer %r in the snapshot is invalid: %s", customer_id, exc)
+            except ValidationError as exc:
+                log.error("customer %s in the snapshot is invalid: %s", printable(customer_id), first_errors(exc))
         return out
 
     def customer(self, customer_id: str) -> Customer | None:

@@ -3,6 +3,7 @@ the UTC day and month roll over (with an injected clock, not sleeping)."""
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 import time
@@ -123,3 +124,14 @@ def test_a_run_waiting_at_a_held_gate_is_interrupted_by_its_timeout_signal(ledge
     # Nothing was reserved by the interrupted attempt, and the gate works once released.
     decision = ledger_factory().reserve(customer, f"{customer.customer_id}/run_1")
     assert decision.allowed and not decision.reused and decision.used_today == 1
+
+
+@pytest.mark.skipif(bool(os.environ.get("CP_TEST_POSTGRES_URL")), reason="CP_TEST_POSTGRES_URL names the server")
+def test_without_a_configured_server_the_ledger_is_on_the_embedded_postgres_over_a_unix_socket(quota_db_url):
+    """make test needs no PostgreSQL of the machine: no TCP connection, no 127.0.0.1:5432."""
+    with psycopg2.connect(quota_db_url) as conn, conn.cursor() as cur:
+        cur.execute("SELECT inet_server_addr(), current_setting('data_directory')")
+        address, data_directory = cur.fetchone()
+    conn.close()
+    assert address is None, f"connected over TCP to {address}"
+    assert data_directory.startswith("/var/tmp/cp-test-pg-")

@@ -7,8 +7,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pendulum
 import pytest
 from airflow.sdk import DAG
+from airflow.timetables.base import DataInterval, TimeRestriction
 from airflow.timetables.trigger import CronTriggerTimetable
 
 from customer_pipelines import factory
@@ -139,6 +141,118 @@ def test_the_dag_timetable_carries_the_snapshot_anchor_and_none_when_the_config_
     assert factory.build_dag(_config(), customer, settings).timetable.runnable_since is None
 
 
+# -- cron aliases: the DAG's timetable, across DST -----------------------------------------------
+
+
+def _utc(*args: int) -> datetime:
+    return datetime(*args, tzinfo=UTC)
+
+
+# US: 2026-03-08 02:00 EST -> 03:00 EDT, 2026-11-01 02:00 EDT -> 01:00 EST (New York: UTC-5 / UTC-4).
+# EU: 2026-03-29 02:00 CET -> 03:00 CEST, 2026-10-25 03:00 CEST -> 02:00 CET (Berlin: UTC+1 / UTC+2).
+ALIAS_TICKS = [
+    # (cron, timezone, after, the next ticks in UTC)
+    (
+        "@daily",
+        "America/New_York",
+        _utc(2026, 3, 6, 12),
+        [_utc(2026, 3, 7, 5), _utc(2026, 3, 8, 5), _utc(2026, 3, 9, 4)],
+    ),
+    (
+        "@daily",
+        "America/New_York",
+        _utc(2026, 10, 30, 12),
+        [_utc(2026, 10, 31, 4), _utc(2026, 11, 1, 4), _utc(2026, 11, 2, 5)],
+    ),
+    (
+        "@midnight",
+        "Europe/Berlin",
+        _utc(2026, 3, 27, 12),
+        [_utc(2026, 3, 27, 23), _utc(2026, 3, 28, 23), _utc(2026, 3, 29, 22)],
+    ),
+    (
+        "@midnight",
+        "Europe/Berlin",
+        _utc(2026, 10, 23, 12),
+        [_utc(2026, 10, 23, 22), _utc(2026, 10, 24, 22), _utc(2026, 10, 25, 23)],
+    ),
+    # Sundays 00:00: 2026-03-08, -03-29, -10-25 and -11-01 are Sundays.
+    ("@weekly", "America/New_York", _utc(2026, 3, 1, 12), [_utc(2026, 3, 8, 5), _utc(2026, 3, 15, 4)]),
+    ("@weekly", "America/New_York", _utc(2026, 10, 25, 12), [_utc(2026, 11, 1, 4), _utc(2026, 11, 8, 5)]),
+    ("@weekly", "Europe/Berlin", _utc(2026, 3, 22, 12), [_utc(2026, 3, 28, 23), _utc(2026, 4, 4, 22)]),
+    ("@weekly", "Europe/Berlin", _utc(2026, 10, 18, 12), [_utc(2026, 10, 24, 22), _utc(2026, 10, 31, 23)]),
+    ("@monthly", "America/New_York", _utc(2026, 2, 15), [_utc(2026, 3, 1, 5), _utc(2026, 4, 1, 4)]),
+    (
+        "@monthly",
+        "America/New_York",
+        _utc(2026, 9, 15),
+        [_utc(2026, 10, 1, 4), _utc(2026, 11, 1, 4), _utc(2026, 12, 1, 5)],
+    ),
+    ("@monthly", "Europe/Berlin", _utc(2026, 2, 15), [_utc(2026, 2, 28, 23), _utc(2026, 3, 31, 22)]),
+    ("@monthly", "Europe/Berlin", _utc(2026, 9, 15), [_utc(2026, 9, 30, 22), _utc(2026, 10, 31, 23)]),
+    ("@yearly", "America/New_York", _utc(2025, 6, 1), [_utc(2026, 1, 1, 5), _utc(2027, 1, 1, 5)]),
+    ("@annually", "Europe/Berlin", _utc(2025, 6, 1), [_utc(2025, 12, 31, 23), _utc(2026, 12, 31, 23)]),
+    # Hourly: every real hour, also through the skipped hour (spring) and the repeated one (autumn).
+    (
+        "@hourly",
+        "America/New_York",
+        _utc(2026, 3, 8, 5, 30),
+        [_utc(2026, 3, 8, 6), _utc(2026, 3, 8, 7), _utc(2026, 3, 8, 8)],
+    ),
+    (
+        "@hourly",
+        "America/New_York",
+        _utc(2026, 11, 1, 4, 30),
+        [_utc(2026, 11, 1, 5), _utc(2026, 11, 1, 6), _utc(2026, 11, 1, 7)],
+    ),
+    ("@hourly", "Europe/Berlin", _utc(2026, 3, 29, 0, 30), [_utc(2026, 3, 29, 1), _utc(2026, 3, 29, 2)]),
+    (
+        "@hourly",
+        "Europe/Berlin",
+        _utc(2026, 10, 25, 0, 30),
+        [_utc(2026, 10, 25, 1), _utc(2026, 10, 25, 2), _utc(2026, 10, 25, 3)],
+    ),
+]
+
+
+def _ticks_after(dag: DAG, after: datetime, count: int) -> list[datetime]:
+    """The DAG's next ticks as the scheduler asks for them once the DAG has run: after the last one."""
+    ticks, last = [], pendulum.instance(after)  # the scheduler hands the timetable pendulum datetimes
+    for _ in range(count):
+        info = dag.timetable.next_dagrun_info(
+            last_automated_data_interval=DataInterval(last, last),
+            restriction=TimeRestriction(earliest=None, latest=None, catchup=True),
+        )
+        assert info is not None
+        ticks.append(info.run_after)
+        last = info.run_after
+    return ticks
+
+
+@pytest.mark.parametrize(
+    ("cron", "timezone", "after", "expected"),
+    [pytest.param(*case, id=f"{case[0]}-{case[1]}-{case[2]:%Y-%m-%d}") for case in ALIAS_TICKS],
+)
+def test_a_cron_alias_ticks_at_local_wall_time_across_dst(settings, cron, timezone, after, expected):
+    dag = factory.build_dag(
+        _config(schedule_cron=cron, timezone=timezone),
+        Customer(customer_id="cust_a", status="ACTIVE"),
+        settings,
+        runnable_since=after - timedelta(days=1),
+    )
+    assert isinstance(dag.timetable, CronTriggerTimetable)
+    assert _ticks_after(dag, after, len(expected)) == expected
+
+
+def test_an_alias_dag_shows_airflows_description_of_the_schedule(settings):
+    dag = factory.build_dag(
+        _config(schedule_cron="@annually"), Customer(customer_id="cust_a", status="ACTIVE"), settings
+    )
+    assert dag.timetable.summary == "0 0 1 1 *"
+    assert dag.timetable.description.startswith("At 00:00")
+    assert "` @yearly `" in dag.doc_md
+
+
 # -- malformed rows -------------------------------------------------------------------------------
 
 _MISSING = object()
@@ -259,6 +373,45 @@ def test_another_customer_reusing_a_config_id_removes_nothing_and_gets_its_own_d
     assert result.errors == []
     assert set(result.dags) == demo_dag_ids | {f"{other['customer_id']}.{victim['config_id']}"}
     assert result.dags[f"{victim['customer_id']}.{victim['config_id']}"].timetable.summary == victim["schedule_cron"]
+
+
+def _hostile_rows(template: dict[str, Any]) -> list[dict[str, Any]]:
+    """Rows whose ids and values hold a newline, a tab, ANSI escapes and 1 MB of text, and a config
+    id two rows share (reported as a duplicate)."""
+    return [
+        {**template, "config_id": "cfg\nline2", "customer_id": "cust\tx\x1b[31m"},
+        {**template, "config_id": "cfg_tz", "timezone": "UTC\n- config fake: looks like another row"},
+        {**template, "config_id": "cfg_tpl", "pipeline_template": "\x1b[2J" + "t" * 1_000_000},
+        {**template, "config_id": "cfg_params", "parameters": {"key\nx": 1}},
+        {**template, "config_id": "twin\r\nid"},
+        {**template, "config_id": "twin\r\nid", "schedule_cron": "0 5 * * *"},
+    ]
+
+
+def test_raise_config_errors_prints_each_hostile_row_as_one_escaped_line(
+    write_snap, demo_customers, demo_configs, settings
+):
+    path = write_snap(demo_customers, [*demo_configs, *_hostile_rows(demo_configs[0])])
+    with pytest.raises(factory.InvalidPipelineConfigs) as raised:
+        factory.raise_config_errors(snapshot_path=path, settings=settings)
+    header, *lines = str(raised.value).split("\n")
+    assert header.startswith("5 customer pipeline problem(s)")
+    assert len(lines) == 5, lines
+    assert all(line.startswith("- config ") and line.isprintable() and len(line) < 2_000 for line in lines), lines
+    assert (
+        "- config 'twin\\r\\nid' (customer cust_acme_001): config_id: duplicate of an older config of this "
+        "customer; this row is ignored" in lines
+    )
+
+
+def test_load_fleet_logs_each_hostile_row_on_one_line(write_snap, demo_customers, demo_configs, settings, caplog):
+    path = write_snap(demo_customers, [*demo_configs, *_hostile_rows(demo_configs[0])])
+    with caplog.at_level("WARNING", logger="customer_pipelines.factory"):
+        result = factory.load_fleet(snapshot_path=path, settings=settings)
+    assert len(result.errors) == 5
+    messages = [r.getMessage() for r in caplog.records if "invalid pipeline config" in r.getMessage()]
+    assert len(messages) == 5
+    assert all(m.isprintable() and len(m) < 2_000 for m in messages), messages
 
 
 # -- sharding and the parsing context --------------------------------------------------------------

@@ -3,6 +3,8 @@ settings to every Airflow process."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from customer_pipelines.local import emulator
@@ -76,3 +78,110 @@ def test_airflow_processes_get_the_data_planes_settings(tmp_path, monkeypatch):
 def test_without_data_plane_settings_airflow_processes_get_none(tmp_path):
     env = airflow_env(with_embedded_defaults(Settings(state_dir=tmp_path)), "postgresql://airflow@127.0.0.1/airflow")
     assert not [name for name in env if name.startswith("CP_DATA_")]
+
+
+# -- the stack's settings, recorded for the commands run by hand ----------------------------------
+
+
+def test_the_stack_records_its_settings_for_its_owner_only_and_none_of_the_shells(tmp_path):
+    from customer_pipelines.local.environment import record_stack_environment
+
+    env = {
+        "PATH": "/usr/bin",
+        "HOME": "/root",
+        "PYTHONPATH": "/repo/plugins",
+        "_AIRFLOW_PARSING_CONTEXT_DAG_ID": "x.y",
+        "CP_BQ_PROJECT": "acme-project",
+        "BIGQUERY_EMULATOR_HOST": "127.0.0.1:9050",
+        "AIRFLOW_HOME": str(tmp_path / "airflow"),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": "postgresql+psycopg2://postgres:@/airflow?host=/tmp/s",
+    }
+    path = record_stack_environment(env, tmp_path)
+
+    assert path == tmp_path / "stack-environment.json"
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert json.loads(path.read_text()) == {
+        "AIRFLOW_HOME": str(tmp_path / "airflow"),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": "postgresql+psycopg2://postgres:@/airflow?host=/tmp/s",
+        "BIGQUERY_EMULATOR_HOST": "127.0.0.1:9050",
+        "CP_BQ_PROJECT": "acme-project",
+    }
+    assert [p.name for p in tmp_path.iterdir()] == ["stack-environment.json"], "no temporary file is left"
+
+
+def test_a_newer_record_replaces_the_older_one_and_stays_owner_only(tmp_path):
+    from customer_pipelines.local.environment import record_stack_environment
+
+    path = record_stack_environment({"CP_AIRFLOW_PORT": "8080", "CP_DATA_EMULATOR_PORT": "9051"}, tmp_path)
+    path.chmod(0o644)
+    record_stack_environment({"CP_AIRFLOW_PORT": "8081"}, tmp_path)
+    assert json.loads(path.read_text()) == {"CP_AIRFLOW_PORT": "8081"}
+    assert path.stat().st_mode & 0o777 == 0o600
+
+
+def test_recorded_settings_fill_in_only_what_the_user_has_not_set(tmp_path):
+    from customer_pipelines.local.environment import apply_stack_environment, record_stack_environment
+
+    record_stack_environment(
+        {"CP_BQ_PROJECT": "stack-project", "BIGQUERY_EMULATOR_HOST": "127.0.0.1:9050", "AIRFLOW_HOME": "/s/airflow"},
+        tmp_path,
+    )
+    environ = {"CP_STATE_DIR": str(tmp_path), "CP_BQ_PROJECT": "my-project", "PATH": "/usr/bin"}
+
+    assert apply_stack_environment(environ) == tmp_path / "stack-environment.json"
+    assert environ == {
+        "CP_STATE_DIR": str(tmp_path),
+        "CP_BQ_PROJECT": "my-project",  # set explicitly: wins
+        "PATH": "/usr/bin",
+        "BIGQUERY_EMULATOR_HOST": "127.0.0.1:9050",
+        "AIRFLOW_HOME": "/s/airflow",
+    }
+
+
+def test_the_stacks_own_environment_round_trips_through_the_record(tmp_path):
+    from customer_pipelines.local.environment import apply_stack_environment, is_stack_setting, record_stack_environment
+
+    settings = with_embedded_defaults(Settings(state_dir=tmp_path, emulator_port=9150, airflow_port=8180))
+    env = airflow_env(settings, "postgresql://postgres:@/airflow?host=/tmp/s")
+    record_stack_environment(env, tmp_path)
+    environ = {"CP_STATE_DIR": str(tmp_path)}
+    apply_stack_environment(environ)
+    assert environ == {name: value for name, value in env.items() if is_stack_setting(name)}
+    assert environ["BIGQUERY_EMULATOR_HOST"] == "127.0.0.1:9150"
+    assert environ["AIRFLOW_HOME"] == str(tmp_path / "airflow")
+    assert "AIRFLOW__CORE__FERNET_KEY" in environ and "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN" in environ
+
+
+def test_with_nothing_recorded_airflows_home_is_still_the_state_directorys_never_the_users(tmp_path):
+    from customer_pipelines.local.environment import apply_stack_environment
+
+    environ = {"CP_STATE_DIR": str(tmp_path), "HOME": "/home/someone"}
+    assert apply_stack_environment(environ) is None
+    assert environ["AIRFLOW_HOME"] == str(tmp_path / "airflow")
+
+
+def test_without_cp_state_dir_the_stacks_default_state_directory_is_used():
+    from customer_pipelines.local.environment import apply_stack_environment
+    from customer_pipelines.settings import default_state_dir
+
+    environ: dict[str, str] = {}
+    apply_stack_environment(environ)
+    assert environ["AIRFLOW_HOME"] == str(default_state_dir() / "airflow")
+    assert Settings().state_dir == default_state_dir()
+
+
+def test_stack_up_does_not_take_the_previous_stacks_settings(tmp_path):
+    from customer_pipelines.local.environment import apply_stack_environment, record_stack_environment
+
+    record_stack_environment({"CP_DATA_EMULATOR_PORT": "9051"}, tmp_path)
+    environ = {"CP_STATE_DIR": str(tmp_path)}
+    assert apply_stack_environment(environ, recorded=False) is None
+    assert environ == {"CP_STATE_DIR": str(tmp_path), "AIRFLOW_HOME": str(tmp_path / "airflow")}
+
+
+def test_an_unreadable_record_is_an_error_naming_the_file(tmp_path):
+    from customer_pipelines.local.environment import StackEnvironmentError, apply_stack_environment
+
+    (tmp_path / "stack-environment.json").write_text("{not json")
+    with pytest.raises(StackEnvironmentError, match=r"stack-environment\.json"):
+        apply_stack_environment({"CP_STATE_DIR": str(tmp_path)})

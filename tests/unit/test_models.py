@@ -44,10 +44,56 @@ def test_cron_whitespace_is_normalised_to_single_spaces():
 
 
 @pytest.mark.parametrize(
+    ("cron", "stored"),
+    [
+        ("@hourly", "@hourly"),
+        ("@daily", "@daily"),
+        ("@midnight", "@daily"),
+        ("@weekly", "@weekly"),
+        ("@monthly", "@monthly"),
+        ("@yearly", "@yearly"),
+        ("@annually", "@yearly"),
+        (" @Daily\t", "@daily"),
+    ],
+)
+def test_cron_alias_is_accepted_under_airflows_preset_name(cron, stored):
+    parsed = parse_config(_row(schedule_cron=cron))
+    assert isinstance(parsed, PipelineConfig), parsed
+    assert parsed.schedule_cron == stored
+
+
+@pytest.mark.parametrize(
+    "cron",
+    [
+        "@reboot",  # croniter: not an iterator expression; it never fires on a schedule
+        "@quarterly",  # Airflow has it, croniter (the sync's next ticks) does not
+        "@every 5m",
+        "@daily 0",
+        "@",
+        "0 0 * * * *",  # a seconds field (croniter reads six fields as seconds-last)
+        "0 0 1 1 * 2030",  # seven fields: a year
+        "0 0 1 1 * 0 2030",
+        "0 0 30 2 *",  # valid syntax, never fires
+    ],
+)
+def test_cron_that_is_no_5_field_expression_nor_a_firing_alias_is_refused_naming_the_field(cron):
+    parsed = parse_config(_row(schedule_cron=cron))
+    assert isinstance(parsed, ConfigError), cron
+    assert parsed.reason.startswith("schedule_cron: "), parsed.reason
+
+
+def test_an_unknown_alias_is_refused_with_the_aliases_that_exist():
+    parsed = parse_config(_row(schedule_cron="@quarterly"))
+    assert isinstance(parsed, ConfigError)
+    assert "@quarterly" in parsed.reason
+    assert all(alias in parsed.reason for alias in ("@hourly", "@daily", "@weekly", "@monthly", "@yearly"))
+
+
+@pytest.mark.parametrize(
     ("overrides", "field"),
     [
         ({"schedule_cron": "61 * * * *"}, "schedule_cron"),
-        ({"schedule_cron": "@daily"}, "schedule_cron"),
+        ({"schedule_cron": "@reboot"}, "schedule_cron"),
         ({"timezone": "Mars/Olympus"}, "timezone"),
         ({"timezone": "../../etc/passwd"}, "timezone"),
         ({"priority": 0}, "priority"),
@@ -59,7 +105,7 @@ def test_cron_whitespace_is_normalised_to_single_spaces():
     ],
     ids=[
         "minute-61",
-        "cron-preset",
+        "cron-reboot",
         "unknown-tz",
         "tz-path",
         "priority-0",
@@ -113,8 +159,9 @@ def test_hostile_config_id_is_printed_quoted_and_truncated():
     parsed = parse_config(_row(config_id=hostile))
     assert isinstance(parsed, ConfigError)
     assert "config_id" in parsed.reason
-    assert parsed.config_id.startswith("\"x'; DROP") and parsed.config_id.endswith('..."')
-    assert len(parsed.config_id) < 70
+    shown = str(parsed).removeprefix("config ").split(" (customer ")[0]
+    assert shown.startswith("\"x'; DROP") and shown.endswith('"...(+67 more characters)')
+    assert len(shown) < 90
 
 
 def test_missing_config_id_is_reported_as_missing():
@@ -122,7 +169,8 @@ def test_missing_config_id_is_reported_as_missing():
     del row["config_id"]
     parsed = parse_config(row)
     assert isinstance(parsed, ConfigError)
-    assert "<missing>" in parsed.config_id
+    assert parsed.config_id is None
+    assert str(parsed).startswith("config <missing> ")
     assert "config_id" in parsed.reason
 
 
@@ -131,3 +179,66 @@ def test_customer_with_unknown_status_is_rejected_and_active_flag_follows_status
     assert not models.Customer(customer_id="cust_a", status="SUSPENDED").is_active
     with pytest.raises(ValueError, match="status"):
         models.Customer(customer_id="cust_a", status="DELETED")
+
+
+# -- bad rows print as one readable line --------------------------------------------------------
+
+HOSTILE_TEXTS = {
+    "newline": "evil\nsecond line",
+    "tab": "evil\tcolumn",
+    "ansi": "\x1b[31mevil\x1b[0m",
+    "carriage-return": "evil\rFAKE OK",
+    "line-separator": "evil\u2028next",
+    "1mb": "e" + "x" * 1_000_000,
+}
+
+
+def one_readable_line(text: str, limit: int = 2_000) -> bool:
+    """No control character (newline, tab, escape, Unicode line separators...) and a bounded length."""
+    return text.isprintable() and len(text) <= limit
+
+
+@pytest.mark.parametrize("field", ["config_id", "customer_id", "timezone", "pipeline_template", "schedule_cron"])
+@pytest.mark.parametrize("hostile", list(HOSTILE_TEXTS.values()), ids=list(HOSTILE_TEXTS))
+def test_a_hostile_value_is_printed_escaped_and_cut_on_one_line(field, hostile):
+    parsed = parse_config(_row(**{field: hostile}))
+    assert isinstance(parsed, ConfigError)
+    text = str(parsed)
+    assert one_readable_line(text), text[:300]
+    assert field in parsed.reason
+    assert "evil" in text or "ex" in text  # the value is shown, escaped, not dropped
+    if len(hostile) > 1000:
+        assert "more characters" in text
+
+
+def test_hostile_ids_and_values_in_one_row_still_make_one_line_naming_each_escaped():
+    parsed = parse_config(
+        _row(
+            config_id="cfg\n1",
+            customer_id="cust\x1b[2J",
+            timezone="UTC\tX",
+            parameters={"key\nwith newline": 1},
+            display_name="d" * 1_000_000,
+        )
+    )
+    assert isinstance(parsed, ConfigError)
+    text = str(parsed)
+    assert one_readable_line(text), text[:300]
+    assert text.startswith("config 'cfg\\n1' (customer 'cust\\x1b[2J'): ")
+    assert parsed.config_id == "cfg\n1", "the error keeps the raw id; only its text is escaped"
+
+
+def test_a_plain_id_is_printed_as_it_is_and_a_missing_one_as_missing():
+    assert (
+        str(ConfigError(config_id="cfg_1", customer_id="cust_a", reason="x: y"))
+        == "config cfg_1 (customer cust_a): x: y"
+    )
+    row = _row(timezone="Mars/Olympus")
+    del row["config_id"]
+    assert str(parse_config(row)).startswith("config <missing> (customer cust_a): ")
+
+
+def test_a_reason_with_control_characters_is_one_line():
+    error = ConfigError(config_id="cfg_1", customer_id=None, reason="dag: boom\nTraceback\x1b[0m" + "z" * 100_000)
+    assert one_readable_line(str(error))
+    assert "boom\\nTraceback\\x1b[0m" in str(error)

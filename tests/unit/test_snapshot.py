@@ -184,6 +184,15 @@ def test_invalid_customer_row_is_skipped_and_its_configs_report_no_such_customer
     ]
 
 
+def test_an_invalid_customer_row_with_hostile_values_is_logged_on_one_line(write_snap, demo_customers, caplog):
+    hostile = {**demo_customers[0], "customer_id": "cust\n\x1b[31mfake", "status": "ON\tHOLIDAY" + "!" * 1_000_000}
+    with caplog.at_level("ERROR", logger="customer_pipelines.snapshot"), Snapshot(write_snap([hostile], [])) as snap:
+        assert snap.customers() == {}
+    [message] = [r.getMessage() for r in caplog.records]
+    assert message.isprintable() and len(message) < 2_000, message[:300]
+    assert "'cust\\n\\x1b[31mfake'" in message and "status" in message
+
+
 @pytest.mark.parametrize("shards", [1, 2, 3, 7])
 def test_shards_partition_the_configs(write_snap, fleet_snapshot_rows, shards):
     customers, configs = fleet_snapshot_rows

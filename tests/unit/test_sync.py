@@ -121,3 +121,25 @@ def _pipeline_config(config_id: str, cron: str, zone: str) -> PipelineConfig:
     )
     assert isinstance(parsed, PipelineConfig), parsed
     return parsed
+
+
+def test_next_tick_of_a_cron_alias_is_computed_in_the_config_timezone_across_dst(
+    tmp_path, demo_customers, demo_configs
+):
+    aliased = [
+        {**demo_configs[0], "config_id": "daily_ny", "schedule_cron": "@daily", "timezone": "America/New_York"},
+        {**demo_configs[0], "config_id": "weekly_berlin", "schedule_cron": "@weekly", "timezone": "Europe/Berlin"},
+    ]
+    path = write_snapshot(tmp_path / "configs.sqlite", demo_customers, aliased, source="test")
+    with Snapshot(path) as snapshot:
+        fleet = Fleet.of(snapshot)
+    assert {c.config_id for c in fleet.configs} == {"daily_ny", "weekly_berlin"}
+
+    def ticks(now: datetime) -> dict[str, datetime]:
+        return {r["config_id"]: r["next_run_time"] for r in next_runs(fleet, now)}
+
+    # New York springs forward on 2026-03-08, Berlin on 2026-03-29 (a Sunday: @weekly's day).
+    assert ticks(datetime(2026, 3, 7, 6, tzinfo=UTC))["daily_ny"] == datetime(2026, 3, 8, 5, tzinfo=UTC)  # EST
+    assert ticks(datetime(2026, 3, 8, 12, tzinfo=UTC))["daily_ny"] == datetime(2026, 3, 9, 4, tzinfo=UTC)  # EDT
+    assert ticks(datetime(2026, 3, 23, tzinfo=UTC))["weekly_berlin"] == datetime(2026, 3, 28, 23, tzinfo=UTC)  # CET
+    assert ticks(datetime(2026, 3, 29, 12, tzinfo=UTC))["weekly_berlin"] == datetime(2026, 4, 4, 22, tzinfo=UTC)

