@@ -51,7 +51,8 @@ def apply_stack_environment(environ: MutableMapping[str, str], *, recorded: bool
     """Set in ``environ`` each recorded setting of the stack it does not set itself (``recorded``:
     False for ``stack up``, which records them afresh), and Airflow's home to the stack's even
     when nothing is recorded. Returns the file applied, if any. Call it before Airflow is imported:
-    Airflow reads its configuration (and creates ``airflow.cfg``) at import."""
+    Airflow reads its configuration at import, from ``$AIRFLOW_HOME`` (default ``~/airflow``, which
+    it creates)."""
     state_dir = Path(environ.get("CP_STATE_DIR") or default_state_dir())
     path = stack_environment_file(state_dir)
     applied = None
