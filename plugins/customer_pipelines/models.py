@@ -153,6 +153,11 @@ class PipelineConfig(BaseModel):
             raise ValueError(f"unknown IANA timezone: {value[:60]!r}")
         return value
 
+    @field_validator("display_name", mode="before")
+    @classmethod
+    def _null_display_name_is_empty(cls, value: Any) -> Any:
+        return "" if value is None else value  # the column is nullable; the config is still valid
+
     @field_validator("parameters", "retry_config", mode="before")
     @classmethod
     def _json_text_is_decoded(cls, value: Any) -> Any:

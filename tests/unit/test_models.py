@@ -131,3 +131,18 @@ def test_customer_with_unknown_status_is_rejected_and_active_flag_follows_status
     assert not models.Customer(customer_id="cust_a", status="SUSPENDED").is_active
     with pytest.raises(ValueError, match="status"):
         models.Customer(customer_id="cust_a", status="DELETED")
+
+
+def test_nullable_columns_left_null_still_make_a_valid_config():
+    parsed = parse_config(
+        _row(
+            display_name=None,
+            parameters=None,
+            retry_config=None,
+            max_execution_duration_minutes=None,
+            sla_breach_threshold_minutes=None,
+        )
+    )
+    assert isinstance(parsed, PipelineConfig), parsed
+    assert parsed.display_name == ""
+
