@@ -15,7 +15,16 @@ from typing import Any
 
 from airflow.sdk import DAG, AsyncCallback, DeadlineAlert, DeadlineReference, get_parsing_context
 
-from customer_pipelines.models import ConfigError, Customer, PipelineConfig, Plan, parse_config, pool_name_for
+from customer_pipelines.models import (
+    ConfigError,
+    Customer,
+    PipelineConfig,
+    Plan,
+    SkipReason,
+    hold_reason,
+    parse_config,
+    pool_name_for,
+)
 from customer_pipelines.operators import CustomerPipelineOperator
 from customer_pipelines.settings import Settings, get_settings
 from customer_pipelines.sla import record_sla_breach
@@ -49,15 +58,24 @@ def priority_weight_for(config: PipelineConfig, customer: Customer | None) -> in
 
 
 def should_run(config: PipelineConfig, customer: Customer | None) -> bool:
-    return bool(config.is_active and customer is not None and customer.is_active)
+    return hold_reason(config, customer) is None
+
+
+HELD_BECAUSE = {
+    SkipReason.CONFIG_INACTIVE: "the config is disabled (`is_active=false`)",
+    SkipReason.CUSTOMER_INACTIVE: "the customer is not ACTIVE",
+    SkipReason.NO_SUBSCRIPTION: "the customer has no subscription in force (expired or missing)",
+}
+"""What the DAG's doc says when its runs are held (paused by the syncer, skipped if one starts)."""
 
 
 def _doc_md(config: PipelineConfig, customer: Customer | None) -> str:
     template = TEMPLATES[config.pipeline_template]
     retry = config.retry_config
     company = customer.company_name if customer else "(unknown customer)"
-    plan = customer.plan.value if customer and customer.plan else "-"
+    plan = customer.plan.value if customer and customer.plan else "none in force"
     status = customer.status.value if customer else "MISSING"
+    held = hold_reason(config, customer)
     # Parameters are shown: they are validated against the template's model, which holds no secrets
     # (credentials come from Airflow connections, never from config rows).
     params = ", ".join(f"`{k}`={v!r}" for k, v in sorted(config.parameters.items())) or "(defaults)"
@@ -67,6 +85,7 @@ def _doc_md(config: PipelineConfig, customer: Customer | None) -> str:
             "",
             f"Customer **{company}** (`{config.customer_id}`, plan {plan}, status {status}).",
             "",
+            *([f"**Not running: {HELD_BECAUSE[held]}** (`{held.value}`).", ""] if held else []),
             "| | |",
             "|---|---|",
             f"| config | `{config.config_id}` (version {config.version}) |",
