@@ -165,17 +165,14 @@ class Snapshot:
         self.close()
 
     def customers(self) -> dict[str, Customer]:
-        out = {}
-        for customer_id, payload in self._conn.execute("SELECT customer_id, payload FROM customers"):
-            try:
-                out[customer_id] = Customer.model_validate_json(payload)
-            except ValueError as exc:
-                log.error("customer %r in the snapshot is invalid: %s", customer_id, exc)
-        return out
+        """Every valid customer; an invalid row is logged and left out (its configs have no customer)."""
+        rows = self._conn.execute("SELECT customer_id, payload FROM customers")
+        return {c: customer for c, payload in rows if (customer := _customer_or_none(c, payload)) is not None}
 
     def customer(self, customer_id: str) -> Customer | None:
+        """One customer as ``customers()`` has it: None when missing or invalid."""
         found = self._conn.execute("SELECT payload FROM customers WHERE customer_id = ?", (customer_id,)).fetchone()
-        return Customer.model_validate_json(found[0]) if found else None
+        return _customer_or_none(customer_id, found[0]) if found else None
 
     def configs(self, *, shard: int | None = None, shards: int = 1) -> Iterator[ConfigRow]:
         if shard is None:
@@ -197,6 +194,14 @@ class Snapshot:
             "SELECT config_id, dag_id, bucket, payload FROM configs WHERE dag_id = ?", (dag_id,)
         ).fetchone()
         return ConfigRow(found[0], found[1], found[2], json.loads(found[3])) if found else None
+
+
+def _customer_or_none(customer_id: str, payload: str) -> Customer | None:
+    try:
+        return Customer.model_validate_json(payload)
+    except ValueError as exc:
+        log.error("customer %r in the snapshot is invalid: %s", customer_id, exc)
+        return None
 
 
 @dataclass(frozen=True)

@@ -175,6 +175,7 @@ def test_invalid_customer_row_is_skipped_and_its_configs_report_no_such_customer
     path = write_snap(customers, demo_configs)
     with Snapshot(path) as snap:
         assert set(snap.customers()) == {"cust_acme_001"}
+        assert snap.customer("cust_globex_001") is None  # as customers() has it, not an exception
         result = factory.build_dags(snap, settings)
     assert set(result.dags) == {"cust_acme_001.acme_gcp_cost_daily", "cust_acme_001.acme_gcp_security_weekly"}
     assert sorted((e.config_id, e.reason) for e in result.errors) == [
