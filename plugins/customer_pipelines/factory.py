@@ -21,6 +21,8 @@ from customer_pipelines.models import (
     Customer,
     PipelineConfig,
     Plan,
+    SkipReason,
+    hold_reason,
     is_runnable,
     parse_config,
     pool_name_for,
@@ -75,14 +77,23 @@ def md_code(value: object, *, in_table: bool = True) -> str:
     return f"{fence} {text} {fence}" if text else "-"
 
 
+HELD_BECAUSE = {
+    SkipReason.CONFIG_INACTIVE: "the config is disabled (`is_active=false`)",
+    SkipReason.CUSTOMER_INACTIVE: "the customer is not ACTIVE",
+    SkipReason.NO_SUBSCRIPTION: "the customer has no subscription in force (expired or missing)",
+}
+"""What the DAG's doc says when its runs are held (paused by the syncer, skipped if one starts)."""
+
+
 def _doc_md(config: PipelineConfig, customer: Customer | None) -> str:
     """The DAG's docs. Every customer-supplied value (names, ids, parameters) is a code span (see
     md_code), so a row cannot add links, images, HTML, rows or comments to what operators read."""
     template = TEMPLATES[config.pipeline_template]
     retry = config.retry_config
     company = md_code(customer.company_name, in_table=False) if customer else "(unknown customer)"
-    plan = customer.plan.value if customer and customer.plan else "-"
+    plan = customer.plan.value if customer and customer.plan else "none in force"
     status = customer.status.value if customer else "MISSING"
+    held = hold_reason(config, customer)
     # Parameters are shown: they are validated against the template's model, which holds no secrets
     # (credentials come from Airflow connections, never from config rows).
     params = ", ".join(f"{md_code(k)}={md_code(repr(v))}" for k, v in sorted(config.parameters.items()))
@@ -92,6 +103,7 @@ def _doc_md(config: PipelineConfig, customer: Customer | None) -> str:
             "",
             f"Customer {company} ({md_code(config.customer_id, in_table=False)}, plan {plan}, status {status}).",
             "",
+            *([f"**Not running: {HELD_BECAUSE[held]}** (`{held.value}`).", ""] if held else []),
             "| | |",
             "|---|---|",
             f"| config | {md_code(config.config_id)} (version {config.version}) |",

@@ -18,6 +18,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from customer_pipelines.models import SkipReason
+
 log = logging.getLogger(__name__)
 
 RUNS_TABLE = "scheduled_pipeline_runs"
@@ -36,12 +38,6 @@ class RunState(StrEnum):
     SKIPPED = "SKIPPED"
     TIMEOUT = "TIMEOUT"
     CANCELLED = "CANCELLED"
-
-
-class SkipReason(StrEnum):
-    QUOTA_EXCEEDED = "QUOTA_EXCEEDED"
-    CUSTOMER_INACTIVE = "CUSTOMER_INACTIVE"
-    CONFIG_INACTIVE = "CONFIG_INACTIVE"
 
 
 @dataclass(frozen=True)

@@ -64,6 +64,15 @@ class Plan(StrEnum):
     ENTERPRISE = "ENTERPRISE"
 
 
+class SkipReason(StrEnum):
+    """Why a run did not start its pipeline (``skip_reason`` of a SKIPPED transition)."""
+
+    QUOTA_EXCEEDED = "QUOTA_EXCEEDED"
+    CUSTOMER_INACTIVE = "CUSTOMER_INACTIVE"
+    NO_SUBSCRIPTION = "NO_SUBSCRIPTION"
+    CONFIG_INACTIVE = "CONFIG_INACTIVE"
+
+
 @lru_cache(maxsize=1)
 def _iana_timezones() -> frozenset[str]:
     """IANA zone names, without the host-specific files zoneinfo also opens ('localtime', the
@@ -85,7 +94,11 @@ def pool_name_for(customer_id: str, prefix: str = "cp_") -> str:
 
 
 class Customer(BaseModel):
-    """A customer as the factory and the quota gate see it: status plus the current plan's limits."""
+    """A customer as the factory and the quota gate see it: status plus the current plan's limits.
+
+    ``plan`` and the limits are those of the subscription in force; all NULL when none is (it lapsed
+    or never existed: ``snapshot_customers.sql`` LEFT JOINs it). Such a customer is still a customer:
+    its DAGs and pool stay, held until a subscription is in force again."""
 
     model_config = ConfigDict(frozen=True, extra="ignore")
 
@@ -95,11 +108,30 @@ class Customer(BaseModel):
     plan: Plan | None = None
     daily_run_limit: int | None = Field(default=None, ge=0)
     monthly_run_limit: int | None = Field(default=None, ge=0)
-    max_concurrent_runs: int = Field(default=1, ge=1)
+    max_concurrent_runs: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _plan_has_its_concurrency(self) -> Customer:
+        if self.plan is not None and self.max_concurrent_runs is None:
+            raise ValueError(f"max_concurrent_runs: missing for plan {self.plan.value} (a subscription always has one)")
+        return self
 
     @property
     def is_active(self) -> bool:
         return self.status is CustomerStatus.ACTIVE
+
+    @property
+    def has_subscription(self) -> bool:
+        return self.plan is not None
+
+
+def customer_hold_reason(customer: Customer | None) -> SkipReason | None:
+    """Why nothing of this customer may start now, or None: it may (its pool gets the plan's slots)."""
+    if customer is None or not customer.is_active:
+        return SkipReason.CUSTOMER_INACTIVE
+    if not customer.has_subscription:
+        return SkipReason.NO_SUBSCRIPTION
+    return None
 
 
 class RetryConfig(BaseModel):
@@ -172,6 +204,11 @@ class PipelineConfig(BaseModel):
             raise ValueError(f"unknown IANA timezone: {printable(value)}")
         return value
 
+    @field_validator("display_name", mode="before")
+    @classmethod
+    def _null_display_name_is_empty(cls, value: Any) -> Any:
+        return "" if value is None else value  # the column is nullable; the config is still valid
+
     @field_validator("parameters", "retry_config", mode="before")
     @classmethod
     def _json_text_is_decoded(cls, value: Any) -> Any:
@@ -204,9 +241,18 @@ class PipelineConfig(BaseModel):
         return dag_id_for(self.customer_id, self.config_id)
 
 
+def hold_reason(config: PipelineConfig | None, customer: Customer | None) -> SkipReason | None:
+    """Why runs of ``config`` must not start now, or None: they may. The one rule behind a DAG's
+    paused flag (the factory's on creation, the syncer's every round) and the operator's check when a
+    run starts; ``config`` None is a config the snapshot no longer has (deleted)."""
+    if config is None or not config.is_active:
+        return SkipReason.CONFIG_INACTIVE
+    return customer_hold_reason(customer)
+
+
 def is_runnable(config: PipelineConfig, customer: Customer | None) -> bool:
-    """The one rule of whether a config's DAG may run: an active config of an active customer."""
-    return bool(config.is_active and customer is not None and customer.is_active)
+    """Whether a config's DAG may run now: nothing holds it (see hold_reason)."""
+    return hold_reason(config, customer) is None
 
 
 class ConfigError(BaseModel):

@@ -1,5 +1,6 @@
-"""The operator every customer DAG runs: checks the customer may run, runs the config's template,
-and mirrors each state change of the run into BigQuery.
+"""The operator every customer DAG runs: checks the config and its customer may run (as the snapshot
+has them when the run starts), runs the config's template, and mirrors each state change of the
+run into BigQuery.
 
 Import-light on purpose (the factory imports it at parse time for 50,000 DAGs): BigQuery and the
 store are imported when a task executes."""
@@ -8,11 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 from zoneinfo import ZoneInfo
 
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException, AirflowTaskTimeout
+
+if TYPE_CHECKING:
+    from customer_pipelines.mirror import RunIdentity, RunStateMirror
+    from customer_pipelines.models import Customer, PipelineConfig, SkipReason
+    from customer_pipelines.settings import Settings
 
 
 class CustomerPipelineOperator(BaseOperator):
@@ -40,11 +46,13 @@ class CustomerPipelineOperator(BaseOperator):
 
     def execute(self, context: Any) -> dict[str, Any]:
         from customer_pipelines.failures import is_retryable
-        from customer_pipelines.mirror import RunState, RunStateMirror, SkipReason, run_event
+        from customer_pipelines.mirror import RunState, RunStateMirror, run_event
         from customer_pipelines.settings import get_settings
-        from customer_pipelines.snapshot import Snapshot
         from customer_pipelines.store import BigQueryStore
 
+        # Without settings there is no BigQuery to mirror to: Airflow records that failure (and the
+        # fleet file, which needs the same settings, would not have parsed). Nothing else before the
+        # try below may raise.
         settings = get_settings()
         store = BigQueryStore(settings)
         mirror = RunStateMirror(store, settings.spool_dir)
@@ -52,19 +60,8 @@ class CustomerPipelineOperator(BaseOperator):
         ti = context["ti"]
         started_at = _aware(getattr(ti, "start_date", None)) or datetime.now(UTC)
 
-        with Snapshot.open_last_good(settings.snapshot_file) as snapshot:
-            customer = snapshot.customer(self.customer_id)
-        if customer is None or not customer.is_active:
-            status = customer.status.value if customer else "MISSING"
-            _skip(
-                mirror,
-                identity,
-                SkipReason.CUSTOMER_INACTIVE,
-                {"customer_status": status},
-                f"customer {self.customer_id} is {status}: pipeline not run",
-            )
-
         try:
+            customer = self._check_may_run(settings, mirror, identity)
             rows = self._reserve_and_run(context, settings, store, mirror, identity, customer, started_at)
         except AirflowSkipException:
             raise
@@ -101,6 +98,45 @@ class CustomerPipelineOperator(BaseOperator):
             )
         )
         return summary
+
+    def _check_may_run(self, settings: Settings, mirror: RunStateMirror, identity: RunIdentity) -> Customer:
+        """The config and its customer as the snapshot has them now, not as when the run was queued:
+        a run of a config disabled or deleted since, or of a customer suspended or without a
+        subscription in force, is SKIPPED with the reason (models.hold_reason, the rule the syncer
+        pauses DAGs by). Returns the customer, for the quota gate."""
+        from customer_pipelines.models import ConfigError, SkipReason, hold_reason, parse_config
+        from customer_pipelines.snapshot import Snapshot
+
+        with Snapshot.open_last_good(settings.snapshot_file) as snapshot:
+            row = snapshot.config_by_dag_id(identity.dag_id)
+            customer = snapshot.customer(self.customer_id)
+        config = parse_config(row.row) if row is not None else None
+        if isinstance(config, ConfigError):  # edited since into a row that cannot be a DAG: it is on its way out
+            reason = SkipReason.CONFIG_INACTIVE
+            details = {"config_state": "INVALID", "config_error": config.reason}
+            why = f"config {self.config_id} is now invalid ({config.reason})"
+        else:
+            reason = hold_reason(config, customer)
+            if reason is None:
+                return customer
+            details, why = self._why_held(reason, config, customer)
+        _skip(mirror, identity, reason, details, f"{why}: pipeline not run")
+
+    def _why_held(
+        self, reason: SkipReason, config: PipelineConfig | None, customer: Customer | None
+    ) -> tuple[dict[str, Any], str]:
+        """The skip's details and message for a hold_reason."""
+        from customer_pipelines.models import SkipReason
+
+        if reason is SkipReason.CONFIG_INACTIVE:
+            state = "DELETED" if config is None else "INACTIVE"
+            return {"config_state": state}, f"config {self.config_id} is {state.lower()}"
+        status = customer.status.value if customer else "MISSING"
+        if reason is SkipReason.CUSTOMER_INACTIVE:
+            return {"customer_status": status}, f"customer {self.customer_id} is {status}"
+        return {"customer_status": status, "subscription_in_force": False}, (
+            f"customer {self.customer_id} has no subscription in force"
+        )
 
     def _reserve_and_run(
         self, context: Any, settings: Any, store: Any, mirror: Any, identity: Any, customer: Any, started_at: datetime

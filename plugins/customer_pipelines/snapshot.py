@@ -297,17 +297,14 @@ class Snapshot:
         self.close()
 
     def customers(self) -> dict[str, Customer]:
-        out = {}
-        for customer_id, payload in self._conn.execute("SELECT customer_id, payload FROM customers"):
-            try:
-                out[customer_id] = Customer.model_validate_json(payload)
-            except ValidationError as exc:
-                log.error("customer %s in the snapshot is invalid: %s", printable(customer_id), first_errors(exc))
-        return out
+        """Every valid customer; an invalid row is logged and left out (its configs have no customer)."""
+        rows = self._conn.execute("SELECT customer_id, payload FROM customers")
+        return {c: customer for c, payload in rows if (customer := _customer_or_none(c, payload)) is not None}
 
     def customer(self, customer_id: str) -> Customer | None:
+        """One customer as ``customers()`` has it: None when missing or invalid."""
         found = self._conn.execute("SELECT payload FROM customers WHERE customer_id = ?", (customer_id,)).fetchone()
-        return Customer.model_validate_json(found[0]) if found else None
+        return _customer_or_none(customer_id, found[0]) if found else None
 
     def configs(self, *, shard: int | None = None, shards: int = 1) -> Iterator[ConfigRow]:
         if shard is None:
@@ -336,6 +333,14 @@ class Snapshot:
                 "SELECT dag_id, runnable_since, schedule FROM configs WHERE runnable_since IS NOT NULL"
             )
         }
+
+
+def _customer_or_none(customer_id: str, payload: str) -> Customer | None:
+    try:
+        return Customer.model_validate_json(payload)
+    except ValidationError as exc:
+        log.error("customer %s in the snapshot is invalid: %s", printable(customer_id), first_errors(exc))
+        return None
 
 
 @dataclass(frozen=True)

@@ -18,9 +18,9 @@ from typing import Any, Protocol
 from customer_pipelines.models import (
     ConfigError,
     Customer,
-    CustomerStatus,
     PipelineConfig,
-    is_runnable,
+    customer_hold_reason,
+    hold_reason,
     parse_config,
     pool_name_for,
 )
@@ -54,13 +54,13 @@ class PoolSyncResult:
 
 def desired_pools(customers: Mapping[str, Customer], prefix: str) -> dict[str, PoolSpec]:
     """One pool per customer; slots = the plan's max concurrent runs. A suspended or churned
-    customer keeps its pool with 0 slots: nothing of theirs starts, queued work waits rather than
-    fails, and the pool's history stays visible."""
+    customer, or one without a subscription in force, keeps its pool with 0 slots: nothing of theirs
+    starts, queued work waits rather than fails, and the pool's history stays visible."""
     pools = {}
     for customer in customers.values():
-        active = customer.status is CustomerStatus.ACTIVE
-        slots = customer.max_concurrent_runs if active else 0
-        plan = customer.plan.value if customer.plan else "no plan"
+        held = customer_hold_reason(customer)
+        slots = (customer.max_concurrent_runs or 0) if held is None else 0
+        plan = customer.plan.value if customer.plan else "no subscription"
         pools[pool_name_for(customer.customer_id, prefix)] = PoolSpec(
             slots=slots,
             description=f"{customer.company_name or customer.customer_id} ({plan}, {customer.status.value})",
@@ -107,8 +107,8 @@ class Fleet:
         return cls(snapshot.customers(), [c for c in parsed if not isinstance(c, ConfigError)])
 
     def is_runnable(self, config: PipelineConfig) -> bool:
-        """An active config of an active customer."""
-        return is_runnable(config, self.customers.get(config.customer_id))
+        """An active config of an active customer with a subscription in force (models.hold_reason)."""
+        return hold_reason(config, self.customers.get(config.customer_id)) is None
 
 
 def runnable_dags(fleet: Fleet) -> dict[str, bool]:

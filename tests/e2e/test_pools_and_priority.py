@@ -1,4 +1,4 @@
-"""Pools, priority and customer status on real Airflow 3.3 (LocalExecutor, parallelism 8)."""
+"""Pools, priority, customer status and subscriptions on real Airflow 3.3 (LocalExecutor, parallelism 8)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from google.cloud import bigquery
 
 from customer_pipelines.local.stack import run_module
 from customer_pipelines.seed import customer_rows
@@ -109,3 +110,48 @@ def test_a_run_of_a_suspended_customer_is_skipped_customer_inactive(stack):
     mirrored = _mirrored(store, run)
     assert set(mirrored) == {"SCHEDULED", "QUEUED", "SKIPPED"}  # the pipeline never ran
     assert mirrored["SKIPPED"]["skip_reason"] == "CUSTOMER_INACTIVE"
+
+
+def _wait_for_doc(client, dag_id: str, text: str, timeout: float = 120) -> None:
+    """Until the DAG processor has parsed the DAG again and its doc shows ``text``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if text in (client.dag_details(dag_id).get("doc_md") or ""):
+            return
+        time.sleep(2)
+    raise TimeoutError(f"{dag_id}: doc_md never showed {text!r} (the DAG was not parsed again)")
+
+
+def test_a_lapsed_subscription_pauses_the_dag_keeps_its_pool_and_its_queued_run_starts_once_renewed(stack):
+    info, client = stack
+    [dag_id] = add_customer(info, "cust_lapse_001", "STARTER", [("lapse_cost", 5)])
+    client.wait_for_dags([dag_id], timeout=240)
+    assert client.pool("cp_cust_lapse_001")["slots"] == 2
+
+    store = BigQueryStore(info.settings)
+    store.client.query(
+        f"UPDATE `{store.project}.{store.dataset}.customer_subscriptions` SET valid_until = CURRENT_TIMESTAMP() "
+        "WHERE customer_id = @customer_id",
+        job_config=bigquery.QueryJobConfig(
+            query_parameters=[bigquery.ScalarQueryParameter("customer_id", "STRING", "cust_lapse_001")]
+        ),
+    ).result()
+    run_module(info.env, "sync")
+    assert client.dag(dag_id)["is_paused"] is True
+    assert client.pool("cp_cust_lapse_001")["slots"] == 0
+    _wait_for_doc(client, dag_id, "NO_SUBSCRIPTION")  # parsed again from the lapsed snapshot: still there
+    assert client.dag(dag_id)["is_stale"] is False
+    assert not any("no such customer" in e["stack_trace"] for e in client.import_errors())
+    run = client.trigger(dag_id)  # waits: its DAG is paused
+
+    _, renewal = customer_rows("cust_lapse_001", "cust_lapse_001 Inc", "STARTER", now=datetime.now(UTC))
+    renewal.update(subscription_id="sub_cust_lapse_001_renewal", valid_from=datetime.now(UTC) - timedelta(seconds=1))
+    store.load_rows("customer_subscriptions", [renewal])
+    run_module(info.env, "sync")
+    assert client.dag(dag_id)["is_paused"] is False
+    assert client.pool("cp_cust_lapse_001")["slots"] == 2
+
+    assert client.wait_for_run(dag_id, run["dag_run_id"], timeout=240)["state"] == "success"
+    mirrored = _mirrored(store, run)
+    assert {"RUNNING", "COMPLETED"} <= set(mirrored)
+    assert "SKIPPED" not in mirrored

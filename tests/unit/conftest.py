@@ -11,6 +11,7 @@ os.environ.setdefault("AIRFLOW_HOME", "/tmp/cp-unit-airflow-home")
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -60,9 +61,19 @@ def split_settings(tmp_path: Path) -> Any:
 
 
 def snapshot_customer_rows(dataset: Any) -> list[dict[str, Any]]:
-    """Customers as queries/snapshot_customers.sql returns them: the customer row joined with the
-    plan and limits of its current subscription."""
-    subscriptions = {s["customer_id"]: s for s in dataset.subscriptions}
+    """Customers as queries/snapshot_customers.sql returns them: the customer row LEFT JOINed with
+    the plan and limits of its subscription in force (views/005_customer_subscriptions_current.sql:
+    the latest whose window holds now), all NULL for a customer without one."""
+    now = datetime.now(UTC)
+    in_force = sorted(
+        (
+            s
+            for s in dataset.subscriptions
+            if s["valid_from"] <= now and (s["valid_until"] is None or s["valid_until"] > now)
+        ),
+        key=lambda s: s["valid_from"],
+    )
+    subscriptions = {s["customer_id"]: s for s in in_force}  # the latest wins
     rows = []
     for customer in dataset.customers:
         sub = subscriptions.get(customer["customer_id"], {})
@@ -74,7 +85,7 @@ def snapshot_customer_rows(dataset: Any) -> list[dict[str, Any]]:
                 "plan": sub.get("plan"),
                 "daily_run_limit": sub.get("daily_run_limit"),
                 "monthly_run_limit": sub.get("monthly_run_limit"),
-                "max_concurrent_runs": sub.get("max_concurrent_runs", 1),
+                "max_concurrent_runs": sub.get("max_concurrent_runs"),
             }
         )
     return rows
@@ -135,8 +146,13 @@ def demo_snapshot_path(write_snap: WriteSnapshot, demo_customers: list, demo_con
 
 @pytest.fixture
 def fleet_snapshot_rows() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """A synthetic fleet of 40 customers (~200 configs) as snapshot rows."""
+    """A synthetic fleet of 40 customers (~200 configs) as snapshot rows; every seventh customer's
+    subscription lapsed yesterday and the last customer never had one (the LEFT JOIN's NULL rows)."""
     from customer_pipelines import seed
 
     data = seed.fleet_dataset(40, seed=3)
+    yesterday = datetime.now(UTC) - timedelta(days=1)
+    data.subscriptions = [
+        {**s, "valid_until": yesterday} if i % 7 == 0 else s for i, s in enumerate(data.subscriptions[:-1])
+    ]
     return snapshot_customer_rows(data), [dict(row) for row in data.configs]

@@ -115,8 +115,8 @@ def _config(**overrides: Any) -> PipelineConfig:
 
 
 def test_a_larger_plan_never_outranks_a_higher_priority():
-    starter = Customer(customer_id="cust_a", status="ACTIVE", plan="STARTER")
-    enterprise = Customer(customer_id="cust_a", status="ACTIVE", plan="ENTERPRISE")
+    starter = Customer(customer_id="cust_a", status="ACTIVE", plan="STARTER", max_concurrent_runs=2)
+    enterprise = Customer(customer_id="cust_a", status="ACTIVE", plan="ENTERPRISE", max_concurrent_runs=25)
     for priority in range(1, 10):
         low_big = factory.priority_weight_for(_config(priority=priority), enterprise)
         high_small = factory.priority_weight_for(_config(priority=priority + 1), starter)
@@ -125,11 +125,19 @@ def test_a_larger_plan_never_outranks_a_higher_priority():
 
 
 @pytest.mark.parametrize(
-    ("config_active", "status", "paused"),
-    [(True, "ACTIVE", False), (False, "ACTIVE", True), (True, "SUSPENDED", True), (True, "CHURNED", True)],
+    ("config_active", "status", "plan", "paused"),
+    [
+        (True, "ACTIVE", "STARTER", False),
+        (False, "ACTIVE", "STARTER", True),
+        (True, "SUSPENDED", "STARTER", True),
+        (True, "CHURNED", "STARTER", True),
+        (True, "ACTIVE", None, True),  # no subscription in force
+    ],
 )
-def test_dag_is_paused_on_creation_unless_config_and_customer_are_active(settings, config_active, status, paused):
-    customer = Customer(customer_id="cust_a", status=status, plan="STARTER")
+def test_dag_is_paused_on_creation_unless_config_customer_and_subscription_are_in_force(
+    settings, config_active, status, plan, paused
+):
+    customer = Customer(customer_id="cust_a", status=status, plan=plan, max_concurrent_runs=2 if plan else None)
     dag = factory.build_dag(_config(is_active=config_active), customer, settings)
     assert dag.is_paused_upon_creation is paused
 
@@ -547,7 +555,9 @@ def _walk(tokens: list[Any]) -> list[Any]:
 
 def test_doc_md_of_hostile_names_renders_no_image_link_or_html_and_keeps_the_real_config_table(settings):
     config = _config(display_name=HOSTILE_NAME[:200], parameters={"currency": "EUR"})
-    customer = Customer(customer_id="cust_a", company_name=HOSTILE_NAME, status="ACTIVE", plan="STARTER")
+    customer = Customer(
+        customer_id="cust_a", company_name=HOSTILE_NAME, status="ACTIVE", plan="STARTER", max_concurrent_runs=2
+    )
     doc = factory.build_dag(config, customer, settings).doc_md
     tokens = _walk(_rendered_tokens(doc))
     kinds = {t.type for t in tokens}

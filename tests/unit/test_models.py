@@ -242,3 +242,61 @@ def test_a_reason_with_control_characters_is_one_line():
     error = ConfigError(config_id="cfg_1", customer_id=None, reason="dag: boom\nTraceback\x1b[0m" + "z" * 100_000)
     assert one_readable_line(str(error))
     assert "boom\\nTraceback\\x1b[0m" in str(error)
+
+
+def test_nullable_columns_left_null_still_make_a_valid_config():
+    parsed = parse_config(
+        _row(
+            display_name=None,
+            parameters=None,
+            retry_config=None,
+            max_execution_duration_minutes=None,
+            sla_breach_threshold_minutes=None,
+        )
+    )
+    assert isinstance(parsed, PipelineConfig), parsed
+    assert parsed.display_name == ""
+
+
+NO_SUBSCRIPTION_ROW = {
+    # what snapshot_customers.sql gives for a customer whose subscription lapsed (LEFT JOIN: NULLs)
+    "customer_id": "cust_a",
+    "company_name": "A",
+    "status": "ACTIVE",
+    "plan": None,
+    "daily_run_limit": None,
+    "monthly_run_limit": None,
+    "max_concurrent_runs": None,
+}
+
+
+def test_a_customer_without_a_subscription_in_force_is_valid_and_has_no_subscription():
+    customer = models.Customer.model_validate(NO_SUBSCRIPTION_ROW)
+    assert customer.is_active
+    assert not customer.has_subscription
+    subscribed = models.Customer.model_validate({**NO_SUBSCRIPTION_ROW, "plan": "STARTER", "max_concurrent_runs": 2})
+    assert subscribed.has_subscription
+
+
+def test_a_plan_without_its_max_concurrent_runs_is_rejected_naming_the_field():
+    with pytest.raises(ValueError, match="max_concurrent_runs"):
+        models.Customer.model_validate({**NO_SUBSCRIPTION_ROW, "plan": "STARTER"})
+
+
+@pytest.mark.parametrize(
+    ("config_active", "customer_row", "reason"),
+    [
+        (True, {"plan": "STARTER", "max_concurrent_runs": 2}, None),
+        (False, {"plan": "STARTER", "max_concurrent_runs": 2}, "CONFIG_INACTIVE"),
+        (None, {"plan": "STARTER", "max_concurrent_runs": 2}, "CONFIG_INACTIVE"),  # deleted: not in the snapshot
+        (True, {"status": "SUSPENDED", "plan": "STARTER", "max_concurrent_runs": 2}, "CUSTOMER_INACTIVE"),
+        (True, None, "CUSTOMER_INACTIVE"),  # no such customer
+        (True, {}, "NO_SUBSCRIPTION"),
+        (True, {"status": "CHURNED"}, "CUSTOMER_INACTIVE"),  # churned and lapsed: the status says more
+        (False, {}, "CONFIG_INACTIVE"),
+    ],
+)
+def test_hold_reason_says_why_a_config_may_not_run(config_active, customer_row, reason):
+    config = None if config_active is None else parse_config(_row(is_active=config_active))
+    customer = None if customer_row is None else models.Customer.model_validate({**NO_SUBSCRIPTION_ROW, **customer_row})
+    assert models.hold_reason(config, customer) == reason

@@ -176,6 +176,7 @@ def test_invalid_customer_row_is_skipped_and_its_configs_report_no_such_customer
     path = write_snap(customers, demo_configs)
     with Snapshot(path) as snap:
         assert set(snap.customers()) == {"cust_acme_001"}
+        assert snap.customer("cust_globex_001") is None  # as customers() has it, not an exception
         result = factory.build_dags(snap, settings)
     assert set(result.dags) == {"cust_acme_001.acme_gcp_cost_daily", "cust_acme_001.acme_gcp_security_weekly"}
     assert sorted((e.config_id, e.reason) for e in result.errors) == [
@@ -336,3 +337,30 @@ def test_re_enabling_a_config_or_reactivating_its_customer_or_changing_its_sched
     ]
     _write_at(path, demo_customers, rescheduled, t3)
     assert _anchors(path)[first_dag] == t2
+
+
+def test_a_customer_without_a_subscription_keeps_its_dags_paused_with_the_reason_in_their_doc(
+    write_snap, demo_customers, demo_configs, settings, demo_dag_ids, monkeypatch
+):
+    lapsed = [
+        {**c, "plan": None, "daily_run_limit": None, "monthly_run_limit": None, "max_concurrent_runs": None}
+        if c["customer_id"] == "cust_globex_001"
+        else c
+        for c in demo_customers
+    ]
+    path = write_snap(lapsed, demo_configs)
+    with Snapshot(path) as snap:
+        assert not snap.customer("cust_globex_001").has_subscription
+        result = factory.build_dags(snap, settings)
+    assert result.errors == []
+    assert set(result.dags) == demo_dag_ids
+    held = result.dags["cust_globex_001.globex_aws_cost_daily"]
+    assert held.is_paused_upon_creation is True
+    assert "no subscription in force" in held.doc_md and "NO_SUBSCRIPTION" in held.doc_md
+    assert result.dags["cust_acme_001.acme_gcp_cost_daily"].is_paused_upon_creation is False
+    factory.raise_config_errors(path, settings)  # nothing to report: no "no such customer"
+    # A worker that runs one of its tasks builds its DAG too.
+    monkeypatch.setenv("_AIRFLOW_PARSING_CONTEXT_DAG_ID", "cust_globex_001.globex_aws_cost_daily")
+    assert set(factory.load_fleet(snapshot_path=path, settings=settings).dags) == {
+        "cust_globex_001.globex_aws_cost_daily"
+    }

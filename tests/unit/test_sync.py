@@ -10,12 +10,12 @@ from customer_pipelines.snapshot import Snapshot, write_snapshot
 from customer_pipelines.sync import Fleet, desired_pools, next_runs, runnable_dags
 
 
-def _customer(customer_id: str, status: str = "ACTIVE", slots: int = 3) -> Customer:
+def _customer(customer_id: str, status: str = "ACTIVE", slots: int | None = 3) -> Customer:
     return Customer(
         customer_id=customer_id,
         company_name=customer_id.title(),
         status=status,
-        plan="PROFESSIONAL",
+        plan="PROFESSIONAL" if slots else None,  # no slots: no subscription in force (NULLs of the LEFT JOIN)
         max_concurrent_runs=slots,
     )
 
@@ -26,6 +26,31 @@ def test_pools_get_the_plan_concurrency_and_zero_slots_when_the_customer_is_not_
     )
     assert {name: spec.slots for name, spec in pools.items()} == {"cp_a": 3, "cp_b": 0, "cp_c": 0}
     assert "SUSPENDED" in pools["cp_b"].description
+
+
+def test_a_customer_without_a_subscription_keeps_its_pool_with_zero_slots():
+    pools = desired_pools({"a": _customer("a"), "d": _customer("d", slots=None)}, "cp_")
+    assert {name: spec.slots for name, spec in pools.items()} == {"cp_a": 3, "cp_d": 0}
+    assert pools["cp_d"].description == "D (no subscription, ACTIVE)"
+
+
+def test_configs_of_a_customer_without_a_subscription_are_kept_and_not_runnable(tmp_path, demo_customers, demo_configs):
+    lapsed = [
+        {**c, "plan": None, "daily_run_limit": None, "monthly_run_limit": None, "max_concurrent_runs": None}
+        if c["customer_id"] == "cust_globex_001"
+        else c
+        for c in demo_customers
+    ]
+    with Snapshot(write_snapshot(tmp_path / "configs.sqlite", lapsed, demo_configs, source="test")) as snapshot:
+        fleet = Fleet.of(snapshot)
+    assert set(fleet.customers) == {"cust_acme_001", "cust_globex_001"}
+    assert runnable_dags(fleet) == {
+        "cust_acme_001.acme_gcp_cost_daily": True,
+        "cust_acme_001.acme_gcp_security_weekly": True,
+        "cust_globex_001.globex_aws_cost_daily": False,
+        "cust_globex_001.globex_azure_compliance_monthly": False,
+    }
+    assert desired_pools(fleet.customers, "cp_")["cp_cust_globex_001"].slots == 0
 
 
 def test_next_tick_is_computed_in_the_config_timezone_across_dst(tmp_path, demo_customers, demo_configs):

@@ -11,7 +11,7 @@ CREATE TABLE IF NOT EXISTS `${project}.${dataset}.scheduled_pipeline_runs` (
   task_id STRING,
   try_number INT64,
   state STRING NOT NULL,             -- SCHEDULED QUEUED RUNNING COMPLETED FAILED RETRYING SKIPPED TIMEOUT CANCELLED
-  skip_reason STRING,                -- QUOTA_EXCEEDED | CUSTOMER_INACTIVE | CONFIG_INACTIVE
+  skip_reason STRING,                -- QUOTA_EXCEEDED | CUSTOMER_INACTIVE | NO_SUBSCRIPTION | CONFIG_INACTIVE
   run_type STRING,                   -- scheduled | manual | backfill | asset_triggered
   logical_date TIMESTAMP,
   scheduled_time TIMESTAMP,

@@ -41,6 +41,10 @@ class AirflowClient:
     def dag(self, dag_id: str) -> dict[str, Any]:
         return self._request("GET", f"/api/v2/dags/{dag_id}")
 
+    def dag_details(self, dag_id: str) -> dict[str, Any]:
+        """The DAG as last parsed (doc_md, ...), beside its flags."""
+        return self._request("GET", f"/api/v2/dags/{dag_id}/details")
+
     def dags(self, tag: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         query = f"?limit={limit}" + (f"&tags={tag}" if tag else "")
         return self._request("GET", f"/api/v2/dags{query}")["dags"]
