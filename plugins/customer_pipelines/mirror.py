@@ -59,9 +59,6 @@ class ErrorType(StrEnum):
     """A person marked the task or its run in Airflow."""
 
 
-COUNTS_TOWARD_AUTO_PAUSE = frozenset({ErrorType.PIPELINE, ErrorType.TIMEOUT})
-
-
 @dataclass(frozen=True)
 class RunIdentity:
     """Which run (and which try of its task) a transition belongs to."""
