@@ -200,6 +200,19 @@ def _write_next_runs(store: Any, fleet: Fleet) -> None:
         log.exception("next_run_time refresh failed; retrying next round")
 
 
+def _ensure_quota_schema(settings: Settings) -> None:
+    """The ledger's table, if a ledger is configured. Bounded (CP_QUOTA_DB_*_TIMEOUT_SECONDS); a
+    ledger that is down fails only this step: snapshot, pools and pauses do not need it."""
+    if not settings.quota_db_url:
+        return
+    from customer_pipelines.quota import QuotaLedger, QuotaLedgerError
+
+    try:
+        QuotaLedger(settings).ensure_schema()
+    except QuotaLedgerError:
+        log.exception("quota ledger schema not checked; retrying next round")
+
+
 def _apply_failure_policy(store: Any, settings: Settings) -> list[str]:
     from customer_pipelines.failure_policy import apply_failure_policy
 
@@ -236,10 +249,7 @@ def run_sync(settings: Settings | None = None, store: Any = None) -> SyncReport:
     settings = settings or get_settings()
     began = time.monotonic()
     store = store or BigQueryStore(settings)
-    if settings.quota_db_url:
-        from customer_pipelines.quota import QuotaLedger
-
-        QuotaLedger(settings).ensure_schema()
+    _ensure_quota_schema(settings)
     before = _runnable_or_empty(settings.snapshot_file)
     auto_paused = _apply_failure_policy(store, settings)  # before the refresh: pauses take effect now
     refreshed = refresh_snapshot(store, settings.snapshot_file)
