@@ -96,7 +96,9 @@ class LedgerConnection:
         self._conn: psycopg2.extensions.connection | None = None
         try:
             self._conn = psycopg2.connect(url, async_=True)
-            self._wait(settings.quota_db_connect_timeout_seconds, "to connect", "CP_QUOTA_DB_CONNECT_TIMEOUT_SECONDS")
+            self._wait(
+                settings.quota_db_connect_timeout_seconds, "while connecting", "CP_QUOTA_DB_CONNECT_TIMEOUT_SECONDS"
+            )
         except psycopg2.Error as exc:
             self.close()
             raise QuotaLedgerError(f"quota ledger {self.where}: cannot connect: {str(exc).strip()}") from exc
@@ -112,7 +114,7 @@ class LedgerConnection:
             cur.execute(statement, params)
             self._wait(
                 self.settings.quota_db_statement_timeout_seconds,
-                "to answer a statement",
+                "to a statement",
                 "CP_QUOTA_DB_STATEMENT_TIMEOUT_SECONDS",
             )
         except psycopg2.errors.LockNotAvailable as exc:
