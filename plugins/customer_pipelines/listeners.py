@@ -133,16 +133,17 @@ class _Guard:
 @hookimpl
 def on_task_instance_failed(previous_state: Any, task_instance: Any, error: Any = None) -> None:
     with _Guard():
-        from customer_pipelines.mirror import RunState, run_event
+        from customer_pipelines.mirror import ErrorType, RunState, run_event
 
         if not _is_ours(task_instance.dag_id, task_instance.task_id) or _in_task_process(task_instance):
             return
         identity = _ti_identity(task_instance)
         if previous_state is None:  # set by a person through the API / UI
-            state, source = RunState.CANCELLED, "listener:manual"
-        else:
+            state, source, error_type = RunState.CANCELLED, "listener:manual", ErrorType.MANUAL
+        else:  # the process was killed or declared a zombie: the platform lost the worker
             retrying = _state_name(task_instance.state) == "up_for_retry"
             state, source = (RunState.RETRYING if retrying else RunState.FAILED), "listener:scheduler"
+            error_type = ErrorType.PLATFORM
         _emit(
             run_event(
                 identity,
@@ -150,7 +151,7 @@ def on_task_instance_failed(previous_state: Any, task_instance: Any, error: Any 
                 source=source,
                 started_at=_aware(task_instance.start_date),
                 ended_at=_aware(task_instance.end_date) or datetime.now(UTC),
-                error_type="TaskDiedOrMarked",
+                error_type=error_type.value,
                 error_message=str(error) if error else None,
             )
         )
@@ -158,7 +159,7 @@ def on_task_instance_failed(previous_state: Any, task_instance: Any, error: Any 
 
 def _marked_by_a_person(previous_state: Any, task_instance: Any, state: Any, details: dict[str, Any]) -> None:
     """The API server calls the task-instance hooks with previous_state=None when a person sets a state."""
-    from customer_pipelines.mirror import run_event
+    from customer_pipelines.mirror import ErrorType, RunState, run_event
 
     if previous_state is not None or not _is_ours(task_instance.dag_id, task_instance.task_id):
         return
@@ -170,6 +171,7 @@ def _marked_by_a_person(previous_state: Any, task_instance: Any, state: Any, det
             state,
             source="listener:manual",
             ended_at=_aware(task_instance.end_date) or datetime.now(UTC),
+            error_type=None if state is RunState.COMPLETED else ErrorType.MANUAL.value,
             details=details,
         )
     )
@@ -221,10 +223,13 @@ def on_dag_run_running(dag_run: Any, msg: str) -> None:
 @hookimpl
 def on_dag_run_failed(dag_run: Any, msg: str) -> None:
     with _Guard():
-        from customer_pipelines.mirror import RunState, run_event
+        from customer_pipelines.mirror import ErrorType, RunState, run_event
 
         if not _is_ours(dag_run.dag_id):
             return
+        # The API server says "Dag Run's state was manually set to `failed`." (Airflow's
+        # services/public/dag_run.py); the scheduler says why it failed the run (e.g. "timed_out").
+        error_type = ErrorType.MANUAL if "manually" in (msg or "") else ErrorType.PLATFORM
         # The caller's own session, never a new one: in the scheduler a session of our own would
         # commit inside its critical section ("UNEXPECTED COMMIT - THIS WILL BREAK HA LOCKS!") and
         # stop the scheduler. Without one, the reconciler fills the gap.
@@ -244,7 +249,7 @@ def on_dag_run_failed(dag_run: Any, msg: str) -> None:
                     RunState.CANCELLED,
                     source="listener:scheduler",
                     ended_at=_aware(dag_run.end_date) or datetime.now(UTC),
-                    error_type="DagRunFailed",
+                    error_type=error_type.value,
                     error_message=msg or None,
                 )
             )

@@ -40,6 +40,21 @@ class RunState(StrEnum):
     CANCELLED = "CANCELLED"
 
 
+class ErrorType(StrEnum):
+    """Whose failure a failed, retried, timed-out or cancelled try is (the ``error_type`` column).
+    Only PIPELINE and TIMEOUT count toward the failure policy's auto-pause
+    (views/080_pipeline_configs_status.sql lists the same two)."""
+
+    PIPELINE = "PIPELINE"
+    """The customer's own pipeline failed: its template, parameters, data or credentials."""
+    TIMEOUT = "TIMEOUT"
+    """The pipeline ran past the config's max_execution_duration_minutes."""
+    PLATFORM = "PLATFORM"
+    """Ours failed around the pipeline: quota ledger, snapshot, settings, a killed or lost worker."""
+    MANUAL = "MANUAL"
+    """A person marked the task or its run in Airflow."""
+
+
 @dataclass(frozen=True)
 class RunIdentity:
     """Which run (and which try of its task) a transition belongs to."""

@@ -45,7 +45,6 @@ class CustomerPipelineOperator(BaseOperator):
         self.parameters = dict(parameters or {})
 
     def execute(self, context: Any) -> dict[str, Any]:
-        from customer_pipelines.failures import is_retryable
         from customer_pipelines.mirror import RunState, RunStateMirror, run_event
         from customer_pipelines.settings import get_settings
         from customer_pipelines.store import BigQueryStore
@@ -62,30 +61,23 @@ class CustomerPipelineOperator(BaseOperator):
 
         try:
             customer = self._check_may_run(settings, mirror, identity)
-            rows = self._reserve_and_run(context, settings, store, mirror, identity, customer, started_at)
         except AirflowSkipException:
             raise
-        except (AirflowTaskTimeout, Exception) as exc:
-            # AirflowTaskTimeout (a BaseException) is how execution_timeout interrupts execute.
-            timed_out = isinstance(exc, AirflowTaskTimeout)
-            retryable = timed_out or is_retryable(exc)
-            retry_planned = retryable and (identity.try_number or 1) <= int(getattr(ti, "max_tries", 0) or 0)
-            final = RunState.TIMEOUT if timed_out else RunState.FAILED
-            mirror.record(
-                run_event(
-                    identity,
-                    RunState.RETRYING if retry_planned else final,
-                    source="operator",
-                    started_at=started_at,
-                    ended_at=datetime.now(UTC),
-                    error=exc,
-                    error_type="TIMEOUT" if timed_out else None,
-                    details={"retryable": retryable},
-                )
-            )
-            if not retryable:
-                raise AirflowFailException(f"{type(exc).__name__} (not retryable): {exc}") from exc
+        except (AirflowTaskTimeout, Exception) as exc:  # noqa: BLE001 - _fail mirrors the try and raises
+            _fail(mirror, identity, ti, started_at, exc, pipeline_started=False)
+
+        pipeline_started = False
+        try:
+            self._reserve(settings, mirror, identity, customer)
+            mirror.record(run_event(identity, RunState.RUNNING, source="operator", started_at=started_at))
+            pipeline_started = True
+            rows = self._run_template(context, store, identity)
+        except AirflowSkipException:
             raise
+        except (AirflowTaskTimeout, Exception) as exc:  # noqa: BLE001 - _fail mirrors the try and raises
+            # AirflowTaskTimeout (a BaseException) is how execution_timeout interrupts execute: at the
+            # quota gate as well as in the template.
+            _fail(mirror, identity, ti, started_at, exc, pipeline_started=pipeline_started)
         summary = rows[0] if rows else {}
         mirror.record(
             run_event(
@@ -138,15 +130,10 @@ class CustomerPipelineOperator(BaseOperator):
             f"customer {self.customer_id} has no subscription in force"
         )
 
-    def _reserve_and_run(
-        self, context: Any, settings: Any, store: Any, mirror: Any, identity: Any, customer: Any, started_at: datetime
-    ) -> list[dict[str, Any]]:
-        """Take a quota unit, then run the template; a timeout or error in either is handled by the
-        caller (so a task stuck at the quota gate past its execution_timeout is still TIMEOUT)."""
-        from customer_pipelines.failures import InvalidPipelineConfig
-        from customer_pipelines.mirror import RunState, SkipReason, run_event
+    def _reserve(self, settings: Any, mirror: Any, identity: Any, customer: Any) -> None:
+        """Take a quota unit, or skip the run (QUOTA_EXCEEDED)."""
+        from customer_pipelines.models import SkipReason
         from customer_pipelines.quota import QuotaLedger
-        from customer_pipelines.templates import TEMPLATES
 
         decision = QuotaLedger(settings).reserve(customer, identity.run_key)
         if not decision.allowed:
@@ -166,13 +153,17 @@ class CustomerPipelineOperator(BaseOperator):
                 f"month {decision.used_this_month}/{decision.monthly_limit})",
             )
 
-        mirror.record(run_event(identity, RunState.RUNNING, source="operator", started_at=started_at))
+    def _run_template(self, context: Any, store: Any, identity: Any) -> list[dict[str, Any]]:
+        """The customer's pipeline: its template with its parameters, on the data plane."""
+        from customer_pipelines.failures import InvalidPipelineConfig
+        from customer_pipelines.templates import TEMPLATES
+
         template = TEMPLATES.get(self.pipeline_template)
         if template is None:
             raise InvalidPipelineConfig(f"unknown pipeline_template {self.pipeline_template!r}")
         params = template.params_model.model_validate(self.parameters).model_dump()
         # The template works on the customers' data (the data plane); the mirror stays on the control plane.
-        rows = store.for_plane("data").query(
+        return store.for_plane("data").query(
             template.sql_file,
             {
                 "customer_id": self.customer_id,
@@ -182,7 +173,6 @@ class CustomerPipelineOperator(BaseOperator):
                 **params,
             },
         )
-        return rows
 
     def run_identity(self, context: Any) -> Any:
         from customer_pipelines.mirror import RunIdentity
@@ -206,6 +196,40 @@ class CustomerPipelineOperator(BaseOperator):
         (a 02:00 run aggregates the day that just ended)."""
         moment = _aware(context.get("logical_date")) or datetime.now(UTC)
         return (moment.astimezone(ZoneInfo(self.timezone)) - timedelta(days=1)).date()
+
+
+def _fail(
+    mirror: Any, identity: Any, ti: Any, started_at: datetime, exc: BaseException, *, pipeline_started: bool
+) -> NoReturn:
+    """Mirror a failed try with whose failure it is (RETRYING when Airflow will retry it), then fail
+    the task: at once (AirflowFailException) when no retry can fix it. Call it from an except block."""
+    from customer_pipelines.failures import bigquery_reason_of, classify_failure
+    from customer_pipelines.mirror import RunState, run_event
+
+    timed_out = isinstance(exc, AirflowTaskTimeout)
+    failure = classify_failure(exc, pipeline_started=pipeline_started, timed_out=timed_out)
+    reason = bigquery_reason_of(exc)
+    retry_planned = failure.retryable and (identity.try_number or 1) <= int(getattr(ti, "max_tries", 0) or 0)
+    final = RunState.TIMEOUT if timed_out else RunState.FAILED
+    mirror.record(
+        run_event(
+            identity,
+            RunState.RETRYING if retry_planned else final,
+            source="operator",
+            started_at=started_at,
+            ended_at=datetime.now(UTC),
+            error=exc,
+            error_type=failure.error_type.value,
+            details={
+                "retryable": failure.retryable,
+                "exception": type(exc).__name__,
+                **({"bigquery_reason": reason} if reason else {}),
+            },
+        )
+    )
+    if not failure.retryable:
+        raise AirflowFailException(f"{type(exc).__name__} (not retryable): {exc}") from exc
+    raise exc
 
 
 def _skip(mirror: Any, identity: Any, reason: Any, details: dict[str, Any], message: str) -> NoReturn:

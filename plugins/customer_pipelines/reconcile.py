@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from customer_pipelines.listeners import TASK_ID, identity_of
-from customer_pipelines.mirror import RunState, run_event, write_events
+from customer_pipelines.mirror import ErrorType, RunState, run_event, write_events
 
 TERMINAL = {
     "success": RunState.COMPLETED,
@@ -99,8 +99,10 @@ def expected_events(tries: Iterable[TryRecord]) -> list[dict[str, Any]]:
         )
         if t.start_date is not None:
             events.append(run_event(identity, RunState.RUNNING, source="reconciler", started_at=t.start_date))
-        state = TERMINAL.get(getattr(t.state, "value", t.state) or "")
+        airflow_state = getattr(t.state, "value", t.state) or ""
+        state = TERMINAL.get(airflow_state)
         if state is not None:
+            unreported = state not in (RunState.COMPLETED, RunState.SKIPPED)
             events.append(
                 run_event(
                     identity,
@@ -108,6 +110,13 @@ def expected_events(tries: Iterable[TryRecord]) -> list[dict[str, Any]]:
                     source="reconciler",
                     started_at=t.start_date,
                     ended_at=t.end_date or datetime.now(UTC),
+                    # The operator mirrors every failure of the customer's pipeline itself (spooled if
+                    # BigQuery is down): an ending only Airflow knows of is the platform's (the task
+                    # failed before the operator ran, its process died, its spool was lost).
+                    error_type=ErrorType.PLATFORM.value if unreported else None,
+                    error_message=f"Airflow recorded the try as {airflow_state}; the task never reported it"
+                    if unreported
+                    else None,
                 )
             )
     return events

@@ -80,6 +80,14 @@ class Settings(ParseSettings):
     quota_db_url: str | None = None
     """PostgreSQL URL of the quota ledger (``postgresql://user@host/db``); the local stack sets it
     to its own PostgreSQL (embedded, or the one given by ``CP_POSTGRES_URL``)."""
+    quota_db_connect_timeout_seconds: float = Field(default=5.0, gt=0, le=300)
+    """Bound on connecting to the quota ledger (TCP, TLS, startup, authentication)."""
+    quota_db_statement_timeout_seconds: float = Field(default=5.0, gt=0, le=300)
+    """Bound on each statement of the quota ledger: the server's ``statement_timeout`` and
+    ``idle_in_transaction_session_timeout``, and how long the client waits for any answer."""
+    quota_db_lock_timeout_seconds: float = Field(default=2.0, gt=0, le=300)
+    """The quota ledger's ``lock_timeout``: how long a statement waits for a lock (the schema lock
+    of another syncer, a concurrent reservation of the same run)."""
     postgres_url: str | None = None
     """An external PostgreSQL server for the local stack (Airflow metadata + quota ledger);
     unset: the stack runs the embedded PostgreSQL under ``<state_dir>/postgres``."""

@@ -234,6 +234,31 @@ def _write_next_runs(store: Any, fleet: Fleet) -> None:
         log.exception("next_run_time refresh failed; retrying next round")
 
 
+def _sync_paused(runnable: Mapping[str, bool], settings: Settings) -> PauseSyncResult:
+    """sync_paused on the ledger of the syncer's own pauses; with the ledger down (or none set) the
+    paused flags wait for the next round: unpausing without the ledger could undo a person's pause."""
+    from customer_pipelines.quota import QuotaLedgerError, SyncerPauses
+
+    try:
+        return sync_paused(runnable, SyncerPauses(settings))
+    except (QuotaLedgerError, RuntimeError):
+        log.exception("paused flags not synced (the quota ledger records the syncer's pauses); next round")
+        return PauseSyncResult()
+
+
+def _ensure_quota_schema(settings: Settings) -> None:
+    """The ledger's tables, if a ledger is configured. Bounded (CP_QUOTA_DB_*_TIMEOUT_SECONDS); a
+    ledger that is down fails only this step and the paused flags: snapshot and pools do not need it."""
+    if not settings.quota_db_url:
+        return
+    from customer_pipelines.quota import QuotaLedger, QuotaLedgerError
+
+    try:
+        QuotaLedger(settings).ensure_schema()
+    except QuotaLedgerError:
+        log.exception("quota ledger schema not checked; retrying next round")
+
+
 def _apply_failure_policy(store: Any, settings: Settings) -> list[str]:
     from customer_pipelines.failure_policy import apply_failure_policy
 
@@ -297,21 +322,19 @@ def _refresh(store: Any, settings: Settings) -> tuple[RefreshResult | None, str 
 def run_sync(settings: Settings | None = None, store: Any = None) -> SyncReport:
     """One sync: refresh the snapshot from BigQuery, then pools and paused flags from it. One
     round at a time per snapshot (``refresh_lock``): two syncers never interleave."""
-    from customer_pipelines.quota import QuotaLedger, SyncerPauses
     from customer_pipelines.store import BigQueryStore
 
     settings = settings or get_settings()
     began = time.monotonic()
     store = store or BigQueryStore(settings)
     with refresh_lock(settings.snapshot_file):
-        # The ledger also records which DAGs the syncer paused: a sync needs it.
-        QuotaLedger(settings).ensure_schema()
+        _ensure_quota_schema(settings)  # the ledger also records which DAGs the syncer paused
         auto_paused = _apply_failure_policy(store, settings)  # before the refresh: pauses take effect now
         refreshed, refused = _refresh(store, settings)
         with Snapshot.open_last_good(settings.snapshot_file) as snapshot:
             fleet = Fleet.of(snapshot)
         pools = sync_pools(desired_pools(fleet.customers, settings.pool_prefix), settings.pool_prefix)
-        pauses = sync_paused(runnable_dags(fleet), SyncerPauses(settings))
+        pauses = _sync_paused(runnable_dags(fleet), settings)
         _write_next_runs(store, fleet)
         delivered, reconciled, backlog, rejected = _mirror_housekeeping(store, settings)
     return SyncReport(

@@ -1,5 +1,6 @@
 """Failure policy on the emulator: a warning at 3 consecutive failed runs, a pause at 5 (config
-inactive in BigQuery, an audit row, an alert), a success in between resets the count."""
+inactive in BigQuery, an audit row, an alert), a success in between resets the count; only the
+customer's own failures count."""
 
 from __future__ import annotations
 
@@ -8,13 +9,21 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from customer_pipelines.failure_policy import apply_failure_policy
-from customer_pipelines.mirror import RunIdentity, RunState, RunStateMirror, run_event
+from customer_pipelines.mirror import ErrorType, RunIdentity, RunState, RunStateMirror, run_event
 from customer_pipelines.seed import demo_dataset, load_dataset
 
 pytestmark = pytest.mark.integration
 
 
-def _finish_runs(store, tmp_path, config_id: str, customer_id: str, states: list[RunState]) -> None:
+def _finish_runs(
+    store,
+    tmp_path,
+    config_id: str,
+    customer_id: str,
+    states: list[RunState],
+    error_type: ErrorType = ErrorType.PIPELINE,
+) -> None:
+    """One run per state, in order; failures of ``error_type`` (the customer's pipeline by default)."""
     mirror = RunStateMirror(store, tmp_path / "spool")
     base = datetime.now(UTC)  # after the config was (re)loaded: earlier failures do not count
     for i, state in enumerate(states):
@@ -27,7 +36,11 @@ def _finish_runs(store, tmp_path, config_id: str, customer_id: str, states: list
             try_number=1,
             logical_date=base + timedelta(days=i),
         )
-        assert mirror.record(run_event(identity, state, source="test", ended_at=base + timedelta(milliseconds=i)))
+        failed = state not in (RunState.COMPLETED, RunState.SKIPPED)
+        ended = base + timedelta(milliseconds=i)
+        assert mirror.record(
+            run_event(identity, state, source="test", ended_at=ended, error_type=error_type.value if failed else None)
+        )
 
 
 def _config(store, config_id: str) -> dict:
@@ -70,3 +83,27 @@ def test_three_failures_warn_and_a_success_resets_the_count(store, tmp_path):
     _finish_runs(store, tmp_path, "acme_gcp_security_weekly", "cust_acme_001", [RunState.COMPLETED])
     alerts.clear()
     assert apply_failure_policy(store, settings, alerts.append).warned == []
+
+
+def _consecutive_failures(store, config_id: str) -> int:
+    view = f"`{store.settings.bq_project}.{store.settings.bq_dataset}.pipeline_configs_status`"
+    rows = store.client.query(f"SELECT consecutive_failures FROM {view} WHERE config_id = '{config_id}'").result()
+    return next(iter(rows))["consecutive_failures"]
+
+
+def test_platform_failures_and_manual_marks_never_count_and_never_reset_the_customers_count(store, tmp_path):
+    load_dataset(store, demo_dataset())
+    settings = store.settings.model_copy(update={"state_dir": tmp_path})
+    config, customer = "globex_azure_compliance_monthly", "cust_globex_001"
+    _finish_runs(store, tmp_path, config, customer, [RunState.FAILED] * 6, ErrorType.PLATFORM)
+    _finish_runs(store, tmp_path, config, customer, [RunState.TIMEOUT], ErrorType.PLATFORM)  # waited for the ledger
+    _finish_runs(store, tmp_path, config, customer, [RunState.CANCELLED], ErrorType.MANUAL)
+    assert _consecutive_failures(store, config) == 0
+    assert apply_failure_policy(store, settings, lambda alert: None).paused == []
+
+    _finish_runs(store, tmp_path, config, customer, [RunState.FAILED], ErrorType.PIPELINE)
+    _finish_runs(store, tmp_path, config, customer, [RunState.FAILED] * 2, ErrorType.PLATFORM)
+    _finish_runs(store, tmp_path, config, customer, [RunState.TIMEOUT], ErrorType.TIMEOUT)
+
+    assert _consecutive_failures(store, config) == 2  # the pipeline's failure and its timeout
+    assert _config(store, config)["is_active"] is True

@@ -1,19 +1,23 @@
 """The quota gate on a real PostgreSQL: concurrent starts never exceed a limit; retries count once;
-the UTC day and month roll over (with an injected clock, not sleeping)."""
+the UTC day and month roll over (with an injected clock, not sleeping); every wait for the ledger
+is bounded, also against a server that accepts connections and never answers."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import socket
 import threading
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import psycopg2
 import pytest
 
 from customer_pipelines.models import Customer
-from customer_pipelines.quota import QuotaLedger
+from customer_pipelines.quota import QuotaLedger, QuotaLedgerError
 from customer_pipelines.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -135,3 +139,164 @@ def test_without_a_configured_server_the_ledger_is_on_the_embedded_postgres_over
     conn.close()
     assert address is None, f"connected over TCP to {address}"
     assert data_directory.startswith("/var/tmp/cp-test-pg-")
+
+
+GIVE_UP_SECONDS = 20
+"""The silent servers below hang up after this long, so that code without bounds fails these
+tests (it would wait until then) instead of hanging the suite."""
+
+
+@contextlib.contextmanager
+def _silent_server() -> Iterator[str]:
+    """A TCP server on loopback that accepts every connection and never answers (a hung
+    PostgreSQL, a half-dead proxy); yields a ledger URL pointing at it."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.1)
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        give_up = time.monotonic() + GIVE_UP_SECONDS
+        while not stop.is_set() and time.monotonic() < give_up:
+            with contextlib.suppress(TimeoutError):
+                accepted.append(listener.accept()[0])
+        for conn in accepted:
+            conn.close()
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield f"postgresql://ledger:secret@127.0.0.1:{listener.getsockname()[1]}/customer_pipelines"
+    finally:
+        stop.set()
+        thread.join()
+        listener.close()
+
+
+@contextlib.contextmanager
+def _proxy_that_goes_silent(upstream_url: str, on_client_bytes: bytes) -> Iterator[str]:
+    """A TCP proxy to the real PostgreSQL that stops passing the server's answers once the client
+    has sent ``on_client_bytes`` (a network that drops replies mid-session: a fault this machine
+    cannot otherwise cause without firewall rules), and hangs up GIVE_UP_SECONDS later; yields the
+    URL through it."""
+    dsn = psycopg2.extensions.parse_dsn(upstream_url)
+    upstream = (dsn.get("host", "127.0.0.1"), int(dsn.get("port", 5432)))
+    listener = socket.create_server(("127.0.0.1", 0))
+    silent = threading.Event()
+    sockets: list[socket.socket] = [listener]
+
+    def close_all() -> None:
+        for sock in sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)  # wakes the pumps blocked in recv()
+            sock.close()
+
+    hang_up = threading.Timer(GIVE_UP_SECONDS, close_all)
+
+    def pump(source: socket.socket, target: socket.socket, watch: bool) -> None:
+        with contextlib.suppress(OSError):
+            seen = b""
+            while data := source.recv(65536):
+                if watch:
+                    seen = (seen + data)[-4096:]
+                    if on_client_bytes in seen and not silent.is_set():
+                        silent.set()
+                        hang_up.start()
+                if watch or not silent.is_set():
+                    target.sendall(data)
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                client = listener.accept()[0]
+                server = socket.create_connection(upstream)
+                sockets.extend([client, server])
+                threading.Thread(target=pump, args=(client, server, True), daemon=True).start()
+                threading.Thread(target=pump, args=(server, client, False), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        user = dsn.get("user", "postgres")
+        yield f"postgresql://{user}@127.0.0.1:{listener.getsockname()[1]}/{dsn['dbname']}"
+    finally:
+        hang_up.cancel()
+        close_all()
+
+
+def _bounded(url: str, **bounds: float) -> Settings:
+    return Settings(quota_db_url=url, **{f"quota_db_{k}_timeout_seconds": v for k, v in bounds.items()})
+
+
+def test_a_reservation_against_a_server_that_never_answers_fails_within_the_connect_bound():
+    customer = _customer("silent_reserve", daily=5, monthly=10)
+    with _silent_server() as url:
+        began = time.monotonic()
+        with pytest.raises(QuotaLedgerError) as failure:
+            QuotaLedger(_bounded(url, connect=1.0)).reserve(customer, "silent_reserve/run_1")
+        waited = time.monotonic() - began
+    assert waited < 3, f"reserve waited {waited:.1f} s against a 1 s bound"
+    message = str(failure.value)
+    assert "CP_QUOTA_DB_CONNECT_TIMEOUT_SECONDS" in message and "127.0.0.1:" in message
+    assert "secret" not in message  # the URL's password is never shown
+
+
+def test_the_syncers_schema_step_against_a_server_that_never_answers_fails_within_the_connect_bound():
+    with _silent_server() as url:
+        began = time.monotonic()
+        with pytest.raises(QuotaLedgerError, match="CP_QUOTA_DB_CONNECT_TIMEOUT_SECONDS"):
+            QuotaLedger(_bounded(url, connect=1.0)).ensure_schema()
+        waited = time.monotonic() - began
+    assert waited < 3, f"ensure_schema waited {waited:.1f} s against a 1 s bound"
+
+
+def test_a_timeout_signal_interrupts_a_connect_to_a_silent_server_at_once():
+    """execution_timeout is a SIGALRM in the task process: a connect waiting on a silent server
+    must let it through long before the connect bound (a blocking libpq connect did not)."""
+    customer = _customer("silent_alarm", daily=5, monthly=10)
+
+    def timed_out(signum, frame):
+        raise TimeoutError("execution_timeout")
+
+    previous = signal.signal(signal.SIGALRM, timed_out)
+    try:
+        with _silent_server() as url:
+            signal.setitimer(signal.ITIMER_REAL, 0.5)
+            began = time.monotonic()
+            with pytest.raises(TimeoutError, match="execution_timeout"):
+                QuotaLedger(_bounded(url, connect=60.0)).reserve(customer, "silent_alarm/run_1")
+            waited = time.monotonic() - began
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert waited < 2, f"the timeout signal was handled only after {waited:.1f} s"
+
+
+def test_a_server_that_stops_answering_mid_reservation_fails_within_the_statement_bound(ledger_factory, quota_db_url):
+    customer = _customer(f"mute_{datetime.now(UTC):%H%M%S%f}", daily=5, monthly=10)
+    with _proxy_that_goes_silent(quota_db_url, on_client_bytes=b"pg_try_advisory_xact_lock") as url:
+        began = time.monotonic()
+        with pytest.raises(QuotaLedgerError, match="CP_QUOTA_DB_STATEMENT_TIMEOUT_SECONDS"):
+            QuotaLedger(_bounded(url, statement=1.0)).reserve(customer, f"{customer.customer_id}/run_1")
+        waited = time.monotonic() - began
+    assert waited < 3, f"reserve waited {waited:.1f} s against a 1 s bound"
+    # Nothing was reserved by the cut-off attempt.
+    assert ledger_factory().reserve(customer, f"{customer.customer_id}/run_1").used_today == 1
+
+
+def test_a_schema_lock_held_by_another_syncer_fails_ensure_schema_within_the_lock_bound(ledger_factory, quota_db_url):
+    holder = psycopg2.connect(quota_db_url)
+    release = threading.Timer(GIVE_UP_SECONDS, holder.rollback)  # unbounded code would wait until then
+    try:
+        with holder.cursor() as cur:
+            cur.execute("SELECT pg_advisory_xact_lock(hashtext('cp_quota_schema'))")
+        release.start()
+        began = time.monotonic()
+        with pytest.raises(QuotaLedgerError, match="CP_QUOTA_DB_LOCK_TIMEOUT_SECONDS"):
+            QuotaLedger(_bounded(quota_db_url, lock=0.5)).ensure_schema()
+        waited = time.monotonic() - began
+    finally:
+        release.cancel()
+        holder.rollback()
+        holder.close()
+    assert waited < 2, f"ensure_schema waited {waited:.1f} s for the lock against a 0.5 s bound"
+    ledger_factory().ensure_schema()  # and it works once the lock is free

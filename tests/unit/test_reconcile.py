@@ -59,3 +59,16 @@ def test_a_try_whose_events_were_lost_is_filled_and_other_tries_are_left_alone()
 
 def test_a_running_try_expects_no_ending_yet():
     assert [e["state"] for e in expected_events([_try(1, "running")])] == ["RUNNING"]
+
+
+def test_an_ending_only_airflow_recorded_is_filled_as_the_platforms_failure_not_the_customers():
+    """The operator mirrors every failure of the customer's pipeline itself: a failed try with no
+    mirrored ending failed before the pipeline ran (no snapshot, settings) or lost its process or spool,
+    so it must not count toward auto-pause."""
+    events = expected_events([_try(1, "up_for_retry"), _try(2, "failed"), _try(3, "success")])
+    assert [(e["state"], e["try_number"], e["error_type"]) for e in events if e["state"] != "RUNNING"] == [
+        ("RETRYING", 1, "PLATFORM"),
+        ("FAILED", 2, "PLATFORM"),
+        ("COMPLETED", 3, None),
+    ]
+    assert "never reported" in events[3]["error_message"]

@@ -18,7 +18,7 @@ CREATE TABLE IF NOT EXISTS `${project}.${dataset}.scheduled_pipeline_runs` (
   started_at TIMESTAMP,
   ended_at TIMESTAMP,
   duration_seconds FLOAT64,
-  error_type STRING,
+  error_type STRING,                 -- PIPELINE | TIMEOUT (count toward auto-pause) | PLATFORM | MANUAL
   error_message STRING,
   hostname STRING,
   source STRING,                     -- who wrote it: operator | listener | reconciler

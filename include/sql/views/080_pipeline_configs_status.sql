@@ -1,9 +1,12 @@
 -- Configs with their informational columns derived from the mirror rather than updated per run:
 -- last run time and status, and consecutive failed runs since the last success and since the config
--- last changed (re-enabling a paused config starts its count afresh).
+-- last changed (re-enabling a paused config starts its count afresh). Only the customer's own
+-- failures count (error_type PIPELINE or TIMEOUT, mirror.ErrorType): a platform failure (PLATFORM:
+-- quota ledger down, snapshot missing, worker lost) neither counts nor resets the count, and a
+-- person's mark is CANCELLED (MANUAL), not a finished run.
 CREATE OR REPLACE VIEW `${project}.${dataset}.pipeline_configs_status` AS
 WITH finished AS (
-  SELECT config_id, state, COALESCE(logical_date, state_changed_at) AS run_time, state_changed_at
+  SELECT config_id, state, error_type, COALESCE(logical_date, state_changed_at) AS run_time, state_changed_at
   FROM `${project}.${dataset}.pipeline_runs_current`
   WHERE state IN ('COMPLETED', 'FAILED', 'TIMEOUT')
 ),
@@ -24,6 +27,7 @@ failures AS (
   LEFT JOIN last_success AS s USING (config_id)
   JOIN `${project}.${dataset}.customer_pipeline_configs` AS c USING (config_id)
   WHERE f.state IN ('FAILED', 'TIMEOUT')
+    AND f.error_type IN ('PIPELINE', 'TIMEOUT')
     AND (s.last_success_time IS NULL OR f.run_time > s.last_success_time)
     AND f.state_changed_at > c.updated_at
   GROUP BY f.config_id
