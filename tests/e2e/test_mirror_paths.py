@@ -7,6 +7,7 @@ import os
 import signal
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import psycopg2
@@ -115,7 +116,10 @@ def test_reconcile_fills_what_a_lost_spool_never_delivered(stack):
     assert "missing transitions written" in out
     current = _current(store, dag_id, run["dag_run_id"])
     assert current is not None and current["state"] == "COMPLETED", out
-    assert any(e["source"] == "reconciler" for e in _events(store, dag_id, run["dag_run_id"]))
+    events = _events(store, dag_id, run["dag_run_id"])
+    assert any(e["source"] == "reconciler" for e in events)
+    # marked by hand while it waited for a slot: set_state gave it a start_date, no worker ran it
+    assert "RUNNING" not in [e["state"] for e in events], events
     again = run_module(info.env, "reconcile", "--hours", "1")
     assert f"{dag_id}/{run['dag_run_id']}" not in again  # nothing written twice
 
@@ -273,3 +277,129 @@ def test_a_run_past_its_sla_is_reported_by_airflows_deadline_alert(stack):
     assert breaches, "no SLA breach recorded by the deadline alert"
     assert breaches[0]["sla_breach_threshold_minutes"] == 1
     assert client.wait_for_run(dag_id, run["dag_run_id"], timeout=240)["state"] == "success"
+
+
+ENDINGS = ("COMPLETED", "FAILED", "RETRYING", "SKIPPED", "TIMEOUT", "CANCELLED")
+
+
+def _view(store: BigQueryStore, name: str, where: str) -> list[dict]:
+    table = f"`{store.settings.bq_project}.{store.settings.bq_dataset}.{name}`"
+    return [dict(r.items()) for r in store.client.query(f"SELECT * FROM {table} WHERE {where}").result()]
+
+
+def _retrying_customer(info, client, customer_id: str, config_id: str, retry_delay_minutes: float) -> str:
+    [dag_id] = add_customer(
+        info,
+        customer_id,
+        "STARTER",
+        [(config_id, 5)],
+        config_fields={
+            "retry_config": {"max_attempts": 2, "base_delay_minutes": retry_delay_minutes, "backoff_multiplier": 1}
+        },
+    )
+    client.wait_for_dags([dag_id], timeout=240)
+    return dag_id
+
+
+def _killed_run(info, client, customer_id: str, dag_id: str, before_kill=lambda: None) -> str:
+    """A run whose first try is killed (SIGKILL) inside execute; returns its run id once Airflow has
+    the try up_for_retry."""
+    with _held_gate(info, customer_id):
+        run = client.trigger(dag_id)
+        pid = _running_task_pid(client, dag_id, run["dag_run_id"])
+        before_kill()
+        os.kill(pid, signal.SIGKILL)
+    _wait_task_state(client, dag_id, run["dag_run_id"], "up_for_retry")
+    return run["dag_run_id"]
+
+
+def test_a_quota_skipped_run_reconciled_counts_no_usage(stack):
+    info, client = stack
+    customer_id = "cust_recon_quota_001"
+    [dag_id] = add_customer(info, customer_id, "STARTER", [("recon_quota_cost", 5)], daily_run_limit=1)
+    client.wait_for_dags([dag_id], timeout=240)
+    ran = client.trigger(dag_id)
+    client.wait_for_run(dag_id, ran["dag_run_id"], timeout=240)
+    refused = client.trigger(dag_id)
+    client.wait_for_run(dag_id, refused["dag_run_id"], timeout=240)
+    [ti] = client.task_instances(dag_id, refused["dag_run_id"])
+    assert ti["state"] == "skipped" and ti["start_date"], ti  # a worker started it, the quota gate refused it
+
+    out = run_module(info.env, "reconcile", "--hours", "1")
+
+    store = BigQueryStore(info.settings)
+    [usage] = _view(store, "customer_usage", f"customer_id = '{customer_id}'")
+    assert (usage["runs_today"], usage["runs_this_month"], usage["skipped_quota_today"]) == (1, 1, 1), out
+    current = _current(store, dag_id, refused["dag_run_id"])
+    assert (current["state"], current["skip_reason"], current["started_at"]) == ("SKIPPED", "QUOTA_EXCEEDED", None)
+
+
+def test_a_retry_waiting_for_a_slot_keeps_its_own_start_after_reconcile(stack):
+    info, client = stack
+    customer_id = "cust_recon_retry_001"
+    dag_id = _retrying_customer(info, client, customer_id, "recon_retry_cost", retry_delay_minutes=0.25)
+    pool = f"cp_{customer_id}"
+    # no slot for the retry: Airflow schedules it (try 2) and it waits there
+    run_id = _killed_run(info, client, customer_id, dag_id, before_kill=lambda: client.set_pool_slots(pool, 0))
+    assert _eventually(
+        lambda: (ti := client.task_instances(dag_id, run_id)[0])["try_number"] == 2 and ti["state"] == "scheduled",
+        120,
+    ), client.task_instances(dag_id, run_id)
+    [waiting] = client.task_instances(dag_id, run_id)
+    assert waiting["start_date"], waiting  # the scheduled retry still carries try 1's start_date
+
+    out = run_module(info.env, "reconcile", "--hours", "1")
+
+    client.set_pool_slots(pool, 2)
+    assert client.wait_for_run(dag_id, run_id, timeout=240)["state"] == "success"
+    [ti] = client.task_instances(dag_id, run_id)
+    assert ti["try_number"] == 2
+    started = datetime.fromisoformat(ti["start_date"])
+    store = BigQueryStore(info.settings)
+    running = [e for e in _events(store, dag_id, run_id) if e["state"] == "RUNNING" and e["try_number"] == 2]
+    assert [e["source"] for e in running] == ["operator"], (out, running)
+    assert abs((running[0]["started_at"] - started).total_seconds()) < 1, (running, ti)
+
+
+def test_reconcile_of_a_try_waiting_for_its_retry_writes_retrying_only(stack):
+    info, client = stack
+    customer_id = "cust_recon_wait_001"
+    dag_id = _retrying_customer(info, client, customer_id, "recon_wait_cost", retry_delay_minutes=60)
+    spool = info.settings.spool_dir
+    emulator.stop_emulator(info.settings)  # BigQuery down: the scheduler's listener can only spool RETRYING
+    try:
+        run_id = _killed_run(info, client, customer_id, dag_id)
+        time.sleep(INSERT_DEADLINE_SECONDS + 3)  # the listener's background delivery gives up
+        for path in spool.glob("*.json"):  # the spool is lost with the disk
+            path.unlink()
+    finally:
+        emulator.start(info.settings)
+
+    out = run_module(info.env, "reconcile", "--hours", "1")
+
+    store = BigQueryStore(info.settings)
+    endings = [(e["state"], e["source"]) for e in _events(store, dag_id, run_id) if e["state"] in ENDINGS]
+    assert endings == [("RETRYING", "reconciler")], out
+    assert _current(store, dag_id, run_id)["state"] == "RETRYING"
+    [status] = _view(store, "pipeline_configs_status", "config_id = 'recon_wait_cost'")
+    assert status["consecutive_failures"] == 0
+    assert client.task_instances(dag_id, run_id)[0]["state"] == "up_for_retry"
+
+
+def test_a_dag_run_marked_success_while_its_task_waits_for_a_retry_ends_skipped_after_reconcile(stack):
+    info, client = stack
+    customer_id = "cust_recon_mark_001"
+    dag_id = _retrying_customer(info, client, customer_id, "recon_mark_cost", retry_delay_minutes=60)
+    run_id = _killed_run(info, client, customer_id, dag_id)
+    store = BigQueryStore(info.settings)
+    assert _eventually(lambda: (c := _current(store, dag_id, run_id)) and c["state"] == "RETRYING", 30)
+
+    client.set_dag_run_state(dag_id, run_id, "success")  # Airflow skips the waiting task, no task listener runs
+    _wait_task_state(client, dag_id, run_id, "skipped")
+    out = run_module(info.env, "reconcile", "--hours", "1")
+
+    current = _current(store, dag_id, run_id)
+    assert (current["state"], current["try_number"]) == ("SKIPPED", 1), out
+    assert _view(store, "currently_running_pipelines", f"run_id = '{run_id}'") == []
+    [usage] = _view(store, "customer_usage", f"customer_id = '{customer_id}'")
+    assert usage["running_now"] == 0

@@ -1,4 +1,5 @@
--- Which (try, state) transitions the mirror already holds for a set of runs (for reconciliation).
-SELECT DISTINCT run_key, try_number, state
+-- Which (try, state) transitions the mirror already holds for a set of runs, and who reported them
+-- (for reconciliation: an ending the operator wrote itself tells whether its pipeline started).
+SELECT DISTINCT run_key, try_number, state, source
 FROM `${project}.${dataset}.scheduled_pipeline_runs`
 WHERE run_key IN UNNEST(@run_keys)
