@@ -320,9 +320,9 @@ def test_a_quota_skipped_run_reconciled_counts_no_usage(stack):
     [dag_id] = add_customer(info, customer_id, "STARTER", [("recon_quota_cost", 5)], daily_run_limit=1)
     client.wait_for_dags([dag_id], timeout=240)
     ran = client.trigger(dag_id)
-    client.wait_for_run(dag_id, ran["dag_run_id"], timeout=240)
+    _wait_task_state(client, dag_id, ran["dag_run_id"], "success", timeout=240)
     refused = client.trigger(dag_id)
-    client.wait_for_run(dag_id, refused["dag_run_id"], timeout=240)
+    _wait_task_state(client, dag_id, refused["dag_run_id"], "skipped", timeout=240)
     [ti] = client.task_instances(dag_id, refused["dag_run_id"])
     assert ti["state"] == "skipped" and ti["start_date"], ti  # a worker started it, the quota gate refused it
 
