@@ -180,7 +180,15 @@ def _proxy_that_goes_silent(upstream_url: str, on_client_bytes: bytes) -> Iterat
     cannot otherwise cause without firewall rules), and hangs up GIVE_UP_SECONDS later; yields the
     URL through it."""
     dsn = psycopg2.extensions.parse_dsn(upstream_url)
-    upstream = (dsn.get("host", "127.0.0.1"), int(dsn.get("port", 5432)))
+    host, port = dsn.get("host", "127.0.0.1"), int(dsn.get("port", 5432))
+
+    def connect_upstream() -> socket.socket:
+        if host.startswith("/"):  # the embedded PostgreSQL listens on a Unix socket only
+            sock = socket.socket(socket.AF_UNIX)
+            sock.connect(f"{host}/.s.PGSQL.{port}")
+            return sock
+        return socket.create_connection((host, port))
+
     listener = socket.create_server(("127.0.0.1", 0))
     silent = threading.Event()
     sockets: list[socket.socket] = [listener]
@@ -209,7 +217,7 @@ def _proxy_that_goes_silent(upstream_url: str, on_client_bytes: bytes) -> Iterat
         with contextlib.suppress(OSError):
             while True:
                 client = listener.accept()[0]
-                server = socket.create_connection(upstream)
+                server = connect_upstream()
                 sockets.extend([client, server])
                 threading.Thread(target=pump, args=(client, server, True), daemon=True).start()
                 threading.Thread(target=pump, args=(server, client, False), daemon=True).start()
