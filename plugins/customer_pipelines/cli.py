@@ -63,7 +63,7 @@ def cmd_snapshot(args: argparse.Namespace, settings: Settings) -> int:
     from customer_pipelines.snapshot import RefreshGuard, Snapshot, refresh_lock, refresh_snapshot
 
     if args.action == "refresh":
-        guard = RefreshGuard(settings.refresh_guard_share, settings.refresh_guard_min_dags)
+        guard = RefreshGuard.of(settings)
         with refresh_lock(settings.snapshot_file):
             result = refresh_snapshot(_store(settings), settings.snapshot_file, guard=guard, force=args.force)
         print(

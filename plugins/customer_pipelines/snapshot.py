@@ -157,16 +157,21 @@ def write_snapshot(
     configs: Sequence[Mapping[str, Any]],
     *,
     source: str,
-    parsed: Sequence[PipelineConfig | ConfigError] | None = None,
     now: datetime | None = None,
+    anchors: Mapping[str, tuple[datetime, str]] | None = None,
 ) -> Path:
-    """Write a complete snapshot and swap it in atomically; returns the path. ``parsed`` is
-    ``configs`` already validated (the caller's, to parse a large fleet once)."""
+    """Write a complete snapshot and swap it in atomically; returns the path. ``anchors`` are the
+    caller's if it computed them already (refresh_snapshot, for its guard), else computed here
+    against the generation being replaced."""
     now = now or datetime.now(UTC)
-    parsed = parsed if parsed is not None else [parse_config(dict(row)) for row in configs]
-    anchors = runnable_anchors(
-        [c for c in parsed if isinstance(c, PipelineConfig)], _valid_customers(customers), previous_anchors(path), now
-    )
+    if anchors is None:
+        parsed = [parse_config(dict(row)) for row in configs]
+        anchors = runnable_anchors(
+            [c for c in parsed if isinstance(c, PipelineConfig)],
+            _valid_customers(customers),
+            previous_anchors(path),
+            now,
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.unlink(missing_ok=True)
@@ -363,6 +368,11 @@ class RefreshGuard:
     share: float = 0.25
     min_dags: int = 100
 
+    @classmethod
+    def of(cls, settings: Any) -> RefreshGuard:
+        """The guard the settings ask for (CP_REFRESH_GUARD_SHARE, CP_REFRESH_GUARD_MIN_DAGS)."""
+        return cls(settings.refresh_guard_share, settings.refresh_guard_min_dags)
+
     def check(self, running_before: set[str], running_after: set[str]) -> None:
         stopped = running_before - running_after
         allowed = max(self.min_dags, int(self.share * len(running_before)))
@@ -406,17 +416,18 @@ def refresh_snapshot(
     configs = store.fetch_configs()
     parsed = [parse_config(row) for row in configs]
     previous = previous_anchors(path)
+    now = datetime.now(UTC)
+    valid = [c for c in parsed if isinstance(c, PipelineConfig)]
+    anchors = runnable_anchors(valid, _valid_customers(customers), previous, now)
     if previous is not None and not force:
-        now = datetime.now(UTC)
-        valid = [c for c in parsed if isinstance(c, PipelineConfig)]
-        running_after = set(runnable_anchors(valid, _valid_customers(customers), previous, now))
-        (guard or RefreshGuard()).check(set(previous.anchors), running_after)
+        (guard or RefreshGuard()).check(set(previous.anchors), set(anchors))
     write_snapshot(
         path,
         customers,
         configs,
         source=f"bigquery:{store.settings.bq_project}.{store.settings.bq_dataset}",
-        parsed=parsed,
+        now=now,
+        anchors=anchors,
     )
     invalid = [r for r in parsed if isinstance(r, ConfigError)]
     for error in invalid:

@@ -310,7 +310,7 @@ def _refresh(store: Any, settings: Settings) -> tuple[RefreshResult | None, str 
     on with the last good snapshot."""
     from customer_pipelines.failure_policy import Alert, notifier_from_settings
 
-    guard = RefreshGuard(settings.refresh_guard_share, settings.refresh_guard_min_dags)
+    guard = RefreshGuard.of(settings)
     try:
         return refresh_snapshot(store, settings.snapshot_file, guard=guard), None
     except RefreshRefused as exc:
