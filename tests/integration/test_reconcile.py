@@ -21,8 +21,6 @@ def _today_utc_minutes_ago(minutes: int) -> datetime:
     return max(now - timedelta(minutes=minutes), now.replace(hour=0, minute=0, second=0))
 
 
-T0 = _today_utc_minutes_ago(30)
-
 
 class Tenant:
     """A customer of its own with one config, loaded an hour before its runs (the failure count
@@ -33,6 +31,8 @@ class Tenant:
         stamp = f"{datetime.now(UTC):%H%M%S%f}"
         self.customer_id, self.config_id = f"{prefix}_{stamp}", f"cfg_{prefix}_{stamp}"
         self.dag_id = f"{self.customer_id}.{self.config_id}"
+        # taken when the test runs, not at import: a suite crossing midnight must still see today's runs
+        self.t0 = _today_utc_minutes_ago(30)
         loaded = datetime.now(UTC) - timedelta(hours=1)
         customer, subscription = customer_rows(self.customer_id, f"{self.customer_id} Inc", "STARTER", now=loaded)
         config = config_row(
@@ -48,8 +48,8 @@ class Tenant:
             run_id=run_id,
             task_id="run_pipeline",
             try_number=try_number,
-            logical_date=T0,
-            scheduled_time=T0,
+            logical_date=self.t0,
+            scheduled_time=self.t0,
             run_type="manual",
         )
 
@@ -57,7 +57,7 @@ class Tenant:
         write_events(self.store, [run_event(self.identity(run_id, try_number), state, source=source, **fields)])
 
     def airflow(self, run_id: str, try_number: int, state: str | None, start: datetime, end: datetime | None, **kw):
-        return TryRecord(self.dag_id, run_id, try_number, state, start, end, T0, "manual", T0, **kw)
+        return TryRecord(self.dag_id, run_id, try_number, state, start, end, self.t0, "manual", self.t0, **kw)
 
     def view(self, name: str, where: str = "") -> list[dict]:
         table = f"`{self.store.settings.bq_project}.{self.store.settings.bq_dataset}.{name}`"
@@ -79,7 +79,7 @@ def _written(result) -> list[tuple[str, int, str]]:
 
 def test_a_quota_skipped_try_and_a_queued_retry_reconciled_count_only_runs_that_ran(store):
     tenant = Tenant(store, "rq")
-    t = T0
+    t = tenant.t0
     # ran: the operator's RUNNING and COMPLETED are in the mirror
     tenant.mirrored("ran", 1, RunState.RUNNING, started_at=t)
     tenant.mirrored("ran", 1, RunState.COMPLETED, started_at=t, ended_at=t + timedelta(minutes=1))
@@ -116,7 +116,7 @@ def test_a_quota_skipped_try_and_a_queued_retry_reconciled_count_only_runs_that_
 
 def test_reconcile_of_a_try_waiting_for_its_retry_writes_retrying_only_and_counts_no_failure(store):
     tenant = Tenant(store, "rw")
-    t, ended = T0, T0 + timedelta(minutes=1)
+    t, ended = tenant.t0, tenant.t0 + timedelta(minutes=1)
     tenant.mirrored("waiting", 1, RunState.RUNNING, started_at=t)  # its RETRYING was lost with the spool
     # ti_update_state archives the try as 'failed' (record_ti) while the row is up_for_retry, same end date
     airflow = [
@@ -134,7 +134,7 @@ def test_reconcile_of_a_try_waiting_for_its_retry_writes_retrying_only_and_count
 
 def test_reconcile_ends_a_dag_run_marked_success_while_its_task_waited_for_a_retry(store):
     tenant = Tenant(store, "rm")
-    t, ended = T0, T0 + timedelta(minutes=1)
+    t, ended = tenant.t0, tenant.t0 + timedelta(minutes=1)
     tenant.mirrored("marked", 1, RunState.RUNNING, started_at=t)
     tenant.mirrored("marked", 1, RunState.RETRYING, started_at=t, ended_at=ended)
     # set_dag_run_state_to_success: the pending task's set_state(SKIPPED) keeps its try, start and end
