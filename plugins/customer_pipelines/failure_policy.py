@@ -53,6 +53,8 @@ def notifier_from_settings(settings: Settings) -> Notifier:
 
 @dataclass
 class PolicyResult:
+    """DAG ids (``<customer_id>.<config_id>``): a config_id alone may belong to several customers."""
+
     paused: list[str] = field(default_factory=list)
     warned: list[str] = field(default_factory=list)
 
@@ -64,7 +66,10 @@ def apply_failure_policy(store: Any, settings: Settings, notifier: Notifier | No
     result = PolicyResult()
     to_pause = [r for r in failing if r["consecutive_failures"] >= settings.consecutive_failures_to_pause]
     if to_pause:
-        store.query("queries/auto_pause_configs.sql", {"config_ids": [r["config_id"] for r in to_pause]})
+        store.query(
+            "queries/auto_pause_configs.sql",
+            {"dag_ids": [f"{r['customer_id']}.{r['config_id']}" for r in to_pause]},
+        )
         now = datetime.now(UTC)
         store.load_rows(
             "pipeline_schedule_audit",
@@ -88,8 +93,8 @@ def apply_failure_policy(store: Any, settings: Settings, notifier: Notifier | No
     for row in failing:
         paused = row in to_pause
         level = "PAUSED" if paused else "WARNING"
-        key = f"{row['config_id']}:{level}:{row['consecutive_failures']}"
-        (result.paused if paused else result.warned).append(row["config_id"])
+        key = f"{row['customer_id']}.{row['config_id']}:{level}:{row['consecutive_failures']}"
+        (result.paused if paused else result.warned).append(f"{row['customer_id']}.{row['config_id']}")
         if key in sent:
             continue
         action = "paused" if paused else "will be paused at " + str(settings.consecutive_failures_to_pause)

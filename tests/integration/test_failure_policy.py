@@ -57,7 +57,7 @@ def test_five_failures_in_a_row_pause_the_config_with_an_audit_row_and_an_alert(
 
     result = apply_failure_policy(store, settings, alerts.append)
 
-    assert result.paused == ["globex_aws_cost_daily"]
+    assert result.paused == ["cust_globex_001.globex_aws_cost_daily"]
     assert _config(store, "globex_aws_cost_daily")["is_active"] is False
     audit = store.client.query(
         f"SELECT action, reason FROM `{store.settings.bq_project}.{store.settings.bq_dataset}.pipeline_schedule_audit` "
