@@ -14,7 +14,7 @@ import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from customer_pipelines.settings import Settings
@@ -62,7 +62,8 @@ class PolicyResult:
 def apply_failure_policy(store: Any, settings: Settings, notifier: Notifier | None = None) -> PolicyResult:
     notifier = notifier or notifier_from_settings(settings)
     warn_at = min(settings.consecutive_failures_to_warn, settings.consecutive_failures_to_pause)
-    failing = store.query("queries/failing_configs.sql", {"warn_at": warn_at})
+    since = datetime.now(UTC) - timedelta(hours=settings.failure_policy_lookback_hours)
+    failing = store.query("queries/failing_configs.sql", {"warn_at": warn_at, "since": since})
     result = PolicyResult()
     to_pause = [r for r in failing if r["consecutive_failures"] >= settings.consecutive_failures_to_pause]
     if to_pause:

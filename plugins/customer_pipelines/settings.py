@@ -94,6 +94,11 @@ class Settings(ParseSettings):
 
     consecutive_failures_to_pause: int = Field(default=5, ge=1)
     consecutive_failures_to_warn: int = Field(default=3, ge=1)
+    failure_policy_lookback_hours: float = Field(default=24.0, gt=0, le=24 * 31)
+    """How far back each sync round looks for new failed runs (the mirror's newest partitions);
+    only configs with a failure in it are evaluated, so a round reads a day's partitions, not the
+    whole run history. Longer than any spool delay you expect (a transition spooled for longer is
+    counted once another failure of its config arrives)."""
     alert_notifier: str | None = None
     """``package.module:function`` called with each failure-policy Alert (besides the log)."""
 

@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from customer_pipelines.failure_policy import apply_failure_policy
-from customer_pipelines.mirror import ErrorType, RunIdentity, RunState, RunStateMirror, run_event
-from customer_pipelines.seed import demo_dataset, load_dataset
+from customer_pipelines.mirror import ErrorType, RunIdentity, RunState, RunStateMirror, run_event, write_events
+from customer_pipelines.seed import Dataset, config_row, customer_rows, demo_dataset, load_dataset
 
 pytestmark = pytest.mark.integration
 
@@ -107,3 +107,43 @@ def test_platform_failures_and_manual_marks_never_count_and_never_reset_the_cust
 
     assert _consecutive_failures(store, config) == 2  # the pipeline's failure and its timeout
     assert _config(store, config)["is_active"] is True
+
+
+def test_a_round_evaluates_only_configs_with_a_failure_of_their_own_inside_its_lookback(store, tmp_path):
+    """The round's discovery reads the run table's newest partitions only: five failures that all
+    ended before the lookback are not evaluated, five inside it pause their config; a longer lookback
+    reaches the older ones too."""
+    stamp = f"{datetime.now(UTC):%H%M%S%f}"
+    customer_id = f"lookback_{stamp}"
+    loaded = datetime.now(UTC) - timedelta(days=5)
+    customer, subscription = customer_rows(customer_id, "Lookback Inc", "STARTER", now=loaded)
+    configs = [
+        config_row(c, customer_id, c, "GCP", "COST", "cost_billing", "0 2 * * *", "UTC", now=loaded)
+        for c in ("failed_days_ago", "failed_just_now")
+    ]
+    load_dataset(store, Dataset(customers=[customer], subscriptions=[subscription], configs=configs))
+    now = datetime.now(UTC)
+    for config_id, ended in (("failed_days_ago", now - timedelta(days=3)), ("failed_just_now", now)):
+        events = []
+        for i in range(5):
+            identity = RunIdentity(
+                config_id=config_id,
+                customer_id=customer_id,
+                dag_id=f"{customer_id}.{config_id}",
+                run_id=f"run_{i}",
+                task_id="run_pipeline",
+                try_number=1,
+                logical_date=ended - timedelta(minutes=10 - i),
+            )
+            at = ended - timedelta(minutes=10 - i)
+            events.append(
+                run_event(identity, RunState.FAILED, source="test", event_time=at, ended_at=at, error_type="PIPELINE")
+            )
+        write_events(store, events)
+    settings = store.settings.model_copy(update={"state_dir": tmp_path, "failure_policy_lookback_hours": 24})
+
+    assert apply_failure_policy(store, settings, lambda alert: None).paused == [f"{customer_id}.failed_just_now"]
+    assert _consecutive_failures(store, "failed_days_ago") == 5  # counted by the view, not evaluated this round
+
+    longer = settings.model_copy(update={"failure_policy_lookback_hours": 24 * 7})
+    assert apply_failure_policy(store, longer, lambda alert: None).paused == [f"{customer_id}.failed_days_ago"]
