@@ -378,6 +378,7 @@ class ConfigError(BaseModel):
 
 _PLAIN_VALUE = re.compile(r"[A-Za-z0-9_.:@/+-]+")
 _REASON_LIMIT = 1_000
+_NAMES_ITS_FIELD = re.compile(r"[a-z_]+: ")
 
 
 def _cut_marker(length: int, limit: int) -> str:
@@ -406,9 +407,12 @@ def first_errors(exc: ValidationError, limit: int = 3) -> str:
     parts = []
     for error in exc.errors()[:limit]:
         # A location can hold a key of the row's own JSON (parameters, retry_config).
-        location = ".".join(printable(p, limit=40) for p in error["loc"]) or "row"
+        location = ".".join(printable(p, limit=40) for p in error["loc"])
         message = error["msg"].removeprefix("Value error, ")
-        parts.append(f"{location}: {message}")
+        if not location and _NAMES_ITS_FIELD.match(message):
+            parts.append(message)  # a model validator's error, which names its field itself
+        else:
+            parts.append(f"{location or 'row'}: {message}")
     more = len(exc.errors()) - limit
     return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
 
