@@ -26,7 +26,7 @@ _CONFIG_ID = re.compile(CONFIG_ID_PATTERN)
 # -- bounds --------------------------------------------------------------------------------------
 # Every config is validated inside the one fleet DAG file, so what one row may cost must be bounded
 # before anything expensive looks at it (croniter's parse costs about 7 us per character: a 1 MB
-# cron took 3.4 s). Lengths are checked first (validators in mode="before"), then parsing.
+# cron took 2-3 s). Lengths are checked first (validators in mode="before"), then parsing.
 
 MAX_LENGTHS: dict[str, int] = {
     "customer_id": 63,  # the pattern's own limit; a pool name is prefix + customer id
