@@ -26,11 +26,12 @@ from customer_pipelines.models import (
     is_runnable,
     parse_config,
     pool_name_for,
+    printable,
 )
 from customer_pipelines.operators import CustomerPipelineOperator
 from customer_pipelines.settings import ParseSettings, Settings, get_parse_settings, settings_problems
 from customer_pipelines.sla import record_sla_breach
-from customer_pipelines.snapshot import Snapshot, SnapshotError
+from customer_pipelines.snapshot import Snapshot, SnapshotError, config_id_key
 from customer_pipelines.templates import TEMPLATES
 from customer_pipelines.timetables import CustomerCronTimetable
 
@@ -190,15 +191,22 @@ def build_dag(
 
 
 def duplicate_config_errors(snapshot: Snapshot) -> list[ConfigError]:
-    """Rows rejected because an older row of the same customer has their config_id."""
-    return [
-        ConfigError(
-            config_id=config_id,
-            customer_id=customer_id,
-            reason="config_id: duplicate of an older config of this customer; this row is ignored",
-        )
-        for customer_id, config_id in snapshot.duplicate_configs()
-    ]
+    """Rows rejected because an older row of the same customer has their config_id, or the same
+    but for letter case (see snapshot.config_id_key)."""
+    errors = []
+    duplicates = snapshot.duplicate_configs()
+    kept_ids = snapshot.config_ids_by_key({customer_id for customer_id, _ in duplicates})
+    for customer_id, config_id in duplicates:
+        kept = kept_ids.get((customer_id, config_id_key(config_id)))
+        if kept is None or kept == config_id:
+            reason = "config_id: duplicate of an older config of this customer; this row is ignored"
+        else:
+            reason = (
+                f"config_id: differs only in letter case from the older config {printable(kept)} of this "
+                "customer; this row is ignored"
+            )
+        errors.append(ConfigError(config_id=config_id, customer_id=customer_id, reason=reason))
+    return errors
 
 
 def no_such_customer(config: PipelineConfig) -> ConfigError:

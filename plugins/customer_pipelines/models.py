@@ -12,14 +12,94 @@ from typing import Any
 from zoneinfo import available_timezones
 
 from croniter import CroniterBadDateError, croniter
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from customer_pipelines.templates import TEMPLATES
 
 CUSTOMER_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 CONFIG_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$"
+# Used with fullmatch, never match: Python's ``$`` also matches before a trailing newline, so
+# match() accepted "cfg_1\n" as a config id.
 _CUSTOMER_ID = re.compile(CUSTOMER_ID_PATTERN)
 _CONFIG_ID = re.compile(CONFIG_ID_PATTERN)
+
+# -- bounds --------------------------------------------------------------------------------------
+# Every config is validated inside the one fleet DAG file, so what one row may cost must be bounded
+# before anything expensive looks at it (croniter's parse costs about 7 us per character: a 1 MB
+# cron took 2-3 s). Lengths are checked first (validators in mode="before"), then parsing.
+
+MAX_LENGTHS: dict[str, int] = {
+    "customer_id": 63,  # the pattern's own limit; a pool name is prefix + customer id
+    "config_id": 128,  # the pattern's own limit; dag id <customer>.<config> <= 192 of Airflow's 250
+    "display_name": 200,
+    "company_name": 200,
+    "pipeline_template": 64,
+    "schedule_cron": 128,  # as written; so at most 64 list items in all
+    "timezone": 64,  # the longest IANA name has 32
+}
+"""Most characters each string field of a config or customer row may hold."""
+
+JSON_MAX_CHARS = 16 * 1024
+"""Most characters of a JSON column (``parameters``, ``retry_config``) as JSON text. Every template's
+parameters take well under 1 KiB; the bound keeps the worst row's checks below a good row's build."""
+JSON_MAX_DEPTH = 10
+"""Deepest nesting of a JSON column's arrays and objects (the top-level object is level 1)."""
+
+_JSON_STRING = re.compile(r'"(?:[^"\\]++|\\.?)*+(?:"|\Z)', re.DOTALL)
+"""A JSON string. Possessive, and an unterminated string runs to the end of the text, so removing
+them is one linear pass whatever the text holds (no retry from each quote)."""
+_NOT_BRACKETS = bytes(range(256)).translate(None, b"[]{}")
+_AS_PARENS = bytes.maketrans(b"[{]}", b"(())")
+
+
+def length_problem(field: str, value: Any) -> str | None:
+    """Why ``value`` is too long for ``field`` (see MAX_LENGTHS), or None. Non-strings pass: the
+    field's type check refuses them, at no cost that grows with their size."""
+    limit = MAX_LENGTHS[field]
+    if isinstance(value, str) and len(value) > limit:
+        return f"too long: {len(value):,} characters (at most {limit}): {printable(value)}"
+    return None
+
+
+def json_text_problem(text: str) -> str | None:
+    """Why a JSON column's text is too large or too deep to parse, or None. Checked before
+    ``json.loads``, whose cost grows with the text and which raises RecursionError (not a
+    ValueError: it would escape validation) on nesting about 1,000 deep."""
+    if len(text) > JSON_MAX_CHARS:
+        return f"too large: {len(text):,} characters of JSON (at most {JSON_MAX_CHARS:,})"
+    # The brackets outside strings, as parentheses (whether [ closes with ] is json.loads' business):
+    # each pass removes the innermost level, "()", so after JSON_MAX_DEPTH passes balanced brackets
+    # are gone unless nested deeper. Every step is one C-speed pass over at most JSON_MAX_CHARS.
+    brackets = _JSON_STRING.sub("", text).encode("utf-8", "surrogatepass").translate(_AS_PARENS, _NOT_BRACKETS)
+    if b"(" * (JSON_MAX_DEPTH + 1) in brackets:  # the common deep case, without the passes
+        return f"nested deeper than {JSON_MAX_DEPTH} levels"
+    for _ in range(JSON_MAX_DEPTH):
+        if not brackets:
+            return None
+        brackets = brackets.replace(b"()", b"")
+    return f"nested deeper than {JSON_MAX_DEPTH} levels, or unbalanced brackets" if brackets else None
+
+
+def json_value_problem(value: Any) -> str | None:
+    """The same bounds for a JSON column a client already decoded (dicts and lists): its size as
+    JSON text, estimated, and its depth; walked without recursion and given up as soon as it is
+    over either bound, so the walk itself costs at most about JSON_MAX_CHARS steps."""
+    size, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list | tuple):
+            if depth > JSON_MAX_DEPTH:
+                return f"nested deeper than {JSON_MAX_DEPTH} levels"
+            size += 2 + len(item)  # brackets and separators; over the bound before any child is looked at
+            if size <= JSON_MAX_CHARS:
+                children = [*item, *item.values()] if isinstance(item, dict) else item
+                stack.extend((child, depth + 1) for child in children)
+        else:
+            size += len(item) + 2 if isinstance(item, str) else 8
+        if size > JSON_MAX_CHARS:
+            return f"too large: over {JSON_MAX_CHARS:,} characters as JSON"
+    return None
+
 
 CRON_ALIASES: dict[str, str] = {
     "@hourly": "@hourly",
@@ -110,6 +190,13 @@ class Customer(BaseModel):
     monthly_run_limit: int | None = Field(default=None, ge=0)
     max_concurrent_runs: int | None = Field(default=None, ge=1)
 
+    @field_validator("customer_id", "company_name", mode="before")
+    @classmethod
+    def _string_is_bounded(cls, value: Any, info: ValidationInfo) -> Any:
+        if problem := length_problem(info.field_name or "", value):
+            raise ValueError(problem)
+        return value
+
     @model_validator(mode="after")
     def _plan_has_its_concurrency(self) -> Customer:
         if self.plan is not None and self.max_concurrent_runs is None:
@@ -149,7 +236,7 @@ class PipelineConfig(BaseModel):
 
     config_id: str
     customer_id: str
-    display_name: str = Field(default="", max_length=200)
+    display_name: str = ""
     provider: Provider
     domain: Domain
     pipeline_template: str
@@ -164,17 +251,28 @@ class PipelineConfig(BaseModel):
     version: int = Field(default=1, ge=1)
     updated_at: datetime | None = None
 
+    # mode="before": runs ahead of every other check of the field, so an over-long value costs a
+    # len() and never reaches the pattern, croniter or the timezone lookup.
+    @field_validator(
+        "config_id", "customer_id", "display_name", "pipeline_template", "schedule_cron", "timezone", mode="before"
+    )
+    @classmethod
+    def _string_is_bounded(cls, value: Any, info: ValidationInfo) -> Any:
+        if problem := length_problem(info.field_name or "", value):
+            raise ValueError(problem)
+        return value
+
     @field_validator("config_id")
     @classmethod
     def _config_id_is_safe(cls, value: str) -> str:
-        if not _CONFIG_ID.match(value):
+        if not _CONFIG_ID.fullmatch(value):
             raise ValueError("must be 1-128 characters of letters, digits, '_' or '-', starting with a letter or digit")
         return value
 
     @field_validator("customer_id")
     @classmethod
     def _customer_id_is_safe(cls, value: str) -> str:
-        if not _CUSTOMER_ID.match(value):
+        if not _CUSTOMER_ID.fullmatch(value):
             raise ValueError(
                 "must be 1-63 characters of lower-case letters, digits, '_' or '-', starting with a letter or digit"
             )
@@ -212,9 +310,14 @@ class PipelineConfig(BaseModel):
     @field_validator("parameters", "retry_config", mode="before")
     @classmethod
     def _json_text_is_decoded(cls, value: Any) -> Any:
-        # BigQuery JSON columns arrive as text through some clients.
+        # BigQuery JSON columns arrive as text (TO_JSON_STRING), from other clients decoded; either
+        # way bounded in size and depth before anything parses or walks them.
         if isinstance(value, str):
+            if problem := json_text_problem(value):
+                raise ValueError(problem)
             value = json.loads(value) if value.strip() else None
+        elif problem := json_value_problem(value):
+            raise ValueError(problem)
         return {} if value is None else value
 
     @model_validator(mode="after")
@@ -275,6 +378,7 @@ class ConfigError(BaseModel):
 
 _PLAIN_VALUE = re.compile(r"[A-Za-z0-9_.:@/+-]+")
 _REASON_LIMIT = 1_000
+_NAMES_ITS_FIELD = re.compile(r"[a-z_]+: ")
 
 
 def _cut_marker(length: int, limit: int) -> str:
@@ -303,9 +407,12 @@ def first_errors(exc: ValidationError, limit: int = 3) -> str:
     parts = []
     for error in exc.errors()[:limit]:
         # A location can hold a key of the row's own JSON (parameters, retry_config).
-        location = ".".join(printable(p, limit=40) for p in error["loc"]) or "row"
+        location = ".".join(printable(p, limit=40) for p in error["loc"])
         message = error["msg"].removeprefix("Value error, ")
-        parts.append(f"{location}: {message}")
+        if not location and _NAMES_ITS_FIELD.match(message):
+            parts.append(message)  # a model validator's error, which names its field itself
+        else:
+            parts.append(f"{location or 'row'}: {message}")
     more = len(exc.errors()) - limit
     return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
 
@@ -315,9 +422,12 @@ def parse_config(row: dict[str, Any]) -> PipelineConfig | ConfigError:
     try:
         return PipelineConfig.model_validate(row)
     except ValidationError as exc:
-        config, customer = row.get("config_id"), row.get("customer_id")
-        return ConfigError(
-            config_id=None if config is None else str(config),
-            customer_id=None if customer is None else str(customer),
-            reason=first_errors(exc),
-        )
+        reason = first_errors(exc)
+    except Exception as exc:  # noqa: BLE001 - every field is bounded; still, one row never fails the file
+        reason = f"row: cannot be validated: {type(exc).__name__}: {exc}"
+    config, customer = row.get("config_id"), row.get("customer_id")
+    return ConfigError(
+        config_id=None if config is None else str(config),
+        customer_id=None if customer is None else str(customer),
+        reason=reason,
+    )

@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import sqlite3
+import string
 import time
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
@@ -183,12 +184,12 @@ def write_snapshot(
             [(str(c["customer_id"]), json.dumps(dict(c), default=_json_default)) for c in customers],
         )
         rows, duplicates = [], []
-        for key, clashing in _group_by_identity(configs).items():
+        for (customer_id, _), clashing in _group_by_identity(configs).items():
             kept, rejected = _oldest_of(clashing)
-            customer_id, config_id = key
-            duplicates += [(config_id, customer_id, _payload(row)) for row in rejected]
+            duplicates += [(_config_id_of(row), customer_id, _payload(row)) for row in rejected]
             if kept is None:
                 continue
+            config_id = _config_id_of(kept)
             dag_id = dag_id_for(customer_id, config_id) if customer_id else None
             since, schedule = anchors.get(dag_id or "", (None, None))
             bucket = bucket_of(dag_id or config_id)
@@ -220,11 +221,26 @@ def _payload(row: Mapping[str, Any]) -> str:
     return json.dumps(dict(row), default=_json_default, sort_keys=True)
 
 
+_ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
+
+
+def config_id_key(config_id: str) -> str:
+    """A config's identity within its customer: its id ignoring the letter case of ASCII letters
+    (the only letters an id may hold). ``Daily_Cost`` and ``daily_cost`` of one customer are one
+    config: two DAGs whose ids differ only in case confuse people, and collide wherever a name is
+    compared without case (log folders on a case-insensitive file system, a MySQL collation)."""
+    return config_id.translate(_ASCII_LOWER)
+
+
+def _config_id_of(row: Mapping[str, Any]) -> str:
+    return str(row.get("config_id", ""))
+
+
 def _group_by_identity(configs: Sequence[Mapping[str, Any]]) -> dict[tuple[str | None, str], list[Mapping[str, Any]]]:
     groups: dict[tuple[str | None, str], list[Mapping[str, Any]]] = {}
     for row in configs:
         customer_id = row.get("customer_id")
-        key = (str(customer_id) if customer_id is not None else None, str(row.get("config_id", "")))
+        key = (str(customer_id) if customer_id is not None else None, config_id_key(_config_id_of(row)))
         groups.setdefault(key, []).append(row)
     return groups
 
@@ -232,7 +248,8 @@ def _group_by_identity(configs: Sequence[Mapping[str, Any]]) -> dict[tuple[str |
 def _oldest_of(
     clashing: list[Mapping[str, Any]],
 ) -> tuple[Mapping[str, Any] | None, list[Mapping[str, Any]]]:
-    """Rows of one customer claiming one config_id (BigQuery enforces no uniqueness): the oldest
+    """Rows of one customer claiming one config_id, compared ignoring case (BigQuery enforces no
+    uniqueness): the oldest
     keeps the DAG and every newer row is rejected, so a row added later can never take over or
     remove an existing config; rows that cannot be ordered (same or no created_at) are all rejected."""
     if len(clashing) == 1:
@@ -323,8 +340,19 @@ class Snapshot:
 
     def duplicate_configs(self) -> list[tuple[str | None, str]]:
         """(customer_id, config_id) of the rows rejected because an older row of the same customer
-        claims that config_id (or the clash could not be ordered)."""
+        claims that config_id, ignoring case (or the clash could not be ordered)."""
         return list(self._conn.execute("SELECT DISTINCT customer_id, config_id FROM duplicate_configs ORDER BY 1, 2"))
+
+    def config_ids_by_key(self, customer_ids: set[str | None]) -> dict[tuple[str | None, str], str]:
+        """(customer_id, config_id_key) -> the config id that kept the identity, for these customers
+        (one pass over the configs, however many duplicates there are)."""
+        if not customer_ids:
+            return {}
+        return {
+            (customer_id, config_id_key(config_id)): config_id
+            for customer_id, config_id in self._conn.execute("SELECT customer_id, config_id FROM configs")
+            if customer_id in customer_ids
+        }
 
     def config_by_dag_id(self, dag_id: str) -> ConfigRow | None:
         found = self._conn.execute(f"SELECT {_CONFIG_COLUMNS} FROM configs WHERE dag_id = ?", (dag_id,)).fetchone()

@@ -91,6 +91,12 @@ def snapshot_customer_rows(dataset: Any) -> list[dict[str, Any]]:
     return rows
 
 
+@pytest.fixture(scope="session")
+def customer_rows_of() -> Callable[[Any], list[dict[str, Any]]]:
+    """snapshot_customer_rows, for tests that build datasets of their own."""
+    return snapshot_customer_rows
+
+
 @pytest.fixture
 def demo_dag_ids() -> frozenset[str]:
     return DEMO_DAG_IDS

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -300,3 +301,135 @@ def test_hold_reason_says_why_a_config_may_not_run(config_active, customer_row, 
     config = None if config_active is None else parse_config(_row(is_active=config_active))
     customer = None if customer_row is None else models.Customer.model_validate({**NO_SUBSCRIPTION_ROW, **customer_row})
     assert models.hold_reason(config, customer) == reason
+
+
+# -- bounds: what one row may cost is bounded before anything parses it (issue #19) ---------------
+
+
+def _cron_of_length(length: int) -> str:
+    """A valid cron of exactly ``length`` characters: a minute list, the other fields '*'."""
+    minutes = ",".join(str(m) for m in range(60))[: length - len(" * * * *")].rstrip(",")
+    return f"{minutes} * * * *".ljust(length)  # trailing blanks are normalised away, not refused
+
+
+@pytest.mark.parametrize(
+    ("field", "at_most", "valid_at_the_limit"),
+    [
+        ("config_id", 128, "c" * 128),
+        ("customer_id", 63, "c" * 63),
+        ("display_name", 200, "n" * 200),
+        ("schedule_cron", 128, _cron_of_length(128)),
+        ("timezone", 64, None),  # no IANA name is that long: at 64 the zone lookup refuses it instead
+        ("pipeline_template", 64, None),  # likewise the template registry
+    ],
+)
+def test_a_string_field_over_its_maximum_is_refused_as_too_long_and_at_its_maximum_reaches_its_own_check(
+    field, at_most, valid_at_the_limit
+):
+    assert models.MAX_LENGTHS[field] == at_most
+    over = parse_config(_row(**{field: "x" * (at_most + 1)}))
+    assert isinstance(over, ConfigError)
+    assert over.reason.startswith(f"{field}: too long: {at_most + 1} characters (at most {at_most}): "), over.reason
+    at_limit = parse_config(_row(**{field: valid_at_the_limit or "x" * at_most}))
+    if valid_at_the_limit is None:
+        assert isinstance(at_limit, ConfigError)
+        assert at_limit.reason.startswith(f"{field}: ") and "too long" not in at_limit.reason, at_limit.reason
+    else:
+        assert isinstance(at_limit, PipelineConfig), at_limit
+
+
+def test_a_cron_at_its_maximum_length_is_kept_whole_and_normalised():
+    cron = _cron_of_length(models.MAX_LENGTHS["schedule_cron"])
+    parsed = parse_config(_row(schedule_cron=cron))
+    assert isinstance(parsed, PipelineConfig), parsed
+    assert parsed.schedule_cron == cron.strip()
+
+
+@pytest.mark.parametrize(("field", "value"), [("config_id", "cfg_1\n"), ("customer_id", "cust_a\n")])
+def test_an_id_with_a_trailing_newline_is_refused_and_the_same_id_without_it_accepted(field, value):
+    refused = parse_config(_row(**{field: value}))
+    assert isinstance(refused, ConfigError)
+    assert refused.reason.startswith(f"{field}: must be 1-"), refused.reason
+    assert isinstance(parse_config(_row(**{field: value.rstrip()})), PipelineConfig)
+
+
+def _padded_json(text: str, length: int) -> str:
+    """``text`` (a JSON object) padded with blanks inside its braces to exactly ``length`` characters."""
+    return text[:-1] + " " * (length - len(text)) + "}"
+
+
+@pytest.mark.parametrize("field", ["parameters", "retry_config"])
+def test_a_json_column_over_its_size_is_refused_before_parsing_and_at_its_size_is_parsed(field):
+    limit = models.JSON_MAX_CHARS
+    valid = {"parameters": '{"currency": "EUR"}', "retry_config": '{"max_attempts": 4}'}[field]
+    at_limit = parse_config(_row(**{field: _padded_json(valid, limit)}))
+    assert isinstance(at_limit, PipelineConfig), at_limit
+    over = parse_config(_row(**{field: _padded_json(valid, limit + 1)}))
+    assert isinstance(over, ConfigError)
+    assert over.reason == f"{field}: too large: {limit + 1:,} characters of JSON (at most {limit:,})"
+
+
+def _nested_text(depth: int) -> str:
+    """An object whose key ``currency`` holds arrays nested to ``depth`` levels in all."""
+    return '{"currency": ' + "[" * (depth - 1) + "]" * (depth - 1) + "}"
+
+
+def _nested_value(depth: int) -> dict[str, Any]:
+    inner: Any = []
+    for _ in range(depth - 2):
+        inner = [inner]
+    return {"currency": inner}
+
+
+@pytest.mark.parametrize("nested", [_nested_text, _nested_value], ids=["json-text", "decoded"])
+def test_parameters_nested_past_the_depth_limit_are_refused_and_at_the_limit_reach_the_templates_check(nested):
+    at_limit = parse_config(_row(parameters=nested(models.JSON_MAX_DEPTH)))
+    assert isinstance(at_limit, ConfigError)
+    assert "currency" in at_limit.reason and "nested" not in at_limit.reason, at_limit.reason  # the template's check
+    deeper = parse_config(_row(parameters=nested(models.JSON_MAX_DEPTH + 1)))
+    assert isinstance(deeper, ConfigError)
+    assert deeper.reason == f"parameters: nested deeper than {models.JSON_MAX_DEPTH} levels", deeper.reason
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"currency": "[[[[[[[[[[[[{{{{{{{{{{{{"}',  # brackets inside a string are no nesting
+        '{"currency": "\\"[[[[[[[[[[[[[[\\""}',  # nor after an escaped quote
+    ],
+)
+def test_brackets_inside_json_strings_do_not_count_as_nesting(text):
+    parsed = parse_config(_row(parameters=text))
+    assert isinstance(parsed, ConfigError)
+    assert parsed.reason.startswith("parameters: currency: String should match pattern"), parsed.reason
+
+
+def test_parameters_nested_deeper_than_json_loads_can_recurse_are_one_config_error_not_a_recursion_error():
+    parsed = parse_config(_row(parameters="[" * 5_000 + "]" * 5_000))  # 10,000 characters, within the size
+    assert isinstance(parsed, ConfigError)
+    assert parsed.reason == f"parameters: nested deeper than {models.JSON_MAX_DEPTH} levels"
+
+
+def test_decoded_parameters_too_large_are_refused_without_walking_all_of_them():
+    parsed = parse_config(_row(parameters={f"key_{i}": i for i in range(100_000)}))
+    assert isinstance(parsed, ConfigError)
+    assert parsed.reason == f"parameters: too large: over {models.JSON_MAX_CHARS:,} characters as JSON"
+
+
+def test_a_row_whose_validation_raises_anyway_is_one_config_error_naming_the_exception(monkeypatch):
+    def overflowing(text: str) -> Any:
+        raise RecursionError("maximum recursion depth exceeded")
+
+    monkeypatch.setattr(models, "json", SimpleNamespace(loads=overflowing))
+    parsed = parse_config(_row(parameters='{"currency": "EUR"}'))
+    assert isinstance(parsed, ConfigError)
+    assert parsed.reason == "row: cannot be validated: RecursionError: maximum recursion depth exceeded"
+    assert isinstance(parse_config(_row(parameters={"currency": "EUR"})), PipelineConfig), "the same, decoded"
+
+
+@pytest.mark.parametrize(("field", "at_most"), [("customer_id", 63), ("company_name", 200)])
+def test_a_customer_field_over_its_maximum_is_refused_as_too_long_and_at_it_accepted(field, at_most):
+    row = {**NO_SUBSCRIPTION_ROW, field: "c" * at_most}
+    assert models.Customer.model_validate(row).model_dump()[field] == "c" * at_most
+    with pytest.raises(ValueError, match=f"{field}\n.*too long: {at_most + 1:,} characters \\(at most {at_most}\\)"):
+        models.Customer.model_validate({**row, field: "c" * (at_most + 1)})
