@@ -379,9 +379,9 @@ class RefreshGuard:
         stopped = running_before - running_after
         if empty_result and running_before:
             raise RefreshRefused(
-                f"snapshot refresh refused: BigQuery returned no configs or no customers, which would stop all "
-                f"{len(running_before)} running DAGs (e.g. {sorted(running_before)[:3]}); the last good snapshot "
-                "stays. If intended: python -m customer_pipelines snapshot refresh --force"
+                f"snapshot refresh refused: it would stop {len(stopped)} of {len(running_before)} running DAGs "
+                f"(BigQuery returned no configs or no customers), e.g. {sorted(stopped)[:3]}; the last good "
+                "snapshot stays. If intended: python -m customer_pipelines snapshot refresh --force"
             )
         allowed = max(self.min_dags, int(self.share * len(running_before)))
         if len(stopped) > allowed:

@@ -51,7 +51,8 @@ def test_an_empty_result_never_empties_a_fleet_smaller_than_the_guards_minimum_u
         [] if empty in ("customers", "both") else demo_customers,
         [] if empty in ("configs", "both") else demo_configs,
     )
-    with pytest.raises(RefreshRefused, match="no configs or no customers, which would stop all 4 running DAGs"):
+    refusal = r"would stop 4 of 4 running DAGs \(BigQuery returned no configs or no customers\)"
+    with pytest.raises(RefreshRefused, match=refusal):
         refresh_snapshot(store, path, guard=RefreshGuard())
     with Snapshot(path) as snap:
         assert snap.meta["written_at"] == written_at and set(snap.anchors()) == running
