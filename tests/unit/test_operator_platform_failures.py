@@ -1,6 +1,7 @@
-"""Issue 17 item 7 through the task itself: a quota ledger behind a silent socket (it accepts the
-connection and never answers) fails the try within CP_QUOTA_DB_CONNECT_TIMEOUT_SECONDS, as the
-platform's failure (error_type PLATFORM, retried), never the customer's."""
+"""Failures of the platform through the task itself, each mirrored with error_type PLATFORM (retried,
+never counted toward auto-pause) and no RUNNING: a quota ledger behind a silent socket (issue 17 item
+7: it accepts the connection and never answers) fails the try within
+CP_QUOTA_DB_CONNECT_TIMEOUT_SECONDS; no readable snapshot and an unset CP_QUOTA_DB_URL (item 4)."""
 
 from __future__ import annotations
 
@@ -61,3 +62,28 @@ def test_a_try_against_a_silent_ledger_fails_within_the_connect_bound_as_the_pla
     assert "secret" not in str(failure.value)
     [ending] = recorded  # no RUNNING: the pipeline never started
     assert ending["state"] == state and ending["error_type"] == "PLATFORM"
+
+
+@pytest.mark.parametrize("missing", ["snapshot", "ledger_url"])
+def test_a_try_without_a_snapshot_or_a_ledger_url_is_the_platforms_failure(
+    monkeypatch, tmp_path: Path, demo_customers, demo_configs, missing
+):
+    monkeypatch.setenv("CP_STATE_DIR", str(tmp_path))
+    monkeypatch.setenv("BIGQUERY_EMULATOR_HOST", "127.0.0.1:9")
+    if missing != "ledger_url":
+        monkeypatch.setenv("CP_QUOTA_DB_URL", "postgresql://postgres@127.0.0.1:9/customer_pipelines")
+    recorded: list[dict[str, Any]] = []
+    monkeypatch.setattr("customer_pipelines.mirror.RunStateMirror.record", lambda self, row: recorded.append(row))
+    snapshot_file = get_parse_settings().snapshot_file
+    write_snapshot(snapshot_file, demo_customers, demo_configs, source="test")
+    with Snapshot(snapshot_file) as snapshot:
+        operator = build_dags(snapshot, get_parse_settings(), only_dag_id=DAG_ID).dags[DAG_ID].tasks[0]
+    if missing == "snapshot":
+        snapshot_file.unlink()
+
+    raised = "no readable config snapshot" if missing == "snapshot" else "CP_QUOTA_DB_URL is not set"
+    with pytest.raises(Exception, match=raised):
+        operator.execute(_context(datetime(2026, 12, 2, 2, tzinfo=UTC), try_number=1, max_tries=2))
+
+    [ending] = recorded
+    assert ending["state"] == "RETRYING" and ending["error_type"] == "PLATFORM"
