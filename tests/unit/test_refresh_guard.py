@@ -95,7 +95,7 @@ def test_rows_bigquery_refused_for_their_content_are_alerted_once(tmp_path: Path
     assert "mirror replay-rejected" in alerts[0].message
 
 
-def test_the_syncer_and_the_cli_write_the_snapshot_under_its_lock(settings, monkeypatch: pytest.MonkeyPatch):
+def test_a_sync_round_runs_under_the_snapshot_lock(settings, monkeypatch: pytest.MonkeyPatch):
     """One writer at a time: a round holds refresh_lock from its refresh to its last step."""
     held: list[Path] = []
 
