@@ -391,7 +391,9 @@ class RefreshRefused(RuntimeError):
 
 @dataclass(frozen=True)
 class RefreshGuard:
-    """Refuse a refresh that would stop more than ``max(min_dags, share x running)`` running DAGs."""
+    """Refuse a refresh that would stop more than ``max(min_dags, share x running)`` running DAGs,
+    and one whose result is empty (no configs or no customers) while DAGs are running, however few:
+    a query that returned nothing must not empty a fleet smaller than ``min_dags`` either."""
 
     share: float = 0.25
     min_dags: int = 100
@@ -401,8 +403,14 @@ class RefreshGuard:
         """The guard the settings ask for (CP_REFRESH_GUARD_SHARE, CP_REFRESH_GUARD_MIN_DAGS)."""
         return cls(settings.refresh_guard_share, settings.refresh_guard_min_dags)
 
-    def check(self, running_before: set[str], running_after: set[str]) -> None:
+    def check(self, running_before: set[str], running_after: set[str], *, empty_result: bool = False) -> None:
         stopped = running_before - running_after
+        if empty_result and running_before:
+            raise RefreshRefused(
+                f"snapshot refresh refused: it would stop {len(stopped)} of {len(running_before)} running DAGs "
+                f"(BigQuery returned no configs or no customers), e.g. {sorted(stopped)[:3]}; the last good "
+                "snapshot stays. If intended: python -m customer_pipelines snapshot refresh --force"
+            )
         allowed = max(self.min_dags, int(self.share * len(running_before)))
         if len(stopped) > allowed:
             raise RefreshRefused(
@@ -448,7 +456,7 @@ def refresh_snapshot(
     valid = [c for c in parsed if isinstance(c, PipelineConfig)]
     anchors = runnable_anchors(valid, _valid_customers(customers), previous, now)
     if previous is not None and not force:
-        (guard or RefreshGuard()).check(set(previous.anchors), set(anchors))
+        (guard or RefreshGuard()).check(set(previous.anchors), set(anchors), empty_result=not configs or not customers)
     write_snapshot(
         path,
         customers,

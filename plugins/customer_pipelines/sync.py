@@ -130,6 +130,36 @@ class PauseLedger(Protocol):
     def record(self, *, paused: set[str], released: set[str]) -> None: ...
 
 
+@dataclass(frozen=True)
+class PausePlan:
+    """What one round changes: DAGs to pause, DAGs to unpause, and the ledger's entries to add and
+    to drop."""
+
+    pause: set[str]
+    unpause: set[str]
+    record: set[str]
+    release: set[str]
+
+
+def plan_pauses(runnable: Mapping[str, bool], airflow_paused: Mapping[str, bool], held: set[str]) -> PausePlan:
+    """The round's changes from the desired state (``runnable``), Airflow's paused flags and the
+    ledger (``held``: the DAGs the syncer paused), from scratch:
+
+    - a DAG that must not run is paused and recorded as the syncer's; so is one Airflow has not
+      created yet, since the factory creates it paused on the syncer's behalf (a config enabled,
+      or a subscription starting, before the next round must not find it paused "by a person");
+    - a DAG that may run again is unpaused if the ledger has it;
+    - a DAG that may run but is paused without the ledger's record was paused by a person: kept;
+    - the ledger drops DAGs whose config is gone and DAGs that run unpaused."""
+    known = {d: run for d, run in runnable.items() if d in airflow_paused}
+    pause = {d for d, run in known.items() if not run and not airflow_paused[d]}
+    adopt = {d for d, run in known.items() if not run and airflow_paused[d] and d not in held}
+    not_created = {d for d, run in runnable.items() if not run and d not in airflow_paused and d not in held}
+    unpause = {d for d, run in known.items() if run and airflow_paused[d] and d in held}
+    stale = {d for d in held if d not in runnable or (known.get(d) and not airflow_paused[d])}
+    return PausePlan(pause=pause, unpause=unpause, record=pause | adopt | not_created, release=unpause | stale)
+
+
 def sync_paused(runnable: Mapping[str, bool], ledger: PauseLedger) -> PauseSyncResult:
     """Converge Airflow's paused flags on the desired state, from scratch every round (so a round
     that failed half-way, a snapshot refreshed by hand or a restarted syncer changes nothing):
@@ -141,7 +171,7 @@ def sync_paused(runnable: Mapping[str, bool], ledger: PauseLedger) -> PauseSyncR
       UI, and stays paused.
 
     The ledger is written before a pause and after an unpause, so a crash in between leaves a state
-    the next round finishes."""
+    the next round finishes. See plan_pauses for the rules."""
     from airflow.models.dag import DagModel
     from airflow.utils.session import create_session
     from sqlalchemy import select, update
@@ -150,20 +180,16 @@ def sync_paused(runnable: Mapping[str, bool], ledger: PauseLedger) -> PauseSyncR
     held = ledger.held()
     with create_session() as session:
         airflow_paused = dict(session.execute(select(DagModel.dag_id, DagModel.is_paused)).tuples().all())
-    known = {d: run for d, run in runnable.items() if d in airflow_paused}
-    to_pause = {d for d, run in known.items() if not run and not airflow_paused[d]}
-    adopt = {d for d, run in known.items() if not run and airflow_paused[d] and d not in held}
-    to_unpause = {d for d, run in known.items() if run and airflow_paused[d] and d in held}
-    stale = {d for d in held if d not in known or (known[d] and not airflow_paused[d])}
+    plan = plan_pauses(runnable, airflow_paused, held)
 
-    ledger.record(paused=to_pause | adopt, released=set())
-    if to_pause or to_unpause:
+    ledger.record(paused=plan.record, released=set())
+    if plan.pause or plan.unpause:
         with create_session() as session:
-            for dag_ids, paused in ((to_pause, True), (to_unpause, False)):
+            for dag_ids, paused in ((plan.pause, True), (plan.unpause, False)):
                 if dag_ids:
                     session.execute(update(DagModel).where(DagModel.dag_id.in_(dag_ids)).values(is_paused=paused))
-    ledger.record(paused=set(), released=to_unpause | stale)
-    result.paused, result.unpaused = sorted(to_pause), sorted(to_unpause)
+    ledger.record(paused=set(), released=plan.release)
+    result.paused, result.unpaused = sorted(plan.pause), sorted(plan.unpause)
     return result
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -46,16 +45,18 @@ class AirflowCli:
 
 
 @pytest.fixture(scope="module")
-def airflow_cli(emulator_settings, quota_db_url) -> Iterator[AirflowCli]:
+def airflow_cli(emulator_settings, postgres_server_url, quota_db_url) -> Iterator[AirflowCli]:
+    """A fresh Airflow metadata database on the tests' PostgreSQL server (the embedded one unless
+    CP_TEST_POSTGRES_URL is set: no server of the machine is needed)."""
     from customer_pipelines.local.airflow import airflow_env, migrate
+    from customer_pipelines.local.postgres import database_url
 
-    server = os.environ.get("CP_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
     name = f"cp_test_airflow_{uuid.uuid4().hex[:10]}"
-    admin = psycopg2.connect(server)
+    admin = psycopg2.connect(postgres_server_url)
     admin.autocommit = True
     with admin.cursor() as cur:
         cur.execute(f'CREATE DATABASE "{name}"')
-    url = server.rsplit("/", 1)[0] + f"/{name}"
+    url = database_url(postgres_server_url, name)
     state = service_state_dir("cp-test-airflow-cli-")
     settings = emulator_settings.model_copy(update={"state_dir": state, "quota_db_url": quota_db_url})
     env = airflow_env(settings, url)

@@ -1,0 +1,116 @@
+"""Issue 17 item 8 on a small fleet: an empty but valid result from BigQuery never empties the
+fleet (refused and alerted until forced, however few DAGs run), and the syncer's alerts (a refused
+refresh, rows BigQuery refused for their content) reach the notifier."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from customer_pipelines import sync
+from customer_pipelines.failure_policy import Alert
+from customer_pipelines.mirror import RunStateMirror
+from customer_pipelines.snapshot import RefreshGuard, RefreshRefused, Snapshot, refresh_snapshot
+
+
+class SnapshotStore:
+    """What refresh_snapshot reads of a BigQueryStore."""
+
+    def __init__(self, customers: list[dict[str, Any]], configs: list[dict[str, Any]]) -> None:
+        self.customers, self.configs = customers, configs
+        self.settings = SimpleNamespace(bq_project="demo-project", bq_dataset="customers_metadata")
+
+    def fetch_customers(self) -> list[dict[str, Any]]:
+        return self.customers
+
+    def fetch_configs(self) -> list[dict[str, Any]]:
+        return self.configs
+
+
+@pytest.fixture
+def alerts(monkeypatch: pytest.MonkeyPatch) -> list[Alert]:
+    sent: list[Alert] = []
+    monkeypatch.setattr("customer_pipelines.failure_policy.notifier_from_settings", lambda settings: sent.append)
+    return sent
+
+
+@pytest.mark.parametrize("empty", ["configs", "customers", "both"])
+def test_an_empty_result_never_empties_a_fleet_smaller_than_the_guards_minimum_until_forced(
+    tmp_path: Path, demo_customers, demo_configs, empty
+):
+    path = tmp_path / "configs.sqlite"
+    refresh_snapshot(SnapshotStore(demo_customers, demo_configs), path)
+    with Snapshot(path) as snap:
+        running, written_at = set(snap.anchors()), snap.meta["written_at"]
+    assert len(running) == 4 < RefreshGuard().min_dags  # the default guard's share alone would let it through
+
+    store = SnapshotStore(
+        [] if empty in ("customers", "both") else demo_customers,
+        [] if empty in ("configs", "both") else demo_configs,
+    )
+    refusal = r"would stop 4 of 4 running DAGs \(BigQuery returned no configs or no customers\)"
+    with pytest.raises(RefreshRefused, match=refusal):
+        refresh_snapshot(store, path, guard=RefreshGuard())
+    with Snapshot(path) as snap:
+        assert snap.meta["written_at"] == written_at and set(snap.anchors()) == running
+
+    refresh_snapshot(store, path, guard=RefreshGuard(), force=True)
+    with Snapshot(path) as snap:
+        assert snap.anchors() == {}
+
+
+def test_a_small_change_of_a_small_fleet_goes_through(tmp_path: Path, demo_customers, demo_configs):
+    path = tmp_path / "configs.sqlite"
+    refresh_snapshot(SnapshotStore(demo_customers, demo_configs), path)
+    refresh_snapshot(SnapshotStore(demo_customers, demo_configs[:1]), path, guard=RefreshGuard())
+    with Snapshot(path) as snap:
+        assert len(snap.anchors()) == 1
+
+
+def test_a_refused_refresh_is_alerted_and_the_round_serves_the_last_good_snapshot(
+    tmp_path: Path, settings, demo_customers, demo_configs, alerts
+):
+    refresh_snapshot(SnapshotStore(demo_customers, demo_configs), settings.snapshot_file)
+    refreshed, refused = sync._refresh(SnapshotStore(demo_customers, []), settings)
+    assert refreshed is None and refused and "snapshot refresh --force" in refused
+    assert [a.level for a in alerts] == ["REFRESH_REFUSED"]
+    with Snapshot(settings.snapshot_file) as snap:
+        assert len(snap.anchors()) == 4
+
+
+def test_rows_bigquery_refused_for_their_content_are_alerted_once(tmp_path: Path, settings, alerts):
+    mirror = RunStateMirror(SimpleNamespace(), tmp_path / "spool")
+    rejected = tmp_path / "spool" / "rejected"
+    rejected.mkdir(parents=True)
+    (rejected / "key-1.json").write_text('{"row": {}, "reasons": ["invalid: no such field"]}')
+    sync._alert_rejected(mirror, settings)
+    sync._alert_rejected(mirror, settings)  # the next round: nothing new
+    (rejected / "key-2.json").write_text('{"row": {}, "reasons": ["invalid: no such field"]}')
+    sync._alert_rejected(mirror, settings)
+    assert [a.level for a in alerts] == ["MIRROR_REJECTED", "MIRROR_REJECTED"]
+    assert "1 transition(s)" in alerts[0].message and "key-1" in alerts[0].message and "key-2" in alerts[1].message
+    assert "mirror replay-rejected" in alerts[0].message
+
+
+def test_a_sync_round_runs_under_the_snapshot_lock(settings, monkeypatch: pytest.MonkeyPatch):
+    """One writer at a time: a round holds refresh_lock from its refresh to its last step."""
+    held: list[Path] = []
+
+    class Lock:
+        def __init__(self, path: Path, **_: Any) -> None:
+            held.append(path)
+
+        def __enter__(self) -> None:
+            return None
+
+        def __exit__(self, *exc: object) -> None:
+            return None
+
+    monkeypatch.setattr(sync, "refresh_lock", Lock)
+    monkeypatch.setattr(sync, "_ensure_quota_schema", lambda s: (_ for _ in ()).throw(RuntimeError("stop here")))
+    with pytest.raises(RuntimeError, match="stop here"):
+        sync.run_sync(settings, store=object())
+    assert held == [settings.snapshot_file]
