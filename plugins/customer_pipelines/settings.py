@@ -88,6 +88,12 @@ class Settings(ParseSettings):
     quota_db_lock_timeout_seconds: float = Field(default=2.0, gt=0, le=300)
     """The quota ledger's ``lock_timeout``: how long a statement waits for a lock (the schema lock
     of another syncer, a concurrent reservation of the same run)."""
+    airflow_db_statement_timeout_seconds: float = Field(default=30.0, gt=0, le=3600)
+    """Bound on each statement the syncer and the command line send to Airflow's metadata database
+    (pools, paused flags): a stuck statement fails the round, the next round starts afresh."""
+    airflow_db_lock_timeout_seconds: float = Field(default=5.0, gt=0, le=3600)
+    """How long the syncer waits for a lock in Airflow's metadata database (a pool row another
+    process holds) before failing the round."""
     postgres_url: str | None = None
     """An external PostgreSQL server for the local stack (Airflow metadata + quota ledger);
     unset: the stack runs the embedded PostgreSQL under ``<state_dir>/postgres``."""

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -68,14 +69,36 @@ def desired_pools(customers: Mapping[str, Customer], prefix: str) -> dict[str, P
     return pools
 
 
-def sync_pools(desired: Mapping[str, PoolSpec], prefix: str) -> PoolSyncResult:
+@contextmanager
+def metadata_session(settings: Settings | None = None) -> Iterator[Any]:
+    """A session on Airflow's metadata database whose statements and lock waits are bounded
+    (CP_AIRFLOW_DB_STATEMENT_TIMEOUT_SECONDS, CP_AIRFLOW_DB_LOCK_TIMEOUT_SECONDS, this transaction
+    only): a row another process holds fails the round instead of hanging the syncer."""
+    from airflow.utils.session import create_session
+    from sqlalchemy import text
+
+    settings = settings or get_settings()
+    with create_session() as session:
+        if session.get_bind().dialect.name == "postgresql":
+            session.execute(
+                text(
+                    "SELECT set_config('statement_timeout', :statement, true), set_config('lock_timeout', :lock, true)"
+                ),
+                {
+                    "statement": f"{int(settings.airflow_db_statement_timeout_seconds * 1000)}ms",
+                    "lock": f"{int(settings.airflow_db_lock_timeout_seconds * 1000)}ms",
+                },
+            )
+        yield session
+
+
+def sync_pools(desired: Mapping[str, PoolSpec], prefix: str, settings: Settings | None = None) -> PoolSyncResult:
     """Make Airflow's pools named ``<prefix>*`` equal ``desired``; writes only the differences."""
     from airflow.models.pool import Pool
-    from airflow.utils.session import create_session
     from sqlalchemy import select
 
     result = PoolSyncResult()
-    with create_session() as session:
+    with metadata_session(settings) as session:
         existing = {p.pool: p for p in session.scalars(select(Pool).where(Pool.pool.startswith(prefix)))}
         for name, spec in desired.items():
             pool = existing.pop(name, None)
@@ -160,7 +183,7 @@ def plan_pauses(runnable: Mapping[str, bool], airflow_paused: Mapping[str, bool]
     return PausePlan(pause=pause, unpause=unpause, record=pause | adopt | not_created, release=unpause | stale)
 
 
-def sync_paused(runnable: Mapping[str, bool], ledger: PauseLedger) -> PauseSyncResult:
+def sync_paused(runnable: Mapping[str, bool], ledger: PauseLedger, settings: Settings | None = None) -> PauseSyncResult:
     """Converge Airflow's paused flags on the desired state, from scratch every round (so a round
     that failed half-way, a snapshot refreshed by hand or a restarted syncer changes nothing):
 
@@ -173,18 +196,17 @@ def sync_paused(runnable: Mapping[str, bool], ledger: PauseLedger) -> PauseSyncR
     The ledger is written before a pause and after an unpause, so a crash in between leaves a state
     the next round finishes. See plan_pauses for the rules."""
     from airflow.models.dag import DagModel
-    from airflow.utils.session import create_session
     from sqlalchemy import select, update
 
     result = PauseSyncResult()
     held = ledger.held()
-    with create_session() as session:
+    with metadata_session(settings) as session:
         airflow_paused = dict(session.execute(select(DagModel.dag_id, DagModel.is_paused)).tuples().all())
     plan = plan_pauses(runnable, airflow_paused, held)
 
     ledger.record(paused=plan.record, released=set())
     if plan.pause or plan.unpause:
-        with create_session() as session:
+        with metadata_session(settings) as session:
             for dag_ids, paused in ((plan.pause, True), (plan.unpause, False)):
                 if dag_ids:
                     session.execute(update(DagModel).where(DagModel.dag_id.in_(dag_ids)).values(is_paused=paused))
@@ -266,10 +288,20 @@ def _sync_paused(runnable: Mapping[str, bool], settings: Settings) -> PauseSyncR
     from customer_pipelines.quota import QuotaLedgerError, SyncerPauses
 
     try:
-        return sync_paused(runnable, SyncerPauses(settings))
+        return sync_paused(runnable, SyncerPauses(settings), settings)
     except (QuotaLedgerError, RuntimeError):
         log.exception("paused flags not synced (the quota ledger records the syncer's pauses); next round")
         return PauseSyncResult()
+
+
+def converge_paused(settings: Settings) -> PauseSyncResult:
+    """The paused flags of the last good snapshot's fleet, as a sync round sets them. A snapshot
+    refreshed by hand calls it too: the DAG processor creates a held config's DAG paused from the
+    new snapshot, and only the ledger's record tells the next round that pause was the syncer's,
+    not a person's (a config enabled before that round would otherwise stay paused)."""
+    with Snapshot.open_last_good(settings.snapshot_file) as snapshot:
+        fleet = Fleet.of(snapshot)
+    return _sync_paused(runnable_dags(fleet), settings)
 
 
 def _ensure_quota_schema(settings: Settings) -> None:
@@ -359,7 +391,7 @@ def run_sync(settings: Settings | None = None, store: Any = None) -> SyncReport:
         refreshed, refused = _refresh(store, settings)
         with Snapshot.open_last_good(settings.snapshot_file) as snapshot:
             fleet = Fleet.of(snapshot)
-        pools = sync_pools(desired_pools(fleet.customers, settings.pool_prefix), settings.pool_prefix)
+        pools = sync_pools(desired_pools(fleet.customers, settings.pool_prefix), settings.pool_prefix, settings)
         pauses = _sync_paused(runnable_dags(fleet), settings)
         _write_next_runs(store, fleet)
         delivered, reconciled, backlog, rejected = _mirror_housekeeping(store, settings)

@@ -50,8 +50,9 @@ def test_a_round_that_fails_after_the_refresh_leaves_nothing_paused_at_the_next_
     try:
         with blocker.cursor() as cur:  # the pool sync cannot write: the round fails after its refresh
             cur.execute("LOCK TABLE slot_pool IN ACCESS EXCLUSIVE MODE")
+            # the syncer's own bound on lock waits (CP_AIRFLOW_DB_LOCK_TIMEOUT_SECONDS) fails the round
             with pytest.raises(RuntimeError, match="lock timeout"):
-                run_module({**info.env, "PGOPTIONS": "-c lock_timeout=3000"}, "sync")
+                run_module({**info.env, "CP_AIRFLOW_DB_LOCK_TIMEOUT_SECONDS": "2"}, "sync")
     finally:
         blocker.rollback()
         blocker.close()
@@ -68,3 +69,29 @@ def test_a_dag_a_person_paused_stays_paused_while_its_config_stays_active(stack)
     run_module(info.env, "sync")
     run_module(info.env, "sync")
     assert client.dag(dag_id)["is_paused"] is True
+
+
+def test_a_config_created_held_by_a_cli_refresh_and_enabled_before_any_round_is_unpaused_at_the_next(stack):
+    """The DAG processor creates a held config's DAG paused from a snapshot refreshed by hand; the
+    refresh records that pause as the syncer's, so enabling the config before any round unpauses it."""
+    from datetime import UTC, datetime
+
+    from customer_pipelines.seed import Dataset, config_row, customer_rows, load_dataset
+
+    info, client = stack
+    customer_id, config_id = "cust_pause_new", "new_cost"
+    now = datetime.now(UTC)
+    customer, subscription = customer_rows(customer_id, "New Inc", "PROFESSIONAL", now=now)
+    config = config_row(
+        config_id, customer_id, "New", "GCP", "COST", "cost_billing", "0 2 * * *", "UTC", is_active=False, now=now
+    )
+    data = Dataset(customers=[customer], subscriptions=[subscription], configs=[config])
+    load_dataset(BigQueryStore(info.settings), data)
+    run_module(info.env, "snapshot", "refresh")  # no sync round: the DAG appears paused, created held
+    dag_id = f"{customer_id}.{config_id}"
+    client.wait_for_dags([dag_id], timeout=240)
+    assert client.dag(dag_id)["is_paused"] is True
+
+    _set_active(info, customer_id, config_id, True)
+    run_module(info.env, "sync")
+    assert client.dag(dag_id)["is_paused"] is False

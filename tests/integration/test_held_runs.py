@@ -219,4 +219,5 @@ def test_a_run_that_finds_no_readable_snapshot_when_it_starts_is_mirrored_failed
     assert state == "failed"
     mirrored = _mirrored(store, dag_id, run_id)
     assert "no readable config snapshot" in mirrored["FAILED"]["error_message"]  # mirrored, not lost
+    assert mirrored["FAILED"]["error_type"] == "PLATFORM"  # ours, never counted toward the customer's auto-pause
     assert "RUNNING" not in mirrored
