@@ -13,6 +13,7 @@ from customer_pipelines.local import airflow as local_airflow
 from customer_pipelines.local import emulator, postgres
 from customer_pipelines.local.environment import record_stack_environment
 from customer_pipelines.local.processes import read_pid, spawn, stop
+from customer_pipelines.private_files import OWNER_ONLY_UMASK, ensure_state_dir
 from customer_pipelines.settings import REPO_ROOT, Plane, Settings
 
 SYNCER = "customer-pipelines-syncer"
@@ -56,7 +57,8 @@ def prepare(settings: Settings, *, seed_demo: bool = True) -> StackInfo:
     """Everything but Airflow's long-running components: data services, schema, demo, migration."""
     timings: dict[str, float] = {}
     settings = with_embedded_defaults(settings)
-    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    # Before anything is read from it: a directory another user created or may write is refused.
+    ensure_state_dir(settings.state_dir)
     if _runs_emulator(settings, "control"):
         timings["emulator_start"] = emulator.start(settings)
     if _runs_emulator(settings, "data"):
@@ -132,6 +134,7 @@ def run_module(env: dict[str, str], *args: str, timeout: float = 600) -> str:
         text=True,
         timeout=timeout,
         check=False,
+        umask=OWNER_ONLY_UMASK,
     )
     if proc.returncode != 0:
         raise RuntimeError(f"customer_pipelines {' '.join(args)} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
