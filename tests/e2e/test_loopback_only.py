@@ -43,5 +43,7 @@ def test_every_listening_socket_of_the_stack_is_on_loopback(stack):
         8974,  # the scheduler's health check (Airflow's default port)
     }
     assert expected <= ports, f"sockets of the stack not found: {expected - ports}"
-    outside = sorted(f"{s.address}:{s.port} (pids {sorted(owners[s.inode] & pids)})" for s in of_the_stack if not s.is_loopback)
+    outside = sorted(
+        f"{s.address}:{s.port} (pids {sorted(owners[s.inode] & pids)})" for s in of_the_stack if not s.is_loopback
+    )
     assert outside == [], f"the stack listens beyond loopback: {outside}"
