@@ -8,6 +8,7 @@ stack writes there is created owner-only (0600 files, 0700 directories), never c
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 from pathlib import Path
@@ -70,7 +71,8 @@ def ensure_state_dir(path: Path) -> Path:
     narrowed to 0700 (a directory older stacks left 0755)."""
     path = Path(os.path.abspath(path))
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.mkdir(mode=DIR_MODE, exist_ok=True)
+    with contextlib.suppress(FileExistsError):  # whatever is there (a dangling symlink too) is checked
+        path.mkdir(mode=DIR_MODE)
     check_private_dir(path)
     # 0700; a group's traversal alone (0710) is kept: the embedded PostgreSQL's own user is granted
     # it when the stack runs as root (local/postgres.py), and needs it as long as the server runs.

@@ -107,6 +107,10 @@ def test_a_symlink_as_state_directory_is_refused(tmp_path):
     (tmp_path / "state").symlink_to(tmp_path / "elsewhere")
     with pytest.raises(UnsafeStateDirError, match="not a directory"):
         ensure_state_dir(tmp_path / "state")
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    with pytest.raises(UnsafeStateDirError, match="not a directory"):
+        ensure_state_dir(tmp_path / "dangling")
+    assert not (tmp_path / "nowhere").exists()
 
 
 def test_our_own_state_directory_is_used_and_narrowed_to_0700(tmp_path):
