@@ -94,7 +94,8 @@ def stack_ports(
     settings: Settings, components: tuple[str, ...] = local_airflow.COMPONENTS
 ) -> list[tuple[int, str, str]]:
     """The TCP ports the stack's services listen on: (port, what, process name of the pid file).
-    PostgreSQL has none (a Unix socket); Airflow's scheduler health check keeps Airflow's own port."""
+    PostgreSQL has none (a Unix socket); the scheduler's health check keeps Airflow's port (8974), not
+    checked here (Airflow's setting, not the stack's)."""
     settings = with_embedded_defaults(settings)
     ports = []
     for plane in PLANES:
