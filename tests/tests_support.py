@@ -17,11 +17,10 @@ def free_port() -> int:
 
 
 def service_state_dir(prefix: str) -> Path:
-    """A state directory the embedded PostgreSQL can use: it runs as its own user when the tests run
-    as root, so the directory must be reachable by others (pytest's tmp dirs are 0700)."""
-    path = Path(tempfile.mkdtemp(prefix=prefix, dir="/var/tmp"))
-    path.chmod(0o755)
-    return path
+    """A state directory under /var/tmp (0700, as the stack wants it): the embedded PostgreSQL runs
+    as its own user when the tests run as root, and the stack grants that user traversal of the state
+    directory (0710, its group), which pytest's tmp dirs under /tmp/pytest-of-root (0700) would deny."""
+    return Path(tempfile.mkdtemp(prefix=prefix, dir="/var/tmp"))
 
 
 def add_customer(info, customer_id: str, plan: str, configs: list[tuple[str, int]], config_fields=None, **limits):

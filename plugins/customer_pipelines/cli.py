@@ -158,12 +158,12 @@ def cmd_stack(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_demo_run(args: argparse.Namespace, settings: Settings) -> int:
     """Trigger a demo DAG through Airflow's REST API and print what the mirror recorded."""
-    from customer_pipelines.local.airflow import ADMIN_USER, admin_password, api_url
-    from customer_pipelines.local.airflow_api import AirflowClient
+    from customer_pipelines.local import airflow as local_airflow
     from customer_pipelines.local.stack import with_embedded_defaults
 
     settings = with_embedded_defaults(settings)
-    client = AirflowClient(api_url(settings), ADMIN_USER, admin_password(settings))
+    # The admin password goes only to the API server the stack started (its pid owns the port).
+    client = local_airflow.client(settings)
     client.wait_for_dags([args.dag_id], timeout=240)
     run = client.trigger(args.dag_id)
     finished = client.wait_for_run(args.dag_id, run["dag_run_id"], timeout=args.timeout)

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from customer_pipelines.models import SkipReason
+from customer_pipelines.private_files import open_private
 
 log = logging.getLogger(__name__)
 
@@ -226,7 +227,8 @@ class RunStateMirror:
         alerted = set(marker.read_text().split()) if marker.exists() else set()
         new = sorted(p.stem for p in folder.glob("*.json") if p.stem not in alerted)
         if new:
-            marker.write_text("\n".join(sorted(alerted | set(new))))
+            with open_private(marker) as fh:
+                fh.write("\n".join(sorted(alerted | set(new))))
         return new
 
     def replay_rejected(self) -> int:
@@ -251,9 +253,10 @@ class RunStateMirror:
     def _set_aside(self, path: Path | None, row: dict[str, Any], reasons: list[str]) -> None:
         log.error("run-state mirror: BigQuery rejected %s (%s); kept under rejected/", self.row_id(row), reasons)
         folder = self.spool_dir / "rejected"
-        folder.mkdir(parents=True, exist_ok=True)
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         target = folder / f"{_file_safe(self.row_id(row))}.json"
-        target.write_text(json.dumps({"row": row, "reasons": reasons}, sort_keys=True, default=str))
+        with open_private(target) as fh:  # error messages quoting tenants' data: owner-only
+            fh.write(json.dumps({"row": row, "reasons": reasons}, sort_keys=True, default=str))
         if path is not None:
             path.unlink(missing_ok=True)
 
@@ -284,10 +287,10 @@ class RunStateMirror:
         return sorted(self.spool_dir.glob("*.json"))
 
     def _spool(self, row: Mapping[str, Any]) -> None:
-        self.spool_dir.mkdir(parents=True, exist_ok=True)
+        self.spool_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         final = self.spool_dir / f"{self.row_time(row):%Y%m%dT%H%M%S%f}-{_file_safe(self.row_id(row))}.json"
         tmp = final.with_suffix(".tmp")
-        with open(tmp, "w") as fh:
+        with open_private(tmp) as fh:  # a tenant's run and its error message: owner-only
             fh.write(_as_json(row))
             fh.flush()
             os.fsync(fh.fileno())

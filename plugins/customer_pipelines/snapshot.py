@@ -41,6 +41,7 @@ from customer_pipelines.models import (
     parse_config,
     printable,
 )
+from customer_pipelines.private_files import open_private
 
 log = logging.getLogger(__name__)
 
@@ -173,9 +174,11 @@ def write_snapshot(
             previous_anchors(path),
             now,
         )
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.unlink(missing_ok=True)
+    # Every tenant's configs: created owner-only (SQLite gives its journal the database's mode).
+    open_private(tmp, exclusive=True).close()
     conn = sqlite3.connect(tmp)
     try:
         conn.executescript(_DDL)

@@ -14,8 +14,7 @@ def stack() -> Iterator:
     scheduler, dag-processor, triggerer and API server, the syncer), on free ports, with a second
     emulator for the data plane."""
     from customer_pipelines.local import stack as local_stack
-    from customer_pipelines.local.airflow import ADMIN_USER, admin_password, api_url
-    from customer_pipelines.local.airflow_api import AirflowClient
+    from customer_pipelines.local.airflow import client as stack_client
     from customer_pipelines.settings import Settings
 
     state = service_state_dir("cp-test-stack-")
@@ -38,9 +37,8 @@ def stack() -> Iterator:
         for name, value in heartbeat.items():
             patch.setenv(name, value)
         info = local_stack.up(settings)
-    client = AirflowClient(api_url(info.settings), ADMIN_USER, admin_password(info.settings))
     try:
-        yield info, client
+        yield info, stack_client(info.settings)
     finally:
         local_stack.down(info.settings)
         shutil.rmtree(state, ignore_errors=True)

@@ -3,6 +3,8 @@ LocalExecutor on PostgreSQL), the BigQuery emulator, the demo fleet."""
 
 from __future__ import annotations
 
+import json
+import stat
 import time
 
 import pytest
@@ -69,3 +71,15 @@ def test_triggered_run_is_mirrored_running_then_completed(stack):
     assert completed["customer_id"] == "cust_acme_001" and completed["config_id"] == "acme_gcp_cost_daily"
     assert completed["hostname"] and completed["duration_seconds"] > 0
     assert completed["details"]["rows_written"] == 3
+
+    # Airflow's log servers are off (they would listen on every interface): the API server reads the
+    # try's log from the folder the stack's components share, where Airflow wrote it owner-only.
+    [ti] = client.task_instances(dag_id, run["dag_run_id"])
+    log = json.dumps(client.task_log(dag_id, run["dag_run_id"], ti["task_id"], ti["try_number"]))
+    logs = info.settings.state_dir / "airflow" / "logs"
+    assert str(logs) in log and "Could not read served logs" not in log
+    entries = [(p, p.lstat()) for p in logs.rglob("*") if not p.is_symlink()]
+    files = {str(p): stat.S_IMODE(st.st_mode) for p, st in entries if stat.S_ISREG(st.st_mode)}
+    folders = {str(p): stat.S_IMODE(st.st_mode) for p, st in entries if stat.S_ISDIR(st.st_mode)}
+    assert set(files.values()) == {0o600}, files
+    assert set(folders.values()) == {0o700}, folders

@@ -8,9 +8,27 @@ import os
 import secrets
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
-from customer_pipelines.local.processes import http_ok, read_pid, spawn, stop, wait_until
+from customer_pipelines.local.airflow_api import AirflowClient
+from customer_pipelines.local.processes import (
+    PortError,
+    ensure_port_free,
+    http_ok,
+    read_pid,
+    spawn,
+    stop,
+    verify_listener,
+    wait_until,
+)
+from customer_pipelines.private_files import (
+    OWNER_ONLY_UMASK,
+    check_private_dir,
+    ensure_state_dir,
+    private_dir,
+    write_private,
+)
 from customer_pipelines.settings import REPO_ROOT, Settings
 
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
@@ -25,30 +43,28 @@ def api_url(settings: Settings) -> str:
     return f"http://127.0.0.1:{settings.airflow_port}"
 
 
-def _secret(path: Path, make) -> str:
+def _secret(path: Path, make: Callable[[], str]) -> str:
+    """A secret kept in the state directory: created owner-only (never readable by others, not even
+    for a moment), generated once."""
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(make())
-        path.chmod(0o600)
+        private_dir(path.parent)
+        write_private(path, make())
     return path.read_text().strip()
 
 
 def admin_password(settings: Settings) -> str:
-    """The demo's admin password: generated once, kept in the state directory."""
+    """The demo's admin password: generated once, kept in the state directory (refused when that
+    directory is not this user's own, see :func:`~customer_pipelines.private_files.check_private_dir`)."""
+    check_private_dir(settings.state_dir)
     passwords = settings.state_dir / "airflow" / "passwords.json"
-    if not passwords.exists():
-        passwords.parent.mkdir(parents=True, exist_ok=True)
-        passwords.write_text(json.dumps({ADMIN_USER: secrets.token_urlsafe(12)}))
-        passwords.chmod(0o600)
-    return json.loads(passwords.read_text())[ADMIN_USER]
+    return json.loads(_secret(passwords, lambda: json.dumps({ADMIN_USER: secrets.token_urlsafe(12)})))[ADMIN_USER]
 
 
 def airflow_env(
     settings: Settings, metadata_db_url: str, *, parallelism: int = 8, extra: dict[str, str] | None = None
 ) -> dict[str, str]:
     """Environment shared by every Airflow process of the stack (and the CLI commands run on it)."""
-    home = settings.state_dir / "airflow"
-    home.mkdir(parents=True, exist_ok=True)
+    home = private_dir(ensure_state_dir(settings.state_dir) / "airflow")
     admin_password(settings)
     # Your own AIRFLOW__SECTION__KEY variables apply (a heartbeat timeout, say), except those the
     # stack sets below; AIRFLOW_HOME and the like are the stack's own.
@@ -77,6 +93,13 @@ def airflow_env(
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "20",
         "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "15",
         "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "True",
+        # Loopback only (Airflow's default is every interface). The log servers have no host setting
+        # in Airflow 3.3 (they bind every interface): the scheduler and triggerer run without them
+        # (--skip-serve-logs), and the API server reads the task logs from the shared local folder.
+        "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_HOST": "127.0.0.1",
+        # Task and DAG-processor logs owner-only (Airflow chmods them to 0664/0775 by default).
+        "AIRFLOW__LOGGING__FILE_TASK_HANDLER_NEW_FILE_PERMISSIONS": "0o600",
+        "AIRFLOW__LOGGING__FILE_TASK_HANDLER_NEW_FOLDER_PERMISSIONS": "0o700",
         "CP_STATE_DIR": str(settings.state_dir),
         "CP_BQ_PROJECT": settings.bq_project,
         "CP_BQ_DATASET": settings.bq_dataset,
@@ -108,7 +131,15 @@ def _fernet_key() -> str:
 
 
 def run_cli(env: dict[str, str], *args: str, timeout: float = 600) -> str:
-    proc = subprocess.run([airflow_bin(), *args], env=env, capture_output=True, text=True, timeout=timeout, check=False)
+    proc = subprocess.run(
+        [airflow_bin(), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        umask=OWNER_ONLY_UMASK,
+    )
     if proc.returncode != 0:
         raise RuntimeError(
             f"airflow {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
@@ -120,14 +151,22 @@ def migrate(env: dict[str, str]) -> None:
     run_cli(env, "db", "migrate")
 
 
+# Components that would serve their task logs on every interface unless told not to.
+_SKIP_SERVE_LOGS = ("scheduler", "triggerer")
+
+
 def start(
     settings: Settings, env: dict[str, str], *, components: tuple[str, ...] = COMPONENTS, timeout: float = 180
 ) -> None:
     run_dir = settings.state_dir / "run"
+    pidfile = run_dir / "airflow-api-server.pid"
+    if "api-server" in components and read_pid(pidfile) is None:
+        # Before any component starts: a stranger on the API's port would get every call (and the password).
+        ensure_port_free(settings.airflow_port, "Airflow API server")
     for component in components:
         name = f"airflow-{component}"
         if read_pid(run_dir / f"{name}.pid") is None:
-            argv = [airflow_bin(), component]
+            argv = [airflow_bin(), component, *(["--skip-serve-logs"] if component in _SKIP_SERVE_LOGS else [])]
             spawn(name, argv, run_dir=run_dir, env=env)
     if "api-server" in components:
         wait_until(
@@ -136,6 +175,25 @@ def start(
             what="Airflow API server",
             log_file=run_dir / "airflow-api-server.log",
         )
+        verify_api_server(settings)
+
+
+def verify_api_server(settings: Settings) -> None:
+    """Raise unless the API's port is served by the API server this stack started (its pid file),
+    so that the admin password goes to no other process."""
+    pid = read_pid(settings.state_dir / "run" / "airflow-api-server.pid")
+    if pid is None:
+        raise PortError(
+            f"the local stack's Airflow API server is not running (no live pid in {settings.state_dir / 'run'}): "
+            "start it with `python -m customer_pipelines stack up`"
+        )
+    verify_listener(settings.airflow_port, pid, "Airflow API server")
+
+
+def client(settings: Settings) -> AirflowClient:
+    """A REST client logged in as the stack's admin, once the API's port is proven to be the stack's own."""
+    verify_api_server(settings)
+    return AirflowClient(api_url(settings), ADMIN_USER, admin_password(settings))
 
 
 def stop_all(settings: Settings) -> list[str]:

@@ -89,6 +89,12 @@ class AirflowClient:
     def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
         return self._request("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances")["task_instances"]
 
+    def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int) -> dict[str, Any]:
+        """A try's log as the UI shows it (its ``content`` and where it was read from)."""
+        return self._request(
+            "GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}?full_content=true"
+        )
+
     def pool(self, name: str) -> dict[str, Any]:
         return self._request("GET", f"/api/v2/pools/{name}")
 

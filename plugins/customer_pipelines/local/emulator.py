@@ -15,7 +15,16 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from customer_pipelines.local.processes import http_ok, read_pid, spawn, stop, wait_until
+from customer_pipelines.local.processes import (
+    ensure_port_free,
+    http_ok,
+    read_pid,
+    spawn,
+    stop,
+    verify_listener,
+    wait_until,
+)
+from customer_pipelines.private_files import ensure_state_dir, private_dir
 from customer_pipelines.settings import REPO_ROOT, Plane, Settings
 
 NAME = "bigquery-emulator"
@@ -41,7 +50,7 @@ def _install_spatial_extension(home: Path) -> None:
             f"DuckDB spatial extension not found in {emulator_venv()}: run `make install` "
             "(it installs duckdb-extension-spatial into the emulator's virtualenv)"
         )
-    target.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(target.parent)
     shutil.copyfile(found[0], target)
 
 
@@ -81,15 +90,37 @@ def is_ready(settings: Settings, plane: Plane = "control") -> bool:
 
 
 def start(settings: Settings, *, timeout: float = 60.0, plane: Plane = "control") -> float:
-    """Start a plane's emulator unless it already answers; returns the seconds it took to be ready."""
+    """Start a plane's emulator unless the stack's own already runs; returns the seconds it took to be
+    ready. Only an emulator this stack started is used: its ports taken by any other process are an
+    error naming the port, never a service to trust."""
     began = time.monotonic()
+    ensure_state_dir(settings.state_dir)
     run_dir = settings.state_dir / "run"
-    if is_ready(settings, plane):
-        return 0.0
     emulator = instance(settings, plane)
+    what = f"BigQuery emulator ({plane} plane)"
+    pid = read_pid(run_dir / f"{emulator.name}.pid")
+    if pid is not None and is_ready(settings, plane):
+        verify_listener(emulator.port, pid, what)
+        return 0.0
+    if pid is None:
+        pid = _spawn(emulator, run_dir, what)
+    wait_until(
+        lambda: is_ready(settings, plane),
+        timeout=timeout,
+        what=what,
+        log_file=run_dir / f"{emulator.name}.log",
+    )
+    verify_listener(emulator.port, pid, what)
+    return time.monotonic() - began
+
+
+def _spawn(emulator: EmulatorInstance, run_dir: Path, what: str) -> int:
+    for port in (emulator.port, emulator.grpc_port):
+        ensure_port_free(port, what)
     home = emulator.root / "home"
     data = emulator.root / "data"
-    data.mkdir(parents=True, exist_ok=True)
+    private_dir(data)
+    private_dir(home)
     _install_spatial_extension(home)
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
@@ -117,14 +148,7 @@ def start(settings: Settings, *, timeout: float = 60.0, plane: Plane = "control"
         "--log-level",
         "warning",
     ]
-    spawn(emulator.name, argv, run_dir=run_dir, env=env)
-    wait_until(
-        lambda: is_ready(settings, plane),
-        timeout=timeout,
-        what=f"BigQuery emulator ({plane} plane)",
-        log_file=run_dir / f"{emulator.name}.log",
-    )
-    return time.monotonic() - began
+    return spawn(emulator.name, argv, run_dir=run_dir, env=env)
 
 
 def stop_emulator(settings: Settings, plane: Plane = "control") -> bool:

@@ -14,6 +14,7 @@ import os
 from collections.abc import Mapping, MutableMapping
 from pathlib import Path
 
+from customer_pipelines.private_files import check_private_dir
 from customer_pipelines.settings import default_state_dir
 
 STACK_ENVIRONMENT_FILE = "stack-environment.json"
@@ -56,6 +57,10 @@ def apply_stack_environment(environ: MutableMapping[str, str], *, recorded: bool
     state_dir = Path(environ.get("CP_STATE_DIR") or default_state_dir())
     path = stack_environment_file(state_dir)
     applied = None
+    if os.path.lexists(state_dir):
+        # Its record and Airflow's home (airflow.cfg's *_cmd options run commands) are trusted only
+        # in a directory of this user's own.
+        check_private_dir(state_dir)
     if recorded and path.exists():
         try:
             settings = json.loads(path.read_text())

@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 from customer_pipelines.local import airflow as local_airflow
 from customer_pipelines.local import emulator, postgres
 from customer_pipelines.local.environment import record_stack_environment
-from customer_pipelines.local.processes import read_pid, spawn, stop
-from customer_pipelines.settings import REPO_ROOT, Plane, Settings
+from customer_pipelines.local.processes import ensure_port_free, read_pid, spawn, stop
+from customer_pipelines.private_files import OWNER_ONLY_UMASK, ensure_state_dir
+from customer_pipelines.settings import PLANES, REPO_ROOT, Plane, Settings
 
 SYNCER = "customer-pipelines-syncer"
 QUOTA_DATABASE = "customer_pipelines"
@@ -56,7 +57,8 @@ def prepare(settings: Settings, *, seed_demo: bool = True) -> StackInfo:
     """Everything but Airflow's long-running components: data services, schema, demo, migration."""
     timings: dict[str, float] = {}
     settings = with_embedded_defaults(settings)
-    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    # Before anything is read from it: a directory another user created or may write is refused.
+    ensure_state_dir(settings.state_dir)
     if _runs_emulator(settings, "control"):
         timings["emulator_start"] = emulator.start(settings)
     if _runs_emulator(settings, "data"):
@@ -88,9 +90,38 @@ def prepare(settings: Settings, *, seed_demo: bool = True) -> StackInfo:
     return StackInfo(settings, env, timings)
 
 
+def stack_ports(
+    settings: Settings, components: tuple[str, ...] = local_airflow.COMPONENTS
+) -> list[tuple[int, str, str]]:
+    """The TCP ports the stack's services listen on: (port, what, process name of the pid file).
+    PostgreSQL has none (a Unix socket); the scheduler's health check keeps Airflow's port (8974), not
+    checked here (Airflow's setting, not the stack's)."""
+    settings = with_embedded_defaults(settings)
+    ports = []
+    for plane in PLANES:
+        if _runs_emulator(settings, plane):
+            emu = emulator.instance(settings, plane)
+            ports += [(p, f"BigQuery emulator ({plane} plane)", emu.name) for p in (emu.port, emu.grpc_port)]
+    if "api-server" in components:
+        ports.append((settings.airflow_port, "Airflow API server", "airflow-api-server"))
+    return ports
+
+
+def check_ports(settings: Settings, components: tuple[str, ...] = local_airflow.COMPONENTS) -> None:
+    """Before anything starts: each port of a service the stack is about to start must be free (a
+    service already running is the stack's own when its pid file names a live process; that
+    process's ownership of the port is checked once it answers)."""
+    run_dir = settings.state_dir / "run"
+    for port, what, name in stack_ports(settings, components):
+        if read_pid(run_dir / f"{name}.pid") is None:
+            ensure_port_free(port, what)
+
+
 def up(
     settings: Settings, *, seed_demo: bool = True, components: tuple[str, ...] = local_airflow.COMPONENTS
 ) -> StackInfo:
+    ensure_state_dir(settings.state_dir)
+    check_ports(settings, components)
     info = prepare(settings, seed_demo=seed_demo)
     began = time.monotonic()
     local_airflow.start(info.settings, info.env, components=components)
@@ -132,6 +163,7 @@ def run_module(env: dict[str, str], *args: str, timeout: float = 600) -> str:
         text=True,
         timeout=timeout,
         check=False,
+        umask=OWNER_ONLY_UMASK,
     )
     if proc.returncode != 0:
         raise RuntimeError(f"customer_pipelines {' '.join(args)} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
