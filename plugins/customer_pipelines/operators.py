@@ -145,13 +145,14 @@ class CustomerPipelineOperator(BaseOperator):
             f"customer {self.customer_id} has no subscription in force"
         )
 
-    def _reserve(self, settings: Any, mirror: Any, identity: Any, customer: Any) -> None:
-        """Take a quota unit, or skip the run (QUOTA_EXCEEDED)."""
+    def _reserve(self, settings: Any, mirror: Any, identity: Any, customer: Any, ledger: Any = None) -> None:
+        """Take a quota unit, or skip the run (QUOTA_EXCEEDED). ``ledger``: the settings' ledger unless
+        given (the tests give one on an injected clock)."""
         from customer_pipelines.models import SkipReason
         from customer_pipelines.quota import QuotaLedger
 
         # One unit per execution of the run: its retries share it, a clear or reprocessing takes a new one.
-        decision = QuotaLedger(settings).reserve(customer, identity.execution_key)
+        decision = (ledger or QuotaLedger(settings)).reserve(customer, identity.execution_key)
         if not decision.allowed:
             _skip(
                 mirror,

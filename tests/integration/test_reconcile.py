@@ -21,7 +21,6 @@ def _today_utc_minutes_ago(minutes: int) -> datetime:
     return max(now - timedelta(minutes=minutes), now.replace(hour=0, minute=0, second=0))
 
 
-
 class Tenant:
     """A customer of its own with one config, loaded an hour before its runs (the failure count
     starts when the config last changed)."""
