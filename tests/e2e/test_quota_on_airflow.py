@@ -1,10 +1,12 @@
 """Quotas on real Airflow: twelve runs of one customer released at once on the LocalExecutor
-(parallelism 8, the customer's pool wide open) take exactly the five daily units."""
+(parallelism 8, the customer's pool wide open) take exactly the five daily units; a run cleared or
+reprocessed by a backfill is a new unit."""
 
 from __future__ import annotations
 
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -44,3 +46,45 @@ def test_twelve_runs_at_once_execute_five_and_skip_seven_for_quota(stack, round_
         final = events[-1]
         mirrored[(final["state"], final["skip_reason"])] += 1
     assert mirrored == {("COMPLETED", None): 5, ("SKIPPED", "QUOTA_EXCEEDED"): 7}
+
+
+def _reservations(info, customer_id: str) -> list[str]:
+    import psycopg2
+
+    with psycopg2.connect(info.settings.quota_db_url) as conn, conn.cursor() as cur:
+        cur.execute("SELECT run_key FROM cp_quota_reservations WHERE customer_id = %s", (customer_id,))
+        keys = [row[0] for row in cur.fetchall()]
+    conn.close()
+    return keys
+
+
+def test_a_cleared_run_and_a_backfill_reprocessing_it_at_the_daily_limit_are_skipped_for_quota(stack):
+    """Each execution of a run is a unit: a person's clear and a backfill with reprocess_behavior
+    'completed' (Airflow's _handle_clear_run) run the same run_id again, and at the daily limit each
+    new execution is refused and mirrored SKIPPED QUOTA_EXCEEDED (the first one ran and took the unit)."""
+    info, client = stack
+    customer_id = "cust_reexec_001"
+    [dag_id] = add_customer(
+        info, customer_id, "STARTER", [("reexec_cost", 5)], daily_run_limit=1, monthly_run_limit=100
+    )
+    client.wait_for_dags([dag_id], timeout=240)
+    store = BigQueryStore(info.settings)
+    tick = (datetime.now(UTC) - timedelta(days=1)).replace(hour=2, minute=0, second=0, microsecond=0).isoformat()
+
+    def executed() -> tuple[str, tuple]:
+        [run] = client.dag_runs(dag_id)
+        assert client.wait_for_run(dag_id, run["dag_run_id"], timeout=240)["state"] == "success"
+        [ti] = client.task_instances(dag_id, run["dag_run_id"])
+        [current] = store.query("queries/runs_of_customers.sql", {"customer_ids": [customer_id]})
+        return ti["state"], (current["state"], current["skip_reason"], current["clear_number"])
+
+    client.create_backfill(dag_id, tick, tick)  # the missed tick: one run, it takes the day's only unit
+    assert executed() == ("success", ("COMPLETED", None, 0))
+
+    [run] = client.dag_runs(dag_id)
+    client.clear_run(dag_id, run["dag_run_id"])
+    assert executed() == ("skipped", ("SKIPPED", "QUOTA_EXCEEDED", 1))
+
+    client.create_backfill(dag_id, tick, tick, reprocess_behavior="completed")
+    assert executed() == ("skipped", ("SKIPPED", "QUOTA_EXCEEDED", 2))
+    assert _reservations(info, customer_id) == [f"{dag_id}/{run['dag_run_id']}"]  # the one execution that ran
