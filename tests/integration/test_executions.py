@@ -16,7 +16,7 @@ from airflow.sdk.api.datamodels._generated import DagRun as SdkDagRun
 from airflow.sdk.exceptions import AirflowSkipException, AirflowTaskTimeout
 from airflow.sdk.execution_time.timeout import timeout
 
-from customer_pipelines.mirror import RUNS_TABLE, RunState, RunStateMirror, run_event
+from customer_pipelines.mirror import RUNS_TABLE, RunIdentity, RunState, RunStateMirror, run_event
 from customer_pipelines.models import Customer
 from customer_pipelines.operators import CustomerPipelineOperator
 from customer_pipelines.quota import QuotaLedger
@@ -314,3 +314,30 @@ def test_a_try_whose_final_write_answers_in_time_is_mirrored_completed(store, ta
         tenant.operator.execute(tenant.context(run_id, clear_number=0, try_number=1, max_tries=0))
 
     assert tenant.current(run_id)["state"] == "COMPLETED"
+
+
+def test_a_runs_table_created_before_executions_gets_the_column_and_its_rows_read_as_first_executions(store):
+    """Applying the schema to a deployed table: ALTER TABLE ... ADD COLUMN IF NOT EXISTS adds
+    clear_number, the views read its old rows (NULL) as the first execution, and a second apply
+    changes nothing."""
+    from customer_pipelines.sql import load_sql
+
+    settings = store.settings.model_copy(update={"bq_dataset": f"legacy_{datetime.now(UTC):%H%M%S%f}"})
+    legacy = BigQueryStore(settings)
+    legacy.client.create_dataset(f"{legacy.project}.{legacy.dataset}")
+    table_sql = load_sql("schema/050_scheduled_pipeline_runs.sql", settings, "control")
+    before = "\n".join(line for line in table_sql.splitlines() if not line.lstrip().startswith("clear_number"))
+    legacy.client.query(before).result()
+    assert "clear_number" not in {f.name for f in legacy.client.get_table(legacy.table_id(RUNS_TABLE)).schema}
+    identity = RunIdentity("cfg_old", "cust_old", "cust_old.cfg_old", "scheduled__2026-11-01T02:00:00+00:00")
+    old = run_event(identity, RunState.COMPLETED, source="operator", ended_at=datetime.now(UTC))
+    old.pop("clear_number")
+    legacy.insert_rows(RUNS_TABLE, [old], row_ids=[old["event_key"]])
+
+    legacy.for_plane("control").apply_plane_schema()
+    legacy.for_plane("control").apply_plane_schema()
+
+    assert "clear_number" in {f.name for f in legacy.client.get_table(legacy.table_id(RUNS_TABLE)).schema}
+    table = f"`{legacy.project}.{legacy.dataset}.pipeline_runs_current`"
+    [row] = [dict(r.items()) for r in legacy.client.query(f"SELECT * FROM {table}").result()]
+    assert (row["state"], row["clear_number"], row["execution_key"]) == ("COMPLETED", 0, row["run_key"])
