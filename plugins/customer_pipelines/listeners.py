@@ -63,6 +63,7 @@ def identity_of(
     logical_date: Any = None,
     run_type: Any = None,
     run_after: Any = None,
+    clear_number: int | None = 0,
 ) -> Any:
     from customer_pipelines.mirror import RunIdentity
 
@@ -77,6 +78,7 @@ def identity_of(
         logical_date=_aware(logical_date),
         scheduled_time=_aware(run_after),
         run_type=str(run_type) if run_type else None,
+        clear_number=int(clear_number or 0),
     )
 
 
@@ -89,6 +91,7 @@ def _ti_identity(ti: Any) -> Any:
         logical_date=getattr(dag_run, "logical_date", None),
         run_type=getattr(dag_run, "run_type", None),
         run_after=getattr(dag_run, "run_after", None),
+        clear_number=getattr(dag_run, "clear_number", 0),
     )
 
 
@@ -139,26 +142,32 @@ def on_task_instance_failed(previous_state: Any, task_instance: Any, error: Any 
             return
         identity = _ti_identity(task_instance)
         if previous_state is None:  # set by a person through the API / UI
-            state, source, error_type = RunState.CANCELLED, "listener:manual", ErrorType.MANUAL
-        else:  # the process was killed or declared a zombie: the platform lost the worker
-            retrying = _state_name(task_instance.state) == "up_for_retry"
-            state, source = (RunState.RETRYING if retrying else RunState.FAILED), "listener:scheduler"
-            error_type = ErrorType.PLATFORM
+            message = str(error) if error else None
+            _marked_by_a_person(None, task_instance, RunState.CANCELLED, {"marked_failed_by_person": True}, message)
+            return
+        # the process was killed or declared a zombie: the platform lost the worker
+        retrying = _state_name(task_instance.state) == "up_for_retry"
         _emit(
             run_event(
                 identity,
-                state,
-                source=source,
+                RunState.RETRYING if retrying else RunState.FAILED,
+                source="listener:scheduler",
                 started_at=_aware(task_instance.start_date),
                 ended_at=_aware(task_instance.end_date) or datetime.now(UTC),
-                error_type=error_type.value,
+                error_type=ErrorType.PLATFORM.value,
                 error_message=str(error) if error else None,
             )
         )
 
 
-def _marked_by_a_person(previous_state: Any, task_instance: Any, state: Any, details: dict[str, Any]) -> None:
-    """The API server calls the task-instance hooks with previous_state=None when a person sets a state."""
+def _marked_by_a_person(
+    previous_state: Any, task_instance: Any, state: Any, details: dict[str, Any], error_message: str | None = None
+) -> None:
+    """The API server calls the task-instance hooks with previous_state=None when a person sets a state.
+
+    Each mark is its own event at its own time (now): a person can mark one try A, B and A again,
+    and Airflow keeps the try's first end_date through every re-mark (``TaskInstance.set_state``),
+    so neither the state nor end_date tells two marks apart."""
     from customer_pipelines.mirror import ErrorType, RunState, run_event
 
     if previous_state is not None or not _is_ours(task_instance.dag_id, task_instance.task_id):
@@ -170,9 +179,12 @@ def _marked_by_a_person(previous_state: Any, task_instance: Any, state: Any, det
             _ti_identity(task_instance),
             state,
             source="listener:manual",
+            event_time=datetime.now(UTC),
             ended_at=_aware(task_instance.end_date) or datetime.now(UTC),
             error_type=None if state is RunState.COMPLETED else ErrorType.MANUAL.value,
+            error_message=error_message,
             details=details,
+            each_occurrence=True,
         )
     )
 
@@ -207,6 +219,9 @@ def on_dag_run_running(dag_run: Any, msg: str) -> None:
             logical_date=dag_run.logical_date,
             run_type=dag_run.run_type,
             run_after=dag_run.run_after,
+            # a clear (or a backfill reprocessing the run) raises it and resets queued_at and
+            # start_date: the new execution's SCHEDULED and QUEUED are new transitions
+            clear_number=getattr(dag_run, "clear_number", 0),
         )
         created = _aware(getattr(dag_run, "queued_at", None)) or _aware(dag_run.run_after) or datetime.now(UTC)
         _emit(

@@ -58,7 +58,12 @@ class ErrorType(StrEnum):
 
 @dataclass(frozen=True)
 class RunIdentity:
-    """Which run (and which try of its task) a transition belongs to."""
+    """Which run, which execution of it and which try of its task a transition belongs to.
+
+    An execution is one pass of a run: Airflow runs the same run_id again when a person clears it or
+    a backfill reprocesses it (``DagRun.clear_number`` counts those clears, and try numbers carry on
+    across them). Retries belong to their execution; each execution is its own unit of quota and has
+    its own SCHEDULED/QUEUED/RUNNING/ending in the mirror."""
 
     config_id: str
     customer_id: str
@@ -69,18 +74,33 @@ class RunIdentity:
     logical_date: datetime | None = None
     scheduled_time: datetime | None = None
     run_type: str | None = None
+    clear_number: int = 0
+    """Airflow's ``DagRun.clear_number`` when this execution started (0: never cleared)."""
 
     @property
     def run_key(self) -> str:
         return f"{self.dag_id}/{self.run_id}"
 
+    @property
+    def execution_key(self) -> str:
+        """The execution's identity (the quota ledger's run_key). A first execution keeps the run's
+        key, so reservations taken before executions had keys of their own still match its retries;
+        '#' is outside Airflow's run_id alphabet, so no run's key can equal another's execution."""
+        return self.run_key if not self.clear_number else f"{self.run_key}#{self.clear_number}"
 
-def event_key(identity: RunIdentity, state: RunState) -> str:
-    """The same transition always gets the same key, whoever reports it and however often."""
-    raw = "|".join(
-        [identity.dag_id, identity.run_id, identity.task_id or "", str(identity.try_number or 0), state.value]
-    )
-    return hashlib.sha256(raw.encode()).hexdigest()[:40]
+
+def event_key(identity: RunIdentity, state: RunState, occurrence: datetime | None = None) -> str:
+    """The same transition always gets the same key, whoever reports it and however often.
+
+    The execution is part of it (a cleared run's new SCHEDULED/QUEUED are new transitions; a first
+    execution's keys are what they were before executions had numbers). ``occurrence`` makes each
+    occurrence of one state its own transition: a person can mark one try A, B and A again."""
+    parts = [identity.dag_id, identity.run_id, identity.task_id or "", str(identity.try_number or 0), state.value]
+    if identity.clear_number:
+        parts.append(f"clear={identity.clear_number}")
+    if occurrence is not None:
+        parts.append(f"at={occurrence.isoformat()}")
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:40]
 
 
 def run_event(
@@ -96,15 +116,21 @@ def run_event(
     error_type: str | None = None,
     error_message: str | None = None,
     details: Mapping[str, Any] | None = None,
+    each_occurrence: bool = False,
 ) -> dict[str, Any]:
+    """One transition as a row. ``each_occurrence``: the event is one of possibly several of the same
+    state of one try (a person's mark), keyed by its own event_time rather than collapsing with the
+    others."""
     now = datetime.now(UTC)
     duration = (ended_at - started_at).total_seconds() if started_at and ended_at else None
     if error is not None:
         error_type = error_type or type(error).__name__
         error_message = error_message or str(error)
+    event_time = event_time or ended_at or started_at or now
     return {
-        "event_key": event_key(identity, state),
+        "event_key": event_key(identity, state, event_time if each_occurrence else None),
         "run_key": identity.run_key,
+        "clear_number": identity.clear_number,
         "config_id": identity.config_id,
         "customer_id": identity.customer_id,
         "dag_id": identity.dag_id,
@@ -124,7 +150,7 @@ def run_event(
         "hostname": socket.gethostname(),
         "source": source,
         "details": dict(details) if details else None,
-        "event_time": event_time or ended_at or started_at or now,
+        "event_time": event_time,
         "recorded_at": now,
     }
 

@@ -67,28 +67,43 @@ class CustomerPipelineOperator(BaseOperator):
             _fail(mirror, identity, ti, started_at, exc, pipeline_started=False)
 
         pipeline_started = False
+        pipeline_done = False
         try:
             self._reserve(settings, mirror, identity, customer)
             mirror.record(run_event(identity, RunState.RUNNING, source="operator", started_at=started_at))
             pipeline_started = True
             rows = self._run_template(context, store, identity)
+            summary = rows[0] if rows else {}
+            pipeline_done = True
+            # Inside the try: execution_timeout can fire while this insert is in flight (it may wait
+            # up to INSERT_DEADLINE_SECONDS), and Airflow then fails the try although the COMPLETED
+            # row may already be stored. The try's ending written below is later than COMPLETED, so
+            # the mirror ends the try as Airflow does.
+            mirror.record(
+                run_event(
+                    identity,
+                    RunState.COMPLETED,
+                    source="operator",
+                    started_at=started_at,
+                    ended_at=datetime.now(UTC),
+                    details=summary,
+                )
+            )
         except AirflowSkipException:
             raise
         except (AirflowTaskTimeout, Exception) as exc:  # noqa: BLE001 - _fail mirrors the try and raises
             # AirflowTaskTimeout (a BaseException) is how execution_timeout interrupts execute: at the
-            # quota gate as well as in the template.
-            _fail(mirror, identity, ti, started_at, exc, pipeline_started=pipeline_started)
-        summary = rows[0] if rows else {}
-        mirror.record(
-            run_event(
+            # quota gate, in the template, or in the final mirror write (the platform's time, not the
+            # pipeline's: it had finished).
+            _fail(
+                mirror,
                 identity,
-                RunState.COMPLETED,
-                source="operator",
-                started_at=started_at,
-                ended_at=datetime.now(UTC),
-                details=summary,
+                ti,
+                started_at,
+                exc,
+                pipeline_started=pipeline_started and not pipeline_done,
+                during="final mirror write" if pipeline_done else None,
             )
-        )
         return summary
 
     def _check_may_run(self, settings: Settings, mirror: RunStateMirror, identity: RunIdentity) -> Customer:
@@ -130,12 +145,14 @@ class CustomerPipelineOperator(BaseOperator):
             f"customer {self.customer_id} has no subscription in force"
         )
 
-    def _reserve(self, settings: Any, mirror: Any, identity: Any, customer: Any) -> None:
-        """Take a quota unit, or skip the run (QUOTA_EXCEEDED)."""
+    def _reserve(self, settings: Any, mirror: Any, identity: Any, customer: Any, ledger: Any = None) -> None:
+        """Take a quota unit, or skip the run (QUOTA_EXCEEDED). ``ledger``: the settings' ledger unless
+        given (the tests give one on an injected clock)."""
         from customer_pipelines.models import SkipReason
         from customer_pipelines.quota import QuotaLedger
 
-        decision = QuotaLedger(settings).reserve(customer, identity.run_key)
+        # One unit per execution of the run: its retries share it, a clear or reprocessing takes a new one.
+        decision = (ledger or QuotaLedger(settings)).reserve(customer, identity.execution_key)
         if not decision.allowed:
             _skip(
                 mirror,
@@ -189,6 +206,8 @@ class CustomerPipelineOperator(BaseOperator):
             logical_date=_aware(context.get("logical_date")),
             scheduled_time=_aware(getattr(dag_run, "run_after", None)),
             run_type=str(getattr(dag_run, "run_type", "") or "") or None,
+            # Which execution of the run: a clear (or a backfill reprocessing it) raises it.
+            clear_number=int(getattr(dag_run, "clear_number", 0) or 0),
         )
 
     def run_date(self, context: Any) -> Any:
@@ -199,7 +218,14 @@ class CustomerPipelineOperator(BaseOperator):
 
 
 def _fail(
-    mirror: Any, identity: Any, ti: Any, started_at: datetime, exc: BaseException, *, pipeline_started: bool
+    mirror: Any,
+    identity: Any,
+    ti: Any,
+    started_at: datetime,
+    exc: BaseException,
+    *,
+    pipeline_started: bool,
+    during: str | None = None,
 ) -> NoReturn:
     """Mirror a failed try with whose failure it is (RETRYING when Airflow will retry it), then fail
     the task: at once (AirflowFailException) when no retry can fix it. Call it from an except block."""
@@ -224,6 +250,7 @@ def _fail(
                 "retryable": failure.retryable,
                 "exception": type(exc).__name__,
                 **({"bigquery_reason": reason} if reason else {}),
+                **({"during": during} if during else {}),
             },
         )
     )

@@ -2,11 +2,13 @@
 
 The check-and-record is serialised per customer by a PostgreSQL advisory lock held for one short
 transaction: count the customer's reservations of the UTC day and month, refuse if either limit is
-reached, else insert this run's reservation. Two workers starting the customer's last unit in the
-same millisecond queue on the lock; the second one sees the first's row. A run's retries find its
-reservation (keyed by dag_id/run_id) and are not counted again.
+reached, else insert this execution's reservation. Two workers starting the customer's last unit in
+the same millisecond queue on the lock; the second one sees the first's row. An execution's retries
+find its reservation (keyed by ``RunIdentity.execution_key``) and are not counted again.
 
-What counts: a run that started its pipeline. Which calendar: UTC, at the moment the run asks.
+What counts: one execution of a run that started its pipeline; a run cleared or reprocessed by a
+backfill is a new execution (Airflow's ``DagRun.clear_number``). Which calendar: UTC, at the moment
+the execution asks.
 
 Every wait for the ledger is bounded (``CP_QUOTA_DB_*_TIMEOUT_SECONDS``) and interruptible by the
 task's execution_timeout: a ledger that is down or silent fails the try with ``QuotaLedgerError``

@@ -73,6 +73,24 @@ class TryRecord:
     run cleared) rather than the task instance row."""
     started_by_worker: bool = False
     """Airflow's log has this try's start by a worker (the execution API's ``ti_run``)."""
+    run_clear_number: int = 0
+    """The DAG run's ``clear_number`` now (its current execution)."""
+    run_queued_at: datetime | None = None
+    """When the DAG run's current execution was queued (a clear resets it)."""
+
+    @property
+    def clear_number(self) -> int:
+        """The execution this try belongs to. Airflow keeps only the run's current clear_number: a
+        try of the current execution is the row's own or started after the run was last queued; an
+        archived try from before belongs to an earlier execution, whose number Airflow no longer
+        has (the previous one is the best guess, and never the current one, so the views never
+        take it for the run's current state)."""
+        if not self.archived or not self.run_clear_number:
+            return self.run_clear_number
+        moment = self.start_date or self.end_date
+        if moment is None or self.run_queued_at is None or moment >= self.run_queued_at:
+            return self.run_clear_number
+        return self.run_clear_number - 1
 
     @property
     def airflow_state(self) -> str | None:
@@ -120,6 +138,8 @@ def airflow_tries(since: datetime, until: datetime) -> list[TryRecord]:
                     DagRun.run_after,
                     model.max_tries,
                     started_by_worker.label("started_by_worker"),
+                    DagRun.clear_number,
+                    DagRun.queued_at,
                 )
                 .join(DagRun, and_(DagRun.dag_id == model.dag_id, DagRun.run_id == model.run_id))
                 .where(model.task_id == TASK_ID, model.dag_id.contains("."))
@@ -134,7 +154,13 @@ def airflow_tries(since: datetime, until: datetime) -> list[TryRecord]:
                 )
             )
             records += [
-                TryRecord(*row[:10], archived=archived, started_by_worker=bool(row[10]))
+                TryRecord(
+                    *row[:10],
+                    archived=archived,
+                    started_by_worker=bool(row[10]),
+                    run_clear_number=int(row[11] or 0),
+                    run_queued_at=row[12],
+                )
                 for row in session.execute(query)
             ]
     return records
@@ -188,6 +214,7 @@ def expected_events(tries: Iterable[TryRecord]) -> list[dict[str, Any]]:
             logical_date=t.logical_date,
             run_type=t.run_type,
             run_after=t.run_after,
+            clear_number=t.clear_number,
         )
         started_at = t.start_date if t.started_by_worker else None
         if t.started_by_worker and t.airflow_state in PIPELINE_STARTED:

@@ -34,6 +34,13 @@ SCHEMA_FOLDERS: dict[Plane, tuple[str, ...]] = {"control": ("schema", "views"), 
 """What applying the schema runs on each plane, in order."""
 
 
+_ADD_COLUMN = re.compile(
+    r"ALTER\s+TABLE\s+`(?P<table>[^`]+)`\s+ADD\s+COLUMN\s+IF\s+NOT\s+EXISTS\s+(?P<column>\w+)\s+(?P<type>\w+)",
+    re.IGNORECASE,
+)
+"""A column added to a deployed table by a schema file (see _emulator_catalog_catch_up)."""
+
+
 class StoreError(RuntimeError):
     """BigQuery refused or could not be reached; the message says which statement or table."""
 
@@ -201,8 +208,29 @@ class BigQueryStore:
         applied = []
         for sql_file in [f for folder in SCHEMA_FOLDERS[self.plane] for f in sql_files(folder)]:
             self.query(sql_file)
+            if self._on_emulator:
+                self._emulator_catalog_catch_up(sql_file)
             applied.append(sql_file)
         return applied
+
+    @property
+    def _on_emulator(self) -> bool:
+        host = self.settings.data_plane_emulator_host if self.plane == "data" else self.settings.bigquery_emulator_host
+        return bool(host)
+
+    def _emulator_catalog_catch_up(self, sql_file: str) -> None:
+        """The emulator's ALTER TABLE ... ADD COLUMN adds the column to its storage but not to the
+        table's schema in its catalog (what ``SELECT *`` views and streaming inserts check), so a
+        column added to a deployed table is also added there, as the tables.patch API does on
+        BigQuery. Real BigQuery needs only the statement."""
+        for statement in split_statements(load_sql(sql_file, self.settings, self.plane)):
+            match = _ADD_COLUMN.search(statement)
+            if match is None:
+                continue
+            table = self.client.get_table(match["table"])
+            if match["column"] not in {field.name for field in table.schema}:
+                table.schema = [*table.schema, bigquery.SchemaField(match["column"], match["type"])]
+                self.client.update_table(table, ["schema"])
 
     # -- rows -------------------------------------------------------------------------------
 

@@ -7,7 +7,7 @@ import os
 import signal
 import time
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg2
@@ -404,3 +404,75 @@ def test_a_dag_run_marked_success_while_its_task_waits_for_a_retry_ends_skipped_
     assert _view(store, "currently_running_pipelines", f"run_id = '{run_id}'") == []
     [usage] = _view(store, "customer_usage", f"customer_id = '{customer_id}'")
     assert usage["running_now"] == 0
+
+
+MARKED = {"success": "COMPLETED", "failed": "CANCELLED"}
+"""A person's mark as the mirror shows it (a mark to failed is a cancellation, MANUAL)."""
+
+
+def _marks_follow_airflow(client, store: BigQueryStore, dag_id: str, run_id: str, marks: list[str]) -> None:
+    """Mark the try as a person would, and after each mark wait for the mirror's current state to be
+    Airflow's."""
+    for mark in marks:
+        _mark_task(client, dag_id, run_id, mark)
+        assert client.task_instances(dag_id, run_id)[0]["state"] == mark
+        current = _eventually(lambda m=mark: (c := _current(store, dag_id, run_id)) and c["state"] == MARKED[m] and c)
+        assert current, (mark, _events(store, dag_id, run_id))
+        assert current["try_number"] == 1
+
+
+def test_repeated_marks_of_one_try_leave_the_mirror_in_airflows_state_after_each_mark(stack):
+    info, client = stack
+    [dag_id] = add_customer(info, "cust_marks_001", "STARTER", [("marked_cost", 5)])
+    client.wait_for_dags([dag_id], timeout=240)
+    store = BigQueryStore(info.settings)
+
+    # completed -> marked failed -> marked success again
+    done = client.trigger(dag_id)
+    assert client.wait_for_run(dag_id, done["dag_run_id"], timeout=240)["state"] == "success"
+    _marks_follow_airflow(client, store, dag_id, done["dag_run_id"], ["failed", "success"])
+
+    # failed by the operator -> marked success -> marked failed
+    data_store = store.for_plane("data")
+    # The template's target table is gone: BigQuery answers 404, which no retry can fix.
+    data_store.client.query(f"DROP TABLE `{data_store.table_id('cost_daily')}`").result()
+    try:
+        failed = client.trigger(dag_id)
+        assert client.wait_for_run(dag_id, failed["dag_run_id"], timeout=240)["state"] == "failed"
+    finally:
+        run_module(info.env, "schema", "apply")  # puts the table back for the other tests
+    assert _eventually(lambda: (c := _current(store, dag_id, failed["dag_run_id"])) and c["state"] == "FAILED")
+    _marks_follow_airflow(client, store, dag_id, failed["dag_run_id"], ["success", "failed"])
+    marks = [e for e in _events(store, dag_id, failed["dag_run_id"]) if e["source"] == "listener:manual"]
+    assert [e["state"] for e in marks] == ["COMPLETED", "CANCELLED"]  # each mark its own event, in order
+
+
+def test_a_cleared_run_shows_its_new_queued_and_running_and_is_timed_on_its_new_execution(stack):
+    info, client = stack
+    customer_id = "cust_cleared_001"
+    [dag_id] = add_customer(info, customer_id, "STARTER", [("cleared_cost", 5)])
+    client.wait_for_dags([dag_id], timeout=240)
+    store = BigQueryStore(info.settings)
+    run = client.trigger(dag_id)
+    run_id = run["dag_run_id"]
+    assert client.wait_for_run(dag_id, run_id, timeout=240)["state"] == "success"
+    first = _eventually(lambda: (c := _current(store, dag_id, run_id)) and c["state"] == "COMPLETED" and c)
+    assert first and first["clear_number"] == 0
+
+    with _held_gate(info, customer_id):  # the new try waits at the quota gate: queued for the mirror
+        cleared_at = datetime.now(UTC)
+        client.clear_run(dag_id, run_id)
+        _wait_task_state(client, dag_id, run_id, "running")
+        current = _eventually(lambda: (c := _current(store, dag_id, run_id)) and c["state"] == "QUEUED" and c)
+        assert current, _events(store, dag_id, run_id)
+        assert (current["clear_number"], current["started_at"]) == (1, None)
+        running = _view(store, "currently_running_pipelines", f"run_key = '{dag_id}/{run_id}'")
+        assert [r["state"] for r in running] == ["QUEUED"]
+    assert client.wait_for_run(dag_id, run_id, timeout=240)["state"] == "success"
+
+    current = _current(store, dag_id, run_id)
+    assert (current["state"], current["clear_number"], current["try_number"]) == ("COMPLETED", 1, 2)
+    assert current["started_at"] >= cleared_at  # its own start, not the first execution's
+    assert current["ended_at"] - current["started_at"] < timedelta(minutes=5)
+    second = [e["state"] for e in _events(store, dag_id, run_id) if e["clear_number"] == 1]
+    assert second == ["SCHEDULED", "QUEUED", "RUNNING", "COMPLETED"]

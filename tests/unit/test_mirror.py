@@ -97,6 +97,32 @@ def test_event_key_is_deterministic_and_differs_by_state_try_and_run():
     assert run_event(_identity(), RunState.RUNNING, source="a")["event_key"] == key
 
 
+def test_an_execution_of_a_run_has_keys_of_its_own_and_the_first_keeps_the_keys_it_had():
+    import hashlib
+    from dataclasses import replace
+
+    first, cleared = _identity(try_number=None), replace(_identity(try_number=None), clear_number=1)
+    # the key a first execution's event had before executions were numbered (spooled rows, reconcile)
+    raw = "|".join([first.dag_id, first.run_id, "run_pipeline", "0", "QUEUED"])
+    assert event_key(first, RunState.QUEUED) == hashlib.sha256(raw.encode()).hexdigest()[:40]
+    assert event_key(cleared, RunState.QUEUED) != event_key(first, RunState.QUEUED)
+    assert (first.execution_key, cleared.execution_key) == (first.run_key, f"{first.run_key}#1")
+    assert run_event(cleared, RunState.QUEUED, source="a")["clear_number"] == 1
+
+
+def test_each_mark_of_one_try_is_its_own_event_and_a_resent_mark_is_the_same_one():
+    at = datetime(2025, 1, 1, 3, tzinfo=UTC)
+    mark = run_event(_identity(), RunState.COMPLETED, source="m", event_time=at, each_occurrence=True)
+    later = at + timedelta(seconds=1)
+    again = run_event(_identity(), RunState.COMPLETED, source="m", event_time=later, each_occurrence=True)
+    operator = run_event(_identity(), RunState.COMPLETED, source="operator", event_time=at)
+    assert len({mark["event_key"], again["event_key"], operator["event_key"]}) == 3
+    assert (
+        run_event(_identity(), RunState.COMPLETED, source="m", event_time=at, each_occurrence=True)["event_key"]
+        == (mark["event_key"])
+    )
+
+
 def test_run_event_row_carries_identity_state_duration_and_error():
     started = datetime(2025, 1, 1, 2, tzinfo=UTC)
     row = run_event(

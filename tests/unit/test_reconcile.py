@@ -162,3 +162,19 @@ def test_an_ending_only_airflow_recorded_is_filled_as_the_platforms_failure_not_
         ("COMPLETED", 3, None),
     ]
     assert "never reported" in endings[1]["error_message"] and endings[2]["error_message"] is None
+
+
+def test_reconciled_tries_are_written_to_their_execution_of_a_cleared_run():
+    """Airflow keeps only the run's current clear_number (and queued_at, reset by the clear): a try
+    of the current execution gets it, an archived try from before the clear an earlier one."""
+    from dataclasses import replace
+
+    cleared_at = T0 + timedelta(hours=1)
+    before = replace(_try(1, "success", archived=True), run_clear_number=2, run_queued_at=cleared_at)
+    after = replace(
+        _try(2, "success", start=cleared_at + timedelta(minutes=1)), run_clear_number=2, run_queued_at=cleared_at
+    )
+    events = expected_events([before, after])
+    assert {(e["try_number"], e["clear_number"]) for e in events} == {(1, 1), (2, 2)}
+    never_cleared = expected_events([_try(1, "success")])
+    assert {e["clear_number"] for e in never_cleared} == {0}

@@ -1,6 +1,7 @@
--- PostgreSQL (the quota ledger, not BigQuery): one row per run that started its pipeline.
+-- PostgreSQL (the quota ledger, not BigQuery): one row per execution of a run that started its pipeline.
 CREATE TABLE IF NOT EXISTS cp_quota_reservations (
-  run_key TEXT PRIMARY KEY,              -- dag_id/run_id: retries of a run reuse its reservation
+  run_key TEXT PRIMARY KEY,              -- the execution: dag_id/run_id, or dag_id/run_id#<clear_number> after
+                                         -- a clear or a backfill's reprocessing; its retries reuse the row
   customer_id TEXT NOT NULL,
   usage_day DATE NOT NULL,               -- UTC day of the reservation
   usage_month DATE NOT NULL,             -- first day of that UTC month

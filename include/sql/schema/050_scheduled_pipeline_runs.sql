@@ -10,6 +10,7 @@ CREATE TABLE IF NOT EXISTS `${project}.${dataset}.scheduled_pipeline_runs` (
   run_id STRING NOT NULL,
   task_id STRING,
   try_number INT64,
+  clear_number INT64,                -- the execution: Airflow's DagRun.clear_number (0 first; NULL: written before it existed, = 0)
   state STRING NOT NULL,             -- SCHEDULED QUEUED RUNNING COMPLETED FAILED RETRYING SKIPPED TIMEOUT CANCELLED
   skip_reason STRING,                -- QUOTA_EXCEEDED | CUSTOMER_INACTIVE | NO_SUBSCRIPTION | CONFIG_INACTIVE
   run_type STRING,                   -- scheduled | manual | backfill | asset_triggered

@@ -1,10 +1,14 @@
 -- Runs past their config's SLA: reported by Airflow's deadline alert (alerted_at), or seen in the
--- mirror to have taken (or to be taking) longer than the threshold since they started.
+-- mirror to have taken (or to be taking) longer than the threshold since they started. Measured on
+-- the run's current execution (a cleared run is timed afresh; Airflow moves the deadline with it):
+-- an alert counts for it when it came after that execution was queued.
 CREATE OR REPLACE VIEW `${project}.${dataset}.sla_breaches` AS
 WITH alerts AS (
-  SELECT run_key, MIN(detected_at) AS alerted_at
-  FROM `${project}.${dataset}.sla_breach_events`
-  GROUP BY run_key
+  SELECT r.run_key, MIN(s.detected_at) AS alerted_at
+  FROM `${project}.${dataset}.pipeline_runs_current` AS r
+  JOIN `${project}.${dataset}.sla_breach_events` AS s
+    ON s.run_key = r.run_key AND (r.queued_at IS NULL OR s.detected_at >= r.queued_at)
+  GROUP BY r.run_key
 )
 SELECT
   r.run_key,

@@ -83,6 +83,29 @@ class AirflowClient:
             "PATCH", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}", {"new_state": state}
         )
 
+    def clear_run(self, dag_id: str, run_id: str) -> Any:
+        """What a person does with "Clear" on a DAG run in the UI: its task runs again (a new execution)."""
+        return self._request(
+            "POST",
+            f"/api/v2/dags/{dag_id}/clearTaskInstances",
+            {"dry_run": False, "dag_run_id": run_id, "only_failed": False, "reset_dag_runs": True},
+        )
+
+    def create_backfill(self, dag_id: str, from_date: str, to_date: str, *, reprocess_behavior: str = "none") -> Any:
+        """Airflow's backfill of the DAG's ticks in [from_date, to_date]; ``reprocess_behavior``
+        ``failed`` or ``completed`` clears the existing runs of those ticks instead of skipping them."""
+        return self._request(
+            "POST",
+            "/api/v2/backfills",
+            {
+                "dag_id": dag_id,
+                "from_date": from_date,
+                "to_date": to_date,
+                "reprocess_behavior": reprocess_behavior,
+                "max_active_runs": 1,
+            },
+        )
+
     def set_dag_run_state(self, dag_id: str, run_id: str, state: str) -> Any:
         return self._request("PATCH", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}", {"state": state})
 
