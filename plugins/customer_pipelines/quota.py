@@ -97,7 +97,12 @@ class LedgerConnection:
         self.settings = settings
         self._conn: psycopg2.extensions.connection | None = None
         try:
-            self._conn = psycopg2.connect(url, async_=True)
+            # TCP keepalives: a connection whose peer vanished (host down, network cut) is found dead
+            # by the kernel and never lingers in the pool of a long-lived process such as the syncer;
+            # every wait is bounded in Python anyway (see _wait).
+            self._conn = psycopg2.connect(
+                url, async_=True, keepalives=1, keepalives_idle=30, keepalives_interval=10, keepalives_count=3
+            )
             self._wait(
                 settings.quota_db_connect_timeout_seconds, "while connecting", "CP_QUOTA_DB_CONNECT_TIMEOUT_SECONDS"
             )

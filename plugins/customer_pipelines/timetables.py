@@ -11,7 +11,8 @@ gets to it, and never a tick from before the config existed or was last made run
 After the first run Airflow's own catchup=False rule applies (the latest tick not run yet). A DAG
 whose config must not run (``runnable_since`` None) has no next run at all: it is paused, and when
 it is made runnable again the next parse gives it a new anchor, so re-enabling never fires a tick
-that passed while it was off (those are recovered with backfills)."""
+that passed while it was off. Those are recovered with backfills: Airflow's backfill asks the
+timetable with catchup=True, which the anchor leaves alone."""
 
 from __future__ import annotations
 
@@ -48,6 +49,13 @@ class CustomerCronTimetable(CronTriggerTimetable):
         last_automated_data_interval: DataInterval | None,
         restriction: TimeRestriction,
     ) -> DagRunInfo | None:
+        if restriction.catchup:
+            # A backfill (Airflow's SerializedDAG.iter_dagrun_infos_between, catchup=True) asks for
+            # the ticks of a window a person chose: the anchor guards only the scheduler's own runs
+            # (our DAGs have catchup=False), so ticks missed while the config was off are recoverable.
+            return super().next_dagrun_info(
+                last_automated_data_interval=last_automated_data_interval, restriction=restriction
+            )
         if self.runnable_since is None:
             return None
         earliest = self.runnable_since

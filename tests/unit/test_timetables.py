@@ -113,3 +113,29 @@ def test_next_tick_after_is_the_schedulers_tick():
     # 25 October 2026, Berlin falls back at 03:00 CEST: 02:00 happens at 00:00Z and again at 01:00Z;
     # Airflow's cron arithmetic runs it once, at 01:00Z.
     assert timetable.next_tick(datetime(2026, 10, 24, 23, tzinfo=UTC)) == datetime(2026, 10, 25, 1, tzinfo=UTC)
+
+
+def _backfill_ticks(timetable: CustomerCronTimetable, earliest: datetime, latest: datetime) -> list[datetime]:
+    """The ticks a backfill of [earliest, latest] creates runs for, asked the way Airflow 3.3's
+    SerializedDAG.iter_dagrun_infos_between asks (next_dagrun_info_v2, catchup=True)."""
+    restriction = TimeRestriction(earliest, latest, catchup=True)
+    ticks, info = [], None
+    while info := timetable.next_dagrun_info_v2(last_dagrun_info=info, restriction=restriction):
+        ticks.append(info.run_after)
+    return ticks
+
+
+@pytest.mark.parametrize("runnable_since", [datetime(2026, 12, 5, 9, tzinfo=UTC), None], ids=["re-enabled", "held"])
+def test_a_backfill_recovers_the_ticks_missed_before_the_anchor_while_the_scheduler_never_runs_them(
+    clock, runnable_since
+):
+    # Off from 1 to 5 December, re-enabled on the 5th at 09:00 (or still held): the scheduler's
+    # next run is after the anchor (or none), and a backfill of 1-4 December gets its four ticks.
+    clock(datetime(2026, 12, 5, 9, 30, tzinfo=UTC))
+    timetable = CustomerCronTimetable("0 2 * * *", timezone="UTC", runnable_since=runnable_since)
+    expected_next = datetime(2026, 12, 6, 2, tzinfo=UTC) if runnable_since else None
+    assert _next_run(timetable) == expected_next
+
+    missed = _backfill_ticks(timetable, datetime(2026, 12, 1, tzinfo=UTC), datetime(2026, 12, 4, 23, 59, tzinfo=UTC))
+
+    assert missed == [datetime(2026, 12, day, 2, tzinfo=UTC) for day in (1, 2, 3, 4)]
