@@ -110,12 +110,13 @@ def airflow_tries(since: datetime, until: datetime) -> list[TryRecord]:
     from airflow.models.log import Log
     from airflow.models.taskinstance import TaskInstance
     from airflow.models.taskinstancehistory import TaskInstanceHistory
-    from airflow.utils.session import create_session
     from airflow.utils.state import TaskInstanceState
     from sqlalchemy import and_, exists, or_, select
 
+    from customer_pipelines.airflow_db import metadata_session
+
     records = []
-    with create_session() as session:
+    with metadata_session() as session:
         for model, archived in ((TaskInstance, False), (TaskInstanceHistory, True)):
             started_by_worker = exists().where(
                 Log.dag_id == model.dag_id,

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any, Protocol
 
+from customer_pipelines.airflow_db import metadata_session
 from customer_pipelines.models import (
     ConfigError,
     Customer,
@@ -67,29 +67,6 @@ def desired_pools(customers: Mapping[str, Customer], prefix: str) -> dict[str, P
             description=f"{customer.company_name or customer.customer_id} ({plan}, {customer.status.value})",
         )
     return pools
-
-
-@contextmanager
-def metadata_session(settings: Settings | None = None) -> Iterator[Any]:
-    """A session on Airflow's metadata database whose statements and lock waits are bounded
-    (CP_AIRFLOW_DB_STATEMENT_TIMEOUT_SECONDS, CP_AIRFLOW_DB_LOCK_TIMEOUT_SECONDS, this transaction
-    only): a row another process holds fails the round instead of hanging the syncer."""
-    from airflow.utils.session import create_session
-    from sqlalchemy import text
-
-    settings = settings or get_settings()
-    with create_session() as session:
-        if session.get_bind().dialect.name == "postgresql":
-            session.execute(
-                text(
-                    "SELECT set_config('statement_timeout', :statement, true), set_config('lock_timeout', :lock, true)"
-                ),
-                {
-                    "statement": f"{int(settings.airflow_db_statement_timeout_seconds * 1000)}ms",
-                    "lock": f"{int(settings.airflow_db_lock_timeout_seconds * 1000)}ms",
-                },
-            )
-        yield session
 
 
 def sync_pools(desired: Mapping[str, PoolSpec], prefix: str, settings: Settings | None = None) -> PoolSyncResult:
