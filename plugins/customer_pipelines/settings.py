@@ -61,6 +61,9 @@ class Settings(ParseSettings):
         validation_alias=AliasChoices("BIGQUERY_EMULATOR_HOST", "CP_BIGQUERY_EMULATOR_HOST"),
     )
     """``host:port`` of a BigQuery emulator; unset means real BigQuery with real credentials."""
+    real_bigquery: bool = False
+    """``CP_REAL_BIGQUERY=true``: the local stack starts no emulator and uses real BigQuery (with
+    ``CP_BQ_PROJECT`` and real credentials); otherwise an unset emulator host means the local one."""
     gcp_conn_id: str = "customer_pipelines_bigquery"
 
     data_gcp_conn_id: str | None = None

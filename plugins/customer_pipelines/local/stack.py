@@ -3,7 +3,6 @@ components and the fleet syncer. ``make demo`` runs ``python -m customer_pipelin
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -36,10 +35,9 @@ def with_embedded_defaults(settings: Settings) -> Settings:
     """The embedded default: the local emulator unless real BigQuery is configured explicitly, and
     a second one for the data plane when ``data_emulator_port`` is set."""
     updates: dict[str, object] = {}
-    real_bigquery = os.environ.get("CP_REAL_BIGQUERY", "").lower() in ("1", "true")
-    if not settings.bigquery_emulator_host and not real_bigquery:
+    if not settings.bigquery_emulator_host and not settings.real_bigquery:
         updates["bigquery_emulator_host"] = f"127.0.0.1:{settings.emulator_port}"
-    if settings.data_emulator_port and not settings.data_bigquery_emulator_host and not real_bigquery:
+    if settings.data_emulator_port and not settings.data_bigquery_emulator_host and not settings.real_bigquery:
         updates["data_bigquery_emulator_host"] = f"127.0.0.1:{settings.data_emulator_port}"
     return settings.model_copy(update=updates)
 
