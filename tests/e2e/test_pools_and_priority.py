@@ -11,6 +11,7 @@ from google.cloud import bigquery
 
 from customer_pipelines.local.stack import run_module
 from customer_pipelines.seed import customer_rows
+from customer_pipelines.snapshot import refresh_lock, refresh_snapshot
 from customer_pipelines.store import BigQueryStore
 from tests_support import add_customer
 
@@ -99,8 +100,10 @@ def test_a_run_of_a_suspended_customer_is_skipped_customer_inactive(stack):
     client.wait_for_dags([dag_id], timeout=240)
     store = BigQueryStore(info.settings)
     store.query("queries/set_customer_status.sql", {"customer_id": "cust_suspend_001", "status": "SUSPENDED"})
-    # Only the snapshot has seen the suspension (the race before the syncer pauses the DAG).
-    run_module(info.env, "snapshot", "refresh")
+    # Only the snapshot has seen the suspension: the race between a snapshot written and its paused
+    # flags set (a sync round or `snapshot refresh` sets them right after, so it is written directly).
+    with refresh_lock(info.settings.snapshot_file):
+        refresh_snapshot(store, info.settings.snapshot_file)
 
     run = client.trigger(dag_id)
     finished = client.wait_for_run(dag_id, run["dag_run_id"], timeout=240)
