@@ -38,6 +38,18 @@ def _context(tick: datetime, *, try_number: int, max_tries: int) -> dict[str, An
     return {"ti": ti, "dag_run": SimpleNamespace(run_after=tick, run_type="scheduled"), "logical_date": tick}
 
 
+def _demo_task(monkeypatch, customers, configs) -> tuple[Any, list[dict[str, Any]], Path]:
+    """The demo DAG's task, built as a worker builds it from a snapshot of the demo rows (written to
+    the settings' path), and the list every row it mirrors lands in instead of BigQuery."""
+    recorded: list[dict[str, Any]] = []
+    monkeypatch.setattr("customer_pipelines.mirror.RunStateMirror.record", lambda self, row: recorded.append(row))
+    snapshot_file = get_parse_settings().snapshot_file
+    write_snapshot(snapshot_file, customers, configs, source="test")
+    with Snapshot(snapshot_file) as snapshot:
+        operator = build_dags(snapshot, get_parse_settings(), only_dag_id=DAG_ID).dags[DAG_ID].tasks[0]
+    return operator, recorded, snapshot_file
+
+
 @pytest.mark.parametrize(("try_number", "state"), [(1, "RETRYING"), (3, "FAILED")])
 def test_a_try_against_a_silent_ledger_fails_within_the_connect_bound_as_the_platforms_failure(
     monkeypatch, tmp_path: Path, demo_customers, demo_configs, silent_ledger_url, try_number, state
@@ -46,12 +58,7 @@ def test_a_try_against_a_silent_ledger_fails_within_the_connect_bound_as_the_pla
     monkeypatch.setenv("CP_QUOTA_DB_URL", silent_ledger_url)
     monkeypatch.setenv("CP_QUOTA_DB_CONNECT_TIMEOUT_SECONDS", "1")
     monkeypatch.setenv("BIGQUERY_EMULATOR_HOST", "127.0.0.1:9")
-    recorded: list[dict[str, Any]] = []
-    monkeypatch.setattr("customer_pipelines.mirror.RunStateMirror.record", lambda self, row: recorded.append(row))
-    snapshot_file = get_parse_settings().snapshot_file
-    write_snapshot(snapshot_file, demo_customers, demo_configs, source="test")
-    with Snapshot(snapshot_file) as snapshot:
-        operator = build_dags(snapshot, get_parse_settings(), only_dag_id=DAG_ID).dags[DAG_ID].tasks[0]
+    operator, recorded, _ = _demo_task(monkeypatch, demo_customers, demo_configs)
 
     began = time.monotonic()
     with pytest.raises(QuotaLedgerError, match="CP_QUOTA_DB_CONNECT_TIMEOUT_SECONDS") as failure:
@@ -72,12 +79,7 @@ def test_a_try_without_a_snapshot_or_a_ledger_url_is_the_platforms_failure(
     monkeypatch.setenv("BIGQUERY_EMULATOR_HOST", "127.0.0.1:9")
     if missing != "ledger_url":
         monkeypatch.setenv("CP_QUOTA_DB_URL", "postgresql://postgres@127.0.0.1:9/customer_pipelines")
-    recorded: list[dict[str, Any]] = []
-    monkeypatch.setattr("customer_pipelines.mirror.RunStateMirror.record", lambda self, row: recorded.append(row))
-    snapshot_file = get_parse_settings().snapshot_file
-    write_snapshot(snapshot_file, demo_customers, demo_configs, source="test")
-    with Snapshot(snapshot_file) as snapshot:
-        operator = build_dags(snapshot, get_parse_settings(), only_dag_id=DAG_ID).dags[DAG_ID].tasks[0]
+    operator, recorded, snapshot_file = _demo_task(monkeypatch, demo_customers, demo_configs)
     if missing == "snapshot":
         snapshot_file.unlink()
 
