@@ -58,3 +58,11 @@ def add_customer(info, customer_id: str, plan: str, configs: list[tuple[str, int
     )
     run_module(info.env, "sync")
     return [f"{customer_id}.{config_id}" for config_id, _ in configs]
+
+
+def rows_of_customer(store, name: str, customer_id: str, where: str = "") -> list[dict]:
+    """The rows of one customer in a control-plane table or view, as dicts (``where`` adds
+    ``AND …`` conditions written by the test itself)."""
+    table = f"`{store.settings.bq_project}.{store.settings.bq_dataset}.{name}`"
+    sql = f"SELECT * FROM {table} WHERE customer_id = '{customer_id}' {where}"
+    return [dict(r.items()) for r in store.client.query(sql).result()]

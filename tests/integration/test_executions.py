@@ -24,6 +24,7 @@ from customer_pipelines.seed import Dataset, config_row, customer_rows, load_dat
 from customer_pipelines.settings import Settings
 from customer_pipelines.snapshot import refresh_snapshot
 from customer_pipelines.store import BigQueryStore
+from tests_support import rows_of_customer
 
 pytestmark = pytest.mark.integration
 
@@ -99,9 +100,7 @@ class Tenant:
         return {"dag_run": dag_run, "ti": ti, "logical_date": logical}
 
     def view(self, name: str, where: str = "") -> list[dict]:
-        table = f"`{self.store.settings.bq_project}.{self.store.settings.bq_dataset}.{name}`"
-        sql = f"SELECT * FROM {table} WHERE customer_id = '{self.customer_id}' {where}"
-        return [dict(r.items()) for r in self.store.client.query(sql).result()]
+        return rows_of_customer(self.store, name, self.customer_id, where)
 
     def current(self, run_id: str) -> dict:
         [row] = self.view("pipeline_runs_current", f"AND run_id = '{run_id}'")

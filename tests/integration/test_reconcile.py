@@ -11,6 +11,7 @@ import pytest
 from customer_pipelines.mirror import RunIdentity, RunState, SkipReason, run_event, write_events
 from customer_pipelines.reconcile import TryRecord, reconcile_tries
 from customer_pipelines.seed import Dataset, config_row, customer_rows, load_dataset
+from tests_support import rows_of_customer
 
 pytestmark = pytest.mark.integration
 
@@ -59,9 +60,7 @@ class Tenant:
         return TryRecord(self.dag_id, run_id, try_number, state, start, end, self.t0, "manual", self.t0, **kw)
 
     def view(self, name: str, where: str = "") -> list[dict]:
-        table = f"`{self.store.settings.bq_project}.{self.store.settings.bq_dataset}.{name}`"
-        sql = f"SELECT * FROM {table} WHERE customer_id = '{self.customer_id}' {where}"
-        return [dict(r.items()) for r in self.store.client.query(sql).result()]
+        return rows_of_customer(self.store, name, self.customer_id, where)
 
     def current(self, run_id: str) -> dict:
         [row] = self.view("pipeline_runs_current", f"AND run_id = '{run_id}'")

@@ -14,6 +14,7 @@ from customer_pipelines.models import Customer
 from customer_pipelines.quota import QuotaLedger
 from customer_pipelines.seed import Dataset, config_row, customer_rows, load_dataset
 from customer_pipelines.settings import Settings
+from tests_support import rows_of_customer
 
 pytestmark = pytest.mark.integration
 
@@ -67,12 +68,6 @@ def _runs(store, customer_id: str, states: list[RunState]) -> None:
     write_events(store, events)
 
 
-def _view(store, name: str, customer_id: str) -> list[dict]:
-    table = f"`{store.settings.bq_project}.{store.settings.bq_dataset}.{name}`"
-    rows = store.client.query(f"SELECT * FROM {table} WHERE customer_id = '{customer_id}'").result()
-    return [dict(r.items()) for r in rows]
-
-
 def test_two_customers_with_one_config_id_keep_their_runs_failures_pauses_and_usage_apart(store, tmp_path):
     failing, healthy = _load_twins(store)
     _runs(store, failing, [RunState.FAILED] * 5)
@@ -80,14 +75,14 @@ def test_two_customers_with_one_config_id_keep_their_runs_failures_pauses_and_us
     settings = store.settings.model_copy(update={"state_dir": tmp_path})
 
     # each customer's runs are its own in the mirror's current state
-    assert {r["state"] for r in _view(store, "pipeline_runs_current", failing)} == {"FAILED"}
-    assert {r["state"] for r in _view(store, "pipeline_runs_current", healthy)} == {"COMPLETED"}
-    [failing_status] = _view(store, "pipeline_configs_status", failing)
-    [healthy_status] = _view(store, "pipeline_configs_status", healthy)
+    assert {r["state"] for r in rows_of_customer(store, "pipeline_runs_current", failing)} == {"FAILED"}
+    assert {r["state"] for r in rows_of_customer(store, "pipeline_runs_current", healthy)} == {"COMPLETED"}
+    [failing_status] = rows_of_customer(store, "pipeline_configs_status", failing)
+    [healthy_status] = rows_of_customer(store, "pipeline_configs_status", healthy)
     assert (failing_status["consecutive_failures"], failing_status["last_run_status"]) == (5, "FAILED")
     assert (healthy_status["consecutive_failures"], healthy_status["last_run_status"]) == (0, "COMPLETED")
-    [failing_usage] = _view(store, "customer_usage", failing)
-    [healthy_usage] = _view(store, "customer_usage", healthy)
+    [failing_usage] = rows_of_customer(store, "customer_usage", failing)
+    [healthy_usage] = rows_of_customer(store, "customer_usage", healthy)
     assert (failing_usage["runs_today"], failing_usage["failed_today"]) == (5, 5)
     assert (healthy_usage["runs_today"], healthy_usage["succeeded_today"]) == (2, 2)
 
