@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from customer_pipelines.models import dag_id_for
 from customer_pipelines.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -69,7 +70,7 @@ def apply_failure_policy(store: Any, settings: Settings, notifier: Notifier | No
     if to_pause:
         store.query(
             "queries/auto_pause_configs.sql",
-            {"dag_ids": [f"{r['customer_id']}.{r['config_id']}" for r in to_pause]},
+            {"dag_ids": [dag_id_for(r["customer_id"], r["config_id"]) for r in to_pause]},
         )
         now = datetime.now(UTC)
         store.load_rows(
@@ -94,8 +95,9 @@ def apply_failure_policy(store: Any, settings: Settings, notifier: Notifier | No
     for row in failing:
         paused = row in to_pause
         level = "PAUSED" if paused else "WARNING"
-        key = f"{row['customer_id']}.{row['config_id']}:{level}:{row['consecutive_failures']}"
-        (result.paused if paused else result.warned).append(f"{row['customer_id']}.{row['config_id']}")
+        dag_id = dag_id_for(row["customer_id"], row["config_id"])
+        key = f"{dag_id}:{level}:{row['consecutive_failures']}"
+        (result.paused if paused else result.warned).append(dag_id)
         if key in sent:
             continue
         action = "paused" if paused else "will be paused at " + str(settings.consecutive_failures_to_pause)
