@@ -14,7 +14,7 @@ import os
 from collections.abc import Mapping, MutableMapping
 from pathlib import Path
 
-from customer_pipelines.private_files import check_private_dir
+from customer_pipelines.private_files import check_private_dir, write_private
 from customer_pipelines.settings import default_state_dir
 
 STACK_ENVIRONMENT_FILE = "stack-environment.json"
@@ -40,11 +40,7 @@ def record_stack_environment(env: Mapping[str, str], state_dir: Path) -> Path:
     path = stack_environment_file(state_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
     settings = {name: value for name, value in sorted(env.items()) if is_stack_setting(name)}
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.unlink(missing_ok=True)
-    with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as fh:
-        json.dump(settings, fh, indent=2)
-    os.replace(tmp, path)
+    write_private(path, json.dumps(settings, indent=2))
     return path
 
 
