@@ -24,10 +24,10 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from customer_pipelines.bigquery.store import BigQueryStore, split_statements
 from customer_pipelines.local import emulator
-from customer_pipelines.mirror import RunIdentity, RunState, RunStateMirror, run_event
+from customer_pipelines.runs.mirror import RunIdentity, RunState, RunStateMirror, run_event
 from customer_pipelines.settings import Settings
-from customer_pipelines.store import BigQueryStore, split_statements
 
 HERE = Path(__file__).parent
 

@@ -48,7 +48,7 @@ def scheduler_pool_cost(counts: list[int], repeats: int = 30) -> list[dict]:
     from airflow.models.pool import Pool
     from airflow.utils.session import create_session
 
-    from customer_pipelines.sync import desired_pools, sync_pools
+    from customer_pipelines.fleet.sync import desired_pools, sync_pools
 
     rows = []
     for count in counts:
@@ -77,7 +77,7 @@ def scheduler_pool_cost(counts: list[int], repeats: int = 30) -> list[dict]:
 
 
 def sync_cost(sizes: list[int]) -> list[dict]:
-    from customer_pipelines.sync import desired_pools, sync_pools
+    from customer_pipelines.fleet.sync import desired_pools, sync_pools
 
     results = []
     for size in sizes:
@@ -103,7 +103,7 @@ def sync_cost(sizes: list[int]) -> list[dict]:
 
 
 def run(args: argparse.Namespace) -> dict:
-    from customer_pipelines.sync import sync_pools
+    from customer_pipelines.fleet.sync import sync_pools
 
     sync_pools({}, "warmup_")  # ORM and connection warm-up, not counted
     sizes = [int(s) for s in args.sizes.split(",")]

@@ -4,8 +4,8 @@ fleet page attach here."""
 
 from airflow.plugins_manager import AirflowPlugin
 
-from customer_pipelines import listeners
-from customer_pipelines.timetables import CustomerCronTimetable
+from customer_pipelines.fleet.timetables import CustomerCronTimetable
+from customer_pipelines.runs import listeners
 
 
 class CustomerPipelinesPlugin(AirflowPlugin):

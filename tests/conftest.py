@@ -19,9 +19,9 @@ os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 @pytest.fixture(scope="session")
 def emulator_settings() -> Iterator:
     """A fresh persistent BigQuery emulator with the project's schema applied."""
+    from customer_pipelines.bigquery.store import BigQueryStore
     from customer_pipelines.local import emulator
     from customer_pipelines.settings import Settings
-    from customer_pipelines.store import BigQueryStore
 
     state = service_state_dir("cp-test-bq-")
     port = free_port()
@@ -41,7 +41,7 @@ def emulator_settings() -> Iterator:
 
 @pytest.fixture
 def store(emulator_settings):
-    from customer_pipelines.store import BigQueryStore
+    from customer_pipelines.bigquery.store import BigQueryStore
 
     return BigQueryStore(emulator_settings)
 
@@ -49,7 +49,7 @@ def store(emulator_settings):
 @pytest.fixture
 def data_store(emulator_settings):
     """The data plane's store (the templates' tables): the same emulator, unless configured apart."""
-    from customer_pipelines.store import BigQueryStore
+    from customer_pipelines.bigquery.store import BigQueryStore
 
     return BigQueryStore(emulator_settings, plane="data")
 

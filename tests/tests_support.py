@@ -28,9 +28,9 @@ def add_customer(info, customer_id: str, plan: str, configs: list[tuple[str, int
     returns the DAG ids."""
     from datetime import UTC, datetime
 
+    from customer_pipelines.bigquery.store import BigQueryStore
     from customer_pipelines.local.stack import run_module
     from customer_pipelines.seed import Dataset, config_row, customer_rows, load_dataset
-    from customer_pipelines.store import BigQueryStore
 
     now = datetime.now(UTC)
     customer, subscription = customer_rows(customer_id, f"{customer_id} Inc", plan, now=now)

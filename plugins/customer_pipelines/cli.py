@@ -16,7 +16,7 @@ DEMO_DAG_ID = "cust_acme_001.acme_gcp_cost_daily"
 
 
 def _store(settings: Settings):
-    from customer_pipelines.store import BigQueryStore
+    from customer_pipelines.bigquery.store import BigQueryStore
 
     return BigQueryStore(settings)
 
@@ -60,8 +60,8 @@ def cmd_seed(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_snapshot(args: argparse.Namespace, settings: Settings) -> int:
-    from customer_pipelines.snapshot import RefreshGuard, Snapshot, refresh_lock, refresh_snapshot
-    from customer_pipelines.sync import converge_paused
+    from customer_pipelines.fleet.snapshot import RefreshGuard, Snapshot, refresh_lock, refresh_snapshot
+    from customer_pipelines.fleet.sync import converge_paused
 
     if args.action == "refresh":
         guard = RefreshGuard.of(settings)
@@ -81,7 +81,7 @@ def cmd_snapshot(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
-    from customer_pipelines.factory import InvalidPipelineConfigs, raise_config_errors
+    from customer_pipelines.fleet.factory import InvalidPipelineConfigs, raise_config_errors
 
     try:
         raise_config_errors(settings=settings)
@@ -93,7 +93,7 @@ def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
-    from customer_pipelines.sync import run_sync, sync_forever
+    from customer_pipelines.fleet.sync import run_sync, sync_forever
 
     if args.loop:
         if args.interval:
@@ -110,8 +110,8 @@ def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_reconcile(args: argparse.Namespace, settings: Settings) -> int:
     from datetime import UTC, datetime, timedelta
 
-    from customer_pipelines.mirror import RunStateMirror
-    from customer_pipelines.reconcile import reconcile
+    from customer_pipelines.runs.mirror import RunStateMirror
+    from customer_pipelines.runs.reconcile import reconcile
 
     store = _store(settings)
     delivered = RunStateMirror(store, settings.spool_dir).drain(limit=100_000)
@@ -126,7 +126,7 @@ def cmd_reconcile(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_mirror(args: argparse.Namespace, settings: Settings) -> int:
-    from customer_pipelines.mirror import RunStateMirror
+    from customer_pipelines.runs.mirror import RunStateMirror
 
     mirror = RunStateMirror(_store(settings), settings.spool_dir)
     replayed = mirror.replay_rejected()

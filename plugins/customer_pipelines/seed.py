@@ -9,7 +9,7 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from customer_pipelines.store import BigQueryStore
+from customer_pipelines.bigquery.store import BigQueryStore
 
 PLAN_LIMITS: dict[str, tuple[int, int, int]] = {
     # plan: (daily runs, monthly runs, max concurrent runs)

@@ -12,8 +12,8 @@ import psycopg2.extensions
 import pytest
 from psycopg2 import sql
 
+from customer_pipelines.bigquery.store import BigQueryStore
 from customer_pipelines.local.stack import run_module
-from customer_pipelines.store import BigQueryStore
 from tests_support import add_customer
 
 pytestmark = pytest.mark.e2e

@@ -12,9 +12,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from customer_pipelines.bigquery.store import BigQueryStore
 from customer_pipelines.local.stack import run_module
 from customer_pipelines.seed import Dataset, config_row, customer_rows, load_dataset
-from customer_pipelines.store import BigQueryStore
 
 pytestmark = pytest.mark.e2e
 

@@ -11,10 +11,10 @@ from decimal import Decimal
 import pytest
 from google.cloud import bigquery
 
+from customer_pipelines.bigquery.store import BigQueryStore
 from customer_pipelines.local import emulator
 from customer_pipelines.local.stack import run_module
 from customer_pipelines.seed import Dataset, load_dataset
-from customer_pipelines.store import BigQueryStore
 from tests_support import add_customer
 
 pytestmark = pytest.mark.e2e

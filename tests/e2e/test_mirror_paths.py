@@ -13,9 +13,9 @@ from pathlib import Path
 import psycopg2
 import pytest
 
+from customer_pipelines.bigquery.store import INSERT_DEADLINE_SECONDS, BigQueryStore
 from customer_pipelines.local import emulator
 from customer_pipelines.local.stack import run_module
-from customer_pipelines.store import INSERT_DEADLINE_SECONDS, BigQueryStore
 from tests_support import ZOMBIE_AFTER_SECONDS, add_customer
 
 pytestmark = pytest.mark.e2e

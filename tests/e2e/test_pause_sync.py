@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
+from customer_pipelines.bigquery.store import BigQueryStore
 from customer_pipelines.local.stack import run_module
-from customer_pipelines.store import BigQueryStore
 from tests_support import add_customer
 
 pytestmark = pytest.mark.e2e

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from customer_pipelines.store import BigQueryStore
+from customer_pipelines.bigquery.store import BigQueryStore
 from tests_support import add_customer
 
 pytestmark = pytest.mark.e2e

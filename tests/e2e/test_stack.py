@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from customer_pipelines.store import BigQueryStore
+from customer_pipelines.bigquery.store import BigQueryStore
 
 pytestmark = pytest.mark.e2e
 

@@ -10,9 +10,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from google.cloud import bigquery
 
+from customer_pipelines.bigquery.store import BigQueryStore
 from customer_pipelines.seed import demo_dataset, load_dataset
 from customer_pipelines.settings import Settings
-from customer_pipelines.store import BigQueryStore
 from tests_support import free_port, service_state_dir
 
 pytestmark = pytest.mark.integration

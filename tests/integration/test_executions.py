@@ -16,14 +16,14 @@ from airflow.sdk.api.datamodels._generated import DagRun as SdkDagRun
 from airflow.sdk.exceptions import AirflowSkipException, AirflowTaskTimeout
 from airflow.sdk.execution_time.timeout import timeout
 
-from customer_pipelines.mirror import RUNS_TABLE, RunIdentity, RunState, RunStateMirror, run_event
+from customer_pipelines.bigquery.store import BigQueryStore
+from customer_pipelines.fleet.snapshot import refresh_snapshot
 from customer_pipelines.models import Customer
-from customer_pipelines.operators import CustomerPipelineOperator
-from customer_pipelines.quota import QuotaLedger
+from customer_pipelines.runs.mirror import RUNS_TABLE, RunIdentity, RunState, RunStateMirror, run_event
+from customer_pipelines.runs.operators import CustomerPipelineOperator
+from customer_pipelines.runs.quota import QuotaLedger
 from customer_pipelines.seed import Dataset, config_row, customer_rows, load_dataset
 from customer_pipelines.settings import Settings
-from customer_pipelines.snapshot import refresh_snapshot
-from customer_pipelines.store import BigQueryStore
 from tests_support import rows_of_customer
 
 pytestmark = pytest.mark.integration
@@ -203,7 +203,7 @@ def test_a_cleared_run_shows_its_new_queued_and_running_and_its_sla_is_measured_
     reports the new try."""
     from airflow.models.dagrun import DagRun
 
-    from customer_pipelines import listeners
+    from customer_pipelines.runs import listeners
 
     tenant = Tenant(store, "clear_views")
     run_id = "scheduled__2026-11-30T02:00:00+00:00"
@@ -272,7 +272,7 @@ def test_a_timeout_during_the_final_write_is_mirrored_as_the_tries_failure_never
     """The fault a test cannot cause with the emulator alone: BigQuery stores the COMPLETED row and
     then answers slowly (a stand-in around the real store's insert: the real insert, then a wait of
     the store's whole deadline). The task's execution_timeout is Airflow's own SIGALRM."""
-    from customer_pipelines.store import INSERT_DEADLINE_SECONDS
+    from customer_pipelines.bigquery.store import INSERT_DEADLINE_SECONDS
 
     tenant = Tenant(store, "final_write")
     refresh_snapshot(store, task_settings.snapshot_file)
@@ -319,7 +319,7 @@ def test_a_runs_table_created_before_executions_gets_the_column_and_its_rows_rea
     """Applying the schema to a deployed table: ALTER TABLE ... ADD COLUMN IF NOT EXISTS adds
     clear_number, the views read its old rows (NULL) as the first execution, and a second apply
     changes nothing."""
-    from customer_pipelines.sql import load_sql
+    from customer_pipelines.bigquery.sql import load_sql
 
     settings = store.settings.model_copy(update={"bq_dataset": f"legacy_{datetime.now(UTC):%H%M%S%f}"})
     legacy = BigQueryStore(settings)

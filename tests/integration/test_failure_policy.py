@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from customer_pipelines.failure_policy import apply_failure_policy
-from customer_pipelines.mirror import ErrorType, RunIdentity, RunState, RunStateMirror, run_event, write_events
+from customer_pipelines.runs.failure_policy import apply_failure_policy
+from customer_pipelines.runs.mirror import ErrorType, RunIdentity, RunState, RunStateMirror, run_event, write_events
 from customer_pipelines.seed import Dataset, config_row, customer_rows, demo_dataset, load_dataset
 
 pytestmark = pytest.mark.integration

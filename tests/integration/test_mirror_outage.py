@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 import pytest
 from google.cloud import bigquery
 
-from customer_pipelines.mirror import RunIdentity, RunState, RunStateMirror, run_event
-from customer_pipelines.store import BigQueryStore
+from customer_pipelines.bigquery.store import BigQueryStore
+from customer_pipelines.runs.mirror import RunIdentity, RunState, RunStateMirror, run_event
 from tests_support import free_port
 
 pytestmark = pytest.mark.integration
@@ -51,8 +51,8 @@ def test_an_sla_breach_found_during_an_outage_is_spooled_and_delivered_once_afte
 ):
     import asyncio
 
+    from customer_pipelines.runs.sla import record_sla_breach, sla_spool
     from customer_pipelines.settings import get_settings
-    from customer_pipelines.sla import record_sla_breach, sla_spool
 
     state = tmp_path / "state"
     port = free_port()  # nothing listens: BigQuery is down for the triggerer's callback

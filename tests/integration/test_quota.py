@@ -17,7 +17,7 @@ import psycopg2
 import pytest
 
 from customer_pipelines.models import Customer
-from customer_pipelines.quota import QuotaLedger, QuotaLedgerError
+from customer_pipelines.runs.quota import QuotaLedger, QuotaLedgerError
 from customer_pipelines.settings import Settings
 
 pytestmark = pytest.mark.integration

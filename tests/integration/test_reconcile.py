@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from customer_pipelines.mirror import RunIdentity, RunState, SkipReason, run_event, write_events
-from customer_pipelines.reconcile import TryRecord, reconcile_tries
+from customer_pipelines.runs.mirror import RunIdentity, RunState, SkipReason, run_event, write_events
+from customer_pipelines.runs.reconcile import TryRecord, reconcile_tries
 from customer_pipelines.seed import Dataset, config_row, customer_rows, load_dataset
 from tests_support import rows_of_customer
 

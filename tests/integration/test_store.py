@@ -7,10 +7,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from customer_pipelines.mirror import RunIdentity, RunState, RunStateMirror, SkipReason, run_event
+from customer_pipelines.fleet.snapshot import Snapshot, refresh_snapshot
 from customer_pipelines.models import PipelineConfig, parse_config
+from customer_pipelines.runs.mirror import RunIdentity, RunState, RunStateMirror, SkipReason, run_event
 from customer_pipelines.seed import demo_dataset, load_dataset
-from customer_pipelines.snapshot import Snapshot, refresh_snapshot
 
 pytestmark = pytest.mark.integration
 
@@ -203,7 +203,7 @@ def test_every_template_does_its_work_on_the_demo_data_and_reruns_identically(
 
 
 def test_next_run_times_are_replaced_whole_and_shown_by_the_status_view(store, tmp_path):
-    from customer_pipelines.sync import Fleet, next_runs
+    from customer_pipelines.fleet.sync import Fleet, next_runs
 
     load_dataset(store, demo_dataset())
     refresh_snapshot(store, tmp_path / "configs.sqlite")
@@ -225,8 +225,8 @@ def test_next_run_times_are_replaced_whole_and_shown_by_the_status_view(store, t
 
 
 def test_a_missing_table_is_a_non_retryable_error_from_bigquery(store):
-    from customer_pipelines.failures import is_retryable
-    from customer_pipelines.store import BigQueryStore, StoreError
+    from customer_pipelines.bigquery.store import BigQueryStore, StoreError
+    from customer_pipelines.runs.failures import is_retryable
 
     elsewhere = BigQueryStore(store.settings.model_copy(update={"bq_data_dataset": "no_such_dataset"}), plane="data")
     with pytest.raises(StoreError) as raised:

@@ -8,10 +8,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from customer_pipelines.failure_policy import apply_failure_policy
-from customer_pipelines.mirror import ErrorType, RunIdentity, RunState, run_event, write_events
 from customer_pipelines.models import Customer
-from customer_pipelines.quota import QuotaLedger
+from customer_pipelines.runs.failure_policy import apply_failure_policy
+from customer_pipelines.runs.mirror import ErrorType, RunIdentity, RunState, run_event, write_events
+from customer_pipelines.runs.quota import QuotaLedger
 from customer_pipelines.seed import Dataset, config_row, customer_rows, load_dataset
 from customer_pipelines.settings import Settings
 from tests_support import rows_of_customer

@@ -15,15 +15,15 @@ import requests
 from google.api_core import exceptions as google_errors
 from google.cloud.bigquery.job.base import _ERROR_REASON_TO_EXCEPTION, _error_result_to_exception
 
-from customer_pipelines.failures import (
+from customer_pipelines.bigquery.store import StoreError
+from customer_pipelines.runs.failures import (
     BIGQUERY_REASON_IS_RETRYABLE,
     InvalidPipelineConfig,
     bigquery_reason_of,
     classify_failure,
     is_retryable,
 )
-from customer_pipelines.mirror import ErrorType
-from customer_pipelines.store import StoreError
+from customer_pipelines.runs.mirror import ErrorType
 
 CONCURRENT_UPDATE_MESSAGE = (
     "Could not serialize access to table demo-project:customer_pipeline_data.cost_daily due to concurrent update"

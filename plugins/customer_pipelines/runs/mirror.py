@@ -225,7 +225,7 @@ class RunStateMirror:
         every later delivery with it, so it is set aside (logged, kept under ``rejected/`` for
         ``mirror replay-rejected``); a row refused for a transient reason stays spooled for the next
         delivery."""
-        from customer_pipelines.store import RejectedRows
+        from customer_pipelines.bigquery.store import RejectedRows
 
         unwritten: set[int] = set()
         try:

@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from customer_pipelines import sync
-from customer_pipelines.failure_policy import Alert
-from customer_pipelines.mirror import RunStateMirror
-from customer_pipelines.snapshot import RefreshGuard, RefreshRefused, Snapshot, refresh_snapshot
+from customer_pipelines.fleet import sync
+from customer_pipelines.fleet.snapshot import RefreshGuard, RefreshRefused, Snapshot, refresh_snapshot
+from customer_pipelines.runs.failure_policy import Alert
+from customer_pipelines.runs.mirror import RunStateMirror
 
 
 class SnapshotStore:
@@ -33,7 +33,7 @@ class SnapshotStore:
 @pytest.fixture
 def alerts(monkeypatch: pytest.MonkeyPatch) -> list[Alert]:
     sent: list[Alert] = []
-    monkeypatch.setattr("customer_pipelines.failure_policy.notifier_from_settings", lambda settings: sent.append)
+    monkeypatch.setattr("customer_pipelines.runs.failure_policy.notifier_from_settings", lambda settings: sent.append)
     return sent
 
 

@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from customer_pipelines.factory import build_dags
-from customer_pipelines.quota import QuotaLedgerError
+from customer_pipelines.fleet.factory import build_dags
+from customer_pipelines.fleet.snapshot import Snapshot, write_snapshot
+from customer_pipelines.runs.quota import QuotaLedgerError
 from customer_pipelines.settings import get_parse_settings
-from customer_pipelines.snapshot import Snapshot, write_snapshot
 
 DAG_ID = "cust_acme_001.acme_gcp_cost_daily"
 
@@ -42,7 +42,7 @@ def _demo_task(monkeypatch, customers, configs) -> tuple[Any, list[dict[str, Any
     """The demo DAG's task, built as a worker builds it from a snapshot of the demo rows (written to
     the settings' path), and the list every row it mirrors lands in instead of BigQuery."""
     recorded: list[dict[str, Any]] = []
-    monkeypatch.setattr("customer_pipelines.mirror.RunStateMirror.record", lambda self, row: recorded.append(row))
+    monkeypatch.setattr("customer_pipelines.runs.mirror.RunStateMirror.record", lambda self, row: recorded.append(row))
     snapshot_file = get_parse_settings().snapshot_file
     write_snapshot(snapshot_file, customers, configs, source="test")
     with Snapshot(snapshot_file) as snapshot:

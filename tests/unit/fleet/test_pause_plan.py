@@ -3,7 +3,7 @@ round after round, against a stand-in for Airflow's paused flags and the syncer'
 
 from __future__ import annotations
 
-from customer_pipelines.sync import plan_pauses
+from customer_pipelines.fleet.sync import plan_pauses
 
 
 class Fleet:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from google.api_core import exceptions as google_errors
 from pydantic import ValidationError
 
-from customer_pipelines.mirror import ErrorType
+from customer_pipelines.runs.mirror import ErrorType
 
 
 class InvalidPipelineConfig(ValueError):

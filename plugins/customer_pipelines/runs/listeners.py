@@ -65,7 +65,7 @@ def identity_of(
     run_after: Any = None,
     clear_number: int | None = 0,
 ) -> Any:
-    from customer_pipelines.mirror import RunIdentity
+    from customer_pipelines.runs.mirror import RunIdentity
 
     customer_id, _, config_id = dag_id.partition(".")
     return RunIdentity(
@@ -97,9 +97,9 @@ def _ti_identity(ti: Any) -> Any:
 
 def _emit(*rows: dict[str, Any]) -> None:
     """Spool now (microseconds, never blocks Airflow), deliver in the background, in one batch."""
-    from customer_pipelines.mirror import RunStateMirror
+    from customer_pipelines.bigquery.store import BigQueryStore
+    from customer_pipelines.runs.mirror import RunStateMirror
     from customer_pipelines.settings import get_settings
-    from customer_pipelines.store import BigQueryStore
 
     settings = get_settings()
     mirror = RunStateMirror(BigQueryStore(settings), settings.spool_dir)
@@ -136,7 +136,7 @@ class _Guard:
 @hookimpl
 def on_task_instance_failed(previous_state: Any, task_instance: Any, error: Any = None) -> None:
     with _Guard():
-        from customer_pipelines.mirror import ErrorType, RunState, run_event
+        from customer_pipelines.runs.mirror import ErrorType, RunState, run_event
 
         if not _is_ours(task_instance.dag_id, task_instance.task_id) or _in_task_process(task_instance):
             return
@@ -168,7 +168,7 @@ def _marked_by_a_person(
     Each mark is its own event at its own time (now): a person can mark one try A, B and A again,
     and Airflow keeps the try's first end_date through every re-mark (``TaskInstance.set_state``),
     so neither the state nor end_date tells two marks apart."""
-    from customer_pipelines.mirror import ErrorType, RunState, run_event
+    from customer_pipelines.runs.mirror import ErrorType, RunState, run_event
 
     if previous_state is not None or not _is_ours(task_instance.dag_id, task_instance.task_id):
         return
@@ -191,7 +191,7 @@ def _marked_by_a_person(
 
 @hookimpl
 def on_task_instance_success(previous_state: Any, task_instance: Any) -> None:
-    from customer_pipelines.mirror import RunState
+    from customer_pipelines.runs.mirror import RunState
 
     with _Guard():
         _marked_by_a_person(previous_state, task_instance, RunState.COMPLETED, {"marked_success_by_person": True})
@@ -199,7 +199,7 @@ def on_task_instance_success(previous_state: Any, task_instance: Any) -> None:
 
 @hookimpl
 def on_task_instance_skipped(previous_state: Any, task_instance: Any) -> None:
-    from customer_pipelines.mirror import RunState
+    from customer_pipelines.runs.mirror import RunState
 
     with _Guard():
         _marked_by_a_person(previous_state, task_instance, RunState.CANCELLED, {"marked_skipped_by_person": True})
@@ -208,7 +208,7 @@ def on_task_instance_skipped(previous_state: Any, task_instance: Any) -> None:
 @hookimpl
 def on_dag_run_running(dag_run: Any, msg: str) -> None:
     with _Guard():
-        from customer_pipelines.mirror import RunState, run_event
+        from customer_pipelines.runs.mirror import RunState, run_event
 
         if not _is_ours(dag_run.dag_id):
             return
@@ -238,7 +238,7 @@ def on_dag_run_running(dag_run: Any, msg: str) -> None:
 @hookimpl
 def on_dag_run_failed(dag_run: Any, msg: str) -> None:
     with _Guard():
-        from customer_pipelines.mirror import ErrorType, RunState, run_event
+        from customer_pipelines.runs.mirror import ErrorType, RunState, run_event
 
         if not _is_ours(dag_run.dag_id):
             return

@@ -16,8 +16,8 @@ from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException, AirflowTaskTimeout
 
 if TYPE_CHECKING:
-    from customer_pipelines.mirror import RunIdentity, RunStateMirror
     from customer_pipelines.models import Customer, PipelineConfig, SkipReason
+    from customer_pipelines.runs.mirror import RunIdentity, RunStateMirror
     from customer_pipelines.settings import Settings
 
 
@@ -45,9 +45,9 @@ class CustomerPipelineOperator(BaseOperator):
         self.parameters = dict(parameters or {})
 
     def execute(self, context: Any) -> dict[str, Any]:
-        from customer_pipelines.mirror import RunState, RunStateMirror, run_event
+        from customer_pipelines.bigquery.store import BigQueryStore
+        from customer_pipelines.runs.mirror import RunState, RunStateMirror, run_event
         from customer_pipelines.settings import get_settings
-        from customer_pipelines.store import BigQueryStore
 
         # Without settings there is no BigQuery to mirror to: Airflow records that failure (and the
         # fleet file, which needs the same settings, would not have parsed). Nothing else before the
@@ -111,8 +111,8 @@ class CustomerPipelineOperator(BaseOperator):
         a run of a config disabled or deleted since, or of a customer suspended or without a
         subscription in force, is SKIPPED with the reason (models.hold_reason, the rule the syncer
         pauses DAGs by). Returns the customer, for the quota gate."""
+        from customer_pipelines.fleet.snapshot import Snapshot
         from customer_pipelines.models import ConfigError, SkipReason, hold_reason, parse_config
-        from customer_pipelines.snapshot import Snapshot
 
         with Snapshot.open_last_good(settings.snapshot_file) as snapshot:
             row = snapshot.config_by_dag_id(identity.dag_id)
@@ -149,7 +149,7 @@ class CustomerPipelineOperator(BaseOperator):
         """Take a quota unit, or skip the run (QUOTA_EXCEEDED). ``ledger``: the settings' ledger unless
         given (the tests give one on an injected clock)."""
         from customer_pipelines.models import SkipReason
-        from customer_pipelines.quota import QuotaLedger
+        from customer_pipelines.runs.quota import QuotaLedger
 
         # One unit per execution of the run: its retries share it, a clear or reprocessing takes a new one.
         decision = (ledger or QuotaLedger(settings)).reserve(customer, identity.execution_key)
@@ -172,7 +172,7 @@ class CustomerPipelineOperator(BaseOperator):
 
     def _run_template(self, context: Any, store: Any, identity: Any) -> list[dict[str, Any]]:
         """The customer's pipeline: its template with its parameters, on the data plane."""
-        from customer_pipelines.failures import InvalidPipelineConfig
+        from customer_pipelines.runs.failures import InvalidPipelineConfig
         from customer_pipelines.templates import TEMPLATES
 
         template = TEMPLATES.get(self.pipeline_template)
@@ -192,7 +192,7 @@ class CustomerPipelineOperator(BaseOperator):
         )
 
     def run_identity(self, context: Any) -> Any:
-        from customer_pipelines.mirror import RunIdentity
+        from customer_pipelines.runs.mirror import RunIdentity
 
         dag_run = context["dag_run"]
         ti = context["ti"]
@@ -229,8 +229,8 @@ def _fail(
 ) -> NoReturn:
     """Mirror a failed try with whose failure it is (RETRYING when Airflow will retry it), then fail
     the task: at once (AirflowFailException) when no retry can fix it. Call it from an except block."""
-    from customer_pipelines.failures import bigquery_reason_of, classify_failure
-    from customer_pipelines.mirror import RunState, run_event
+    from customer_pipelines.runs.failures import bigquery_reason_of, classify_failure
+    from customer_pipelines.runs.mirror import RunState, run_event
 
     timed_out = isinstance(exc, AirflowTaskTimeout)
     failure = classify_failure(exc, pipeline_started=pipeline_started, timed_out=timed_out)
@@ -261,7 +261,7 @@ def _fail(
 
 def _skip(mirror: Any, identity: Any, reason: Any, details: dict[str, Any], message: str) -> NoReturn:
     """Mirror the run as SKIPPED with its reason, then skip the task in Airflow."""
-    from customer_pipelines.mirror import RunState, run_event
+    from customer_pipelines.runs.mirror import RunState, run_event
 
     mirror.record(
         run_event(

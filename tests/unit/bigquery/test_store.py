@@ -1,11 +1,11 @@
-"""store.py without BigQuery: a store's tables are those of its plane."""
+"""bigquery/store.py without BigQuery: a store's tables are those of its plane."""
 
 from __future__ import annotations
 
 import pytest
 
+from customer_pipelines.bigquery.store import BigQueryStore
 from customer_pipelines.settings import Settings
-from customer_pipelines.store import BigQueryStore
 
 
 def test_the_control_store_names_control_tables(split_settings):
@@ -69,7 +69,7 @@ def test_large_inserts_are_split_into_requests_within_bigquerys_limits(split_set
 
 
 def test_rows_stopped_by_a_refused_row_are_sent_again_and_the_refusals_are_told_apart(split_settings):
-    from customer_pipelines.store import RejectedRows
+    from customer_pipelines.bigquery.store import RejectedRows
 
     client = InsertAllClient()
     store = BigQueryStore(split_settings, client=client)

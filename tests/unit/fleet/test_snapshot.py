@@ -1,4 +1,4 @@
-"""snapshot.py: the local SQLite snapshot the DAG files read instead of BigQuery."""
+"""fleet/snapshot.py: the local SQLite snapshot the DAG files read instead of BigQuery."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from customer_pipelines import factory, snapshot
+from customer_pipelines.fleet import factory, snapshot
+from customer_pipelines.fleet.snapshot import Snapshot, SnapshotError
 from customer_pipelines.models import PipelineConfig, parse_config
-from customer_pipelines.snapshot import Snapshot, SnapshotError
 
 
 def _prev(path: Path) -> Path:
@@ -187,7 +187,10 @@ def test_invalid_customer_row_is_skipped_and_its_configs_report_no_such_customer
 
 def test_an_invalid_customer_row_with_hostile_values_is_logged_on_one_line(write_snap, demo_customers, caplog):
     hostile = {**demo_customers[0], "customer_id": "cust\n\x1b[31mfake", "status": "ON\tHOLIDAY" + "!" * 1_000_000}
-    with caplog.at_level("ERROR", logger="customer_pipelines.snapshot"), Snapshot(write_snap([hostile], [])) as snap:
+    with (
+        caplog.at_level("ERROR", logger="customer_pipelines.fleet.snapshot"),
+        Snapshot(write_snap([hostile], [])) as snap,
+    ):
         assert snap.customers() == {}
     [message] = [r.getMessage() for r in caplog.records]
     assert message.isprintable() and len(message) < 2_000, message[:300]

@@ -16,6 +16,15 @@ from functools import lru_cache
 from typing import Any, Protocol
 
 from customer_pipelines.airflow_db import metadata_session
+from customer_pipelines.fleet.snapshot import (
+    RefreshGuard,
+    RefreshRefused,
+    RefreshResult,
+    Snapshot,
+    refresh_lock,
+    refresh_snapshot,
+)
+from customer_pipelines.fleet.timetables import CustomerCronTimetable
 from customer_pipelines.models import (
     ConfigError,
     Customer,
@@ -26,15 +35,6 @@ from customer_pipelines.models import (
     pool_name_for,
 )
 from customer_pipelines.settings import Settings, get_settings
-from customer_pipelines.snapshot import (
-    RefreshGuard,
-    RefreshRefused,
-    RefreshResult,
-    Snapshot,
-    refresh_lock,
-    refresh_snapshot,
-)
-from customer_pipelines.timetables import CustomerCronTimetable
 
 log = logging.getLogger(__name__)
 
@@ -262,7 +262,7 @@ def _write_next_runs(store: Any, fleet: Fleet) -> None:
 def _sync_paused(runnable: Mapping[str, bool], settings: Settings) -> PauseSyncResult:
     """sync_paused on the ledger of the syncer's own pauses; with the ledger down (or none set) the
     paused flags wait for the next round: unpausing without the ledger could undo a person's pause."""
-    from customer_pipelines.quota import QuotaLedgerError, SyncerPauses
+    from customer_pipelines.runs.quota import QuotaLedgerError, SyncerPauses
 
     try:
         return sync_paused(runnable, SyncerPauses(settings), settings)
@@ -286,7 +286,7 @@ def _ensure_quota_schema(settings: Settings) -> None:
     ledger that is down fails only this step and the paused flags: snapshot and pools do not need it."""
     if not settings.quota_db_url:
         return
-    from customer_pipelines.quota import QuotaLedger, QuotaLedgerError
+    from customer_pipelines.runs.quota import QuotaLedger, QuotaLedgerError
 
     try:
         QuotaLedger(settings).ensure_schema()
@@ -295,7 +295,7 @@ def _ensure_quota_schema(settings: Settings) -> None:
 
 
 def _apply_failure_policy(store: Any, settings: Settings) -> list[str]:
-    from customer_pipelines.failure_policy import apply_failure_policy
+    from customer_pipelines.runs.failure_policy import apply_failure_policy
 
     try:
         return apply_failure_policy(store, settings).paused
@@ -309,9 +309,9 @@ def _mirror_housekeeping(store: Any, settings: Settings) -> tuple[int, int, int,
     returns (delivered, reconciled, backlog still spooled, rejected rows set aside)."""
     from datetime import timedelta
 
-    from customer_pipelines.mirror import RunStateMirror
-    from customer_pipelines.reconcile import reconcile
-    from customer_pipelines.sla import sla_spool
+    from customer_pipelines.runs.mirror import RunStateMirror
+    from customer_pipelines.runs.reconcile import reconcile
+    from customer_pipelines.runs.sla import sla_spool
 
     delivered = reconciled = 0
     mirror = RunStateMirror(store, settings.spool_dir)
@@ -328,7 +328,7 @@ def _mirror_housekeeping(store: Any, settings: Settings) -> tuple[int, int, int,
 
 def _alert_rejected(mirror: Any, settings: Settings) -> None:
     """One alert per batch of rows newly set aside (BigQuery refused them for their content)."""
-    from customer_pipelines.failure_policy import Alert, notifier_from_settings
+    from customer_pipelines.runs.failure_policy import Alert, notifier_from_settings
 
     new = mirror.unalerted_rejected()
     if new:
@@ -343,7 +343,7 @@ def _alert_rejected(mirror: Any, settings: Settings) -> None:
 def _refresh(store: Any, settings: Settings) -> tuple[RefreshResult | None, str | None]:
     """Refresh the snapshot; a refresh the guard refuses is logged and alerted, and the round goes
     on with the last good snapshot."""
-    from customer_pipelines.failure_policy import Alert, notifier_from_settings
+    from customer_pipelines.runs.failure_policy import Alert, notifier_from_settings
 
     guard = RefreshGuard.of(settings)
     try:
@@ -357,7 +357,7 @@ def _refresh(store: Any, settings: Settings) -> tuple[RefreshResult | None, str 
 def run_sync(settings: Settings | None = None, store: Any = None) -> SyncReport:
     """One sync: refresh the snapshot from BigQuery, then pools and paused flags from it. One
     round at a time per snapshot (``refresh_lock``): two syncers never interleave."""
-    from customer_pipelines.store import BigQueryStore
+    from customer_pipelines.bigquery.store import BigQueryStore
 
     settings = settings or get_settings()
     began = time.monotonic()

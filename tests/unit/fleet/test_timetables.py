@@ -1,4 +1,4 @@
-"""timetables.py: a customer DAG's ticks, anchored where the config became runnable.
+"""fleet/timetables.py: a customer DAG's ticks, anchored where the config became runnable.
 
 Successive parses of the fleet file ask the timetable for the next run at different moments; these
 tests ask it the way the DAG processor does (next_dagrun_info, catchup=False, Airflow's utcnow)."""
@@ -11,7 +11,7 @@ import pendulum
 import pytest
 from airflow.timetables.base import DataInterval, TimeRestriction
 
-from customer_pipelines.timetables import CustomerCronTimetable
+from customer_pipelines.fleet.timetables import CustomerCronTimetable
 
 NO_RESTRICTION = TimeRestriction(earliest=None, latest=None, catchup=False)
 

@@ -1,4 +1,4 @@
-"""mirror.py: run-state transitions -> append-only rows, spooled to disk while BigQuery fails.
+"""runs/mirror.py: run-state transitions -> append-only rows, spooled to disk while BigQuery fails.
 
 The store is a fake: a BigQuery outage (or a rejected insert) is a fault a unit test cannot cause
 with the real client, so the fake's ``insert_rows`` can be told to fail. Rejected rows in particular
@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from customer_pipelines.mirror import (
+from customer_pipelines.bigquery.store import RejectedRows
+from customer_pipelines.runs.mirror import (
     RECORD_BACKLOG_LIMIT,
     RUNS_TABLE,
     RunIdentity,
@@ -23,7 +24,6 @@ from customer_pipelines.mirror import (
     event_key,
     run_event,
 )
-from customer_pipelines.store import RejectedRows
 
 
 class FakeStore:

@@ -1,4 +1,4 @@
-"""hooks.py: a hook serves one plane, with that plane's connection, project and emulator."""
+"""bigquery/hooks.py: a hook serves one plane, with that plane's connection, project and emulator."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 from airflow.exceptions import AirflowNotFoundException
 from google.auth.credentials import AnonymousCredentials
 
-from customer_pipelines.hooks import CustomerPipelinesBigQueryHook
+from customer_pipelines.bigquery.hooks import CustomerPipelinesBigQueryHook
 from customer_pipelines.settings import Settings
 
 

@@ -17,8 +17,8 @@ from google.api_core.exceptions import GoogleAPIError
 from google.cloud import bigquery
 from google.cloud.bigquery.retry import DEFAULT_RETRY
 
+from customer_pipelines.bigquery.sql import load_sql, sql_files
 from customer_pipelines.settings import PLANES, Plane, Settings, get_settings
-from customer_pipelines.sql import load_sql, sql_files
 
 INSERT_DEADLINE_SECONDS = 15.0
 """A streaming insert's whole budget, retries included (each attempt: INSERT_TIMEOUT_SECONDS)."""
@@ -152,7 +152,7 @@ class BigQueryStore:
     def client(self) -> bigquery.Client:
         if self._client is not None:
             return self._client
-        from customer_pipelines.hooks import CustomerPipelinesBigQueryHook
+        from customer_pipelines.bigquery.hooks import CustomerPipelinesBigQueryHook
 
         return CustomerPipelinesBigQueryHook(settings=self.settings, plane=self.plane).get_client()
 

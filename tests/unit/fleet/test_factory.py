@@ -1,4 +1,4 @@
-"""factory.py: snapshot rows -> one Airflow DAG per valid config; bad rows -> ConfigErrors."""
+"""fleet/factory.py: snapshot rows -> one Airflow DAG per valid config; bad rows -> ConfigErrors."""
 
 from __future__ import annotations
 
@@ -13,12 +13,12 @@ from airflow.sdk import DAG
 from airflow.timetables.base import DataInterval, TimeRestriction
 from airflow.timetables.trigger import CronTriggerTimetable
 
-from customer_pipelines import factory
+from customer_pipelines.fleet import factory
+from customer_pipelines.fleet.snapshot import Snapshot
 from customer_pipelines.models import ConfigError, Customer, PipelineConfig, parse_config
 from customer_pipelines.settings import get_settings
-from customer_pipelines.snapshot import Snapshot
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 DAG_FILES = sorted((REPO_ROOT / "dags").glob("*.py"))
 PLAN_BONUS = {"STARTER": 0, "PROFESSIONAL": 1, "SCALE": 2, "ENTERPRISE": 3}
 
@@ -414,7 +414,7 @@ def test_raise_config_errors_prints_each_hostile_row_as_one_escaped_line(
 
 def test_load_fleet_logs_each_hostile_row_on_one_line(write_snap, demo_customers, demo_configs, settings, caplog):
     path = write_snap(demo_customers, [*demo_configs, *_hostile_rows(demo_configs[0])])
-    with caplog.at_level("WARNING", logger="customer_pipelines.factory"):
+    with caplog.at_level("WARNING", logger="customer_pipelines.fleet.factory"):
         result = factory.load_fleet(snapshot_path=path, settings=settings)
     assert len(result.errors) == 5
     messages = [r.getMessage() for r in caplog.records if "invalid pipeline config" in r.getMessage()]
@@ -517,7 +517,7 @@ def test_errors_dag_file_raises_listing_the_bad_configs(dag_file_env, snapshot_w
 def test_a_bad_setting_never_hides_the_dags_and_is_one_clear_import_error(
     monkeypatch, tmp_path, demo_customers, demo_configs, demo_dag_ids, variable, value
 ):
-    from customer_pipelines.snapshot import write_snapshot
+    from customer_pipelines.fleet.snapshot import write_snapshot
 
     monkeypatch.setenv("CP_STATE_DIR", str(tmp_path))
     write_snapshot(tmp_path / "snapshot" / "configs.sqlite", demo_customers, demo_configs, source="test")

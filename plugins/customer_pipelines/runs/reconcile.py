@@ -29,8 +29,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from customer_pipelines.listeners import TASK_ID, identity_of
-from customer_pipelines.mirror import ErrorType, RunState, run_event, write_events
+from customer_pipelines.runs.listeners import TASK_ID, identity_of
+from customer_pipelines.runs.mirror import ErrorType, RunState, run_event, write_events
 
 TERMINAL = {
     "success": RunState.COMPLETED,

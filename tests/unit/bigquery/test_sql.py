@@ -1,4 +1,4 @@
-"""sql.py and the BigQuery-free parts of store.py: identifiers in, values as @parameters."""
+"""bigquery/sql.py and the BigQuery-free parts of bigquery/store.py: identifiers in, values as @parameters."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from decimal import Decimal
 import pytest
 from pydantic import ValidationError
 
+from customer_pipelines.bigquery.sql import load_sql, sql_files
+from customer_pipelines.bigquery.store import _json_ready, split_statements
 from customer_pipelines.settings import SQL_DIR, Settings
-from customer_pipelines.sql import load_sql, sql_files
-from customer_pipelines.store import _json_ready, split_statements
 from customer_pipelines.templates import TEMPLATES
 
 BIGQUERY_FOLDERS = ("queries", "schema", "data_schema", "templates", "views")

@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+from customer_pipelines.fleet.snapshot import Snapshot, write_snapshot
+from customer_pipelines.fleet.sync import Fleet, desired_pools, next_runs, runnable_dags
 from customer_pipelines.models import Customer, PipelineConfig, parse_config
-from customer_pipelines.snapshot import Snapshot, write_snapshot
-from customer_pipelines.sync import Fleet, desired_pools, next_runs, runnable_dags
 
 
 def _customer(customer_id: str, status: str = "ACTIVE", slots: int | None = 3) -> Customer:
@@ -100,7 +100,7 @@ def test_config_next_runs_equal_the_dag_timetables_tick_on_both_dst_days_of_ever
     import pendulum
     from airflow.timetables.base import DataInterval, TimeRestriction
 
-    from customer_pipelines.timetables import CustomerCronTimetable
+    from customer_pipelines.fleet.timetables import CustomerCronTimetable
 
     zones = _zones_with_dst(2026)
     assert len(zones) > 50  # the table really covers the world's DST zones

@@ -37,7 +37,7 @@ async def record_sla_breach(
 def sla_spool(settings: Any, store: Any) -> Any:
     """The spool of ``sla_breach_events`` rows: a breach found while BigQuery is down is kept on
     this host and delivered by the next breach or the syncer's next round, like a run transition."""
-    from customer_pipelines.mirror import RunStateMirror
+    from customer_pipelines.runs.mirror import RunStateMirror
 
     class SlaBreachSpool(RunStateMirror):
         table = "sla_breach_events"
@@ -58,9 +58,9 @@ def sla_spool(settings: Any, store: Any) -> Any:
 
 
 def _record(row: dict[str, Any]) -> None:
-    from customer_pipelines.failure_policy import Alert, notifier_from_settings
+    from customer_pipelines.bigquery.store import BigQueryStore
+    from customer_pipelines.runs.failure_policy import Alert, notifier_from_settings
     from customer_pipelines.settings import get_settings
-    from customer_pipelines.store import BigQueryStore
 
     settings = get_settings()
     sla_spool(settings, BigQueryStore(settings)).record(row)  # never raises: spooled if BigQuery fails

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from customer_pipelines.reconcile import TryRecord, expected_events, missing_events
+from customer_pipelines.runs.reconcile import TryRecord, expected_events, missing_events
 
 T0 = datetime(2026, 11, 23, 2, 0, tzinfo=UTC)
 RUN_KEY = "cust_a.cfg/manual__1"

@@ -30,9 +30,9 @@ import psycopg2
 import psycopg2.errors
 import psycopg2.extensions
 
+from customer_pipelines.bigquery.sql import raw_sql
 from customer_pipelines.models import Customer
 from customer_pipelines.settings import Settings
-from customer_pipelines.sql import raw_sql
 
 log = logging.getLogger(__name__)
 
