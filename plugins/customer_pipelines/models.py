@@ -144,6 +144,15 @@ class Plan(StrEnum):
     ENTERPRISE = "ENTERPRISE"
 
 
+PLAN_LIMITS: dict[str, tuple[int, int, int]] = {
+    # plan: (daily runs, monthly runs, max concurrent runs): a new subscription's defaults
+    "STARTER": (10, 300, 2),
+    "PROFESSIONAL": (25, 750, 3),
+    "SCALE": (100, 3000, 10),
+    "ENTERPRISE": (500, 15000, 25),
+}
+
+
 class SkipReason(StrEnum):
     """Why a run did not start its pipeline (``skip_reason`` of a SKIPPED transition)."""
 

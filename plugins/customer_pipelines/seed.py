@@ -10,14 +10,7 @@ from decimal import Decimal
 from typing import Any
 
 from customer_pipelines.bigquery.store import BigQueryStore
-
-PLAN_LIMITS: dict[str, tuple[int, int, int]] = {
-    # plan: (daily runs, monthly runs, max concurrent runs)
-    "STARTER": (10, 300, 2),
-    "PROFESSIONAL": (25, 750, 3),
-    "SCALE": (100, 3000, 10),
-    "ENTERPRISE": (500, 15000, 25),
-}
+from customer_pipelines.models import PLAN_LIMITS
 
 
 @dataclass

@@ -111,6 +111,13 @@ class Settings(ParseSettings):
     alert_notifier: str | None = None
     """``package.module:function`` called with each failure-policy Alert (besides the log)."""
 
+    api_rate_limit_per_minute: int = Field(default=600, ge=1, le=1_000_000)
+    """Requests a caller (an API key, an Airflow user) may send the REST API per minute, in bursts of
+    as many; more get 429 with Retry-After. Counted per API server."""
+    api_key_refresh_seconds: float = Field(default=30.0, ge=1, le=3600)
+    """How often each API server reloads the API keys from BigQuery: a key issued or revoked through
+    another server works, or stops working, here within this time (at once on the server that did it)."""
+
     emulator_port: int = 9050
     emulator_grpc_port: int = 9060
     airflow_port: int = 8080

@@ -65,6 +65,7 @@ CREATE TABLE configs (
 CREATE TABLE duplicate_configs (config_id TEXT NOT NULL, customer_id TEXT, payload TEXT NOT NULL);
 CREATE UNIQUE INDEX configs_by_dag_id ON configs (dag_id);
 CREATE INDEX configs_by_bucket ON configs (bucket);
+CREATE INDEX configs_by_customer ON configs (customer_id, config_id);
 """
 
 
@@ -357,6 +358,18 @@ class Snapshot:
             if customer_id in customer_ids
         }
 
+    def configs_of_customer(
+        self, customer_id: str, *, after: str | None = None, limit: int | None = None
+    ) -> list[ConfigRow]:
+        """One customer's configs in config_id order, those after ``after`` (a cursor), at most
+        ``limit``: read through the (customer_id, config_id) index, never the whole fleet."""
+        found = self._conn.execute(
+            f"SELECT {_CONFIG_COLUMNS} FROM configs WHERE customer_id = ? AND config_id > ? ORDER BY config_id"
+            + (" LIMIT ?" if limit is not None else ""),
+            (customer_id, after or "", *([limit] if limit is not None else [])),
+        )
+        return [ConfigRow.of(*row) for row in found]
+
     def config_by_dag_id(self, dag_id: str) -> ConfigRow | None:
         found = self._conn.execute(f"SELECT {_CONFIG_COLUMNS} FROM configs WHERE dag_id = ?", (dag_id,)).fetchone()
         return ConfigRow.of(*found) if found else None
@@ -472,3 +485,59 @@ def refresh_snapshot(
     for error in invalid:
         log.warning("invalid pipeline config: %s", error)
     return RefreshResult(path=path, configs=len(configs), customers=len(customers), invalid=invalid)
+
+
+def patch_snapshot(
+    path: Path,
+    *,
+    configs: Sequence[Mapping[str, Any]] = (),
+    customers: Sequence[Mapping[str, Any]] = (),
+    source: str,
+    now: datetime | None = None,
+) -> Path:
+    """A new generation of the snapshot at ``path``: the last good one with these rows of BigQuery's
+    written in (a config row whose ``deleted_at`` is set is removed), swapped in atomically like a
+    refresh. What the API calls after its own writes, so its reads and the next parse see them at
+    once, without reading the fleet back from BigQuery. Only the changed configs (and those of
+    changed customers) are parsed again; every other anchor is carried over as it is. The caller
+    holds ``refresh_lock``."""
+    now = now or datetime.now(UTC)
+    with Snapshot.open_last_good(path) as snapshot:
+        conn = snapshot._conn
+        all_customers = {c: json.loads(p) for c, p in conn.execute("SELECT customer_id, payload FROM customers")}
+        all_configs = {(row.row.get("customer_id"), row.config_id): row.row for row in snapshot.configs()}
+        duplicates = [json.loads(p) for (p,) in conn.execute("SELECT payload FROM duplicate_configs")]
+        previous = PreviousAnchors(datetime.fromisoformat(snapshot.meta["written_at"]), snapshot.anchors())
+    changed_customers = {str(c["customer_id"]) for c in customers}
+    for customer in customers:
+        all_customers[str(customer["customer_id"])] = dict(customer)
+    changed_configs: set[tuple[Any, str]] = set()
+    for config in configs:
+        key = (config.get("customer_id"), str(config.get("config_id")))
+        changed_configs.add(key)
+        if config.get("deleted_at"):
+            all_configs.pop(key, None)
+        else:
+            all_configs[key] = dict(config)
+    touched = {k for k in all_configs if k in changed_configs or k[0] in changed_customers}
+    touched_dags = {dag_id_for(str(c), i) for c, i in changed_configs if c} | {
+        dag_id_for(str(c), i) for c, i in touched if c
+    }
+    parsed = [parse_config(dict(all_configs[k])) for k in touched]
+    anchors = {d: a for d, a in previous.anchors.items() if d not in touched_dags}
+    anchors.update(
+        runnable_anchors(
+            [c for c in parsed if isinstance(c, PipelineConfig)],
+            _valid_customers([all_customers[c] for c in {k[0] for k in touched} if c in all_customers]),
+            previous,
+            now,
+        )
+    )
+    return write_snapshot(
+        path,
+        list(all_customers.values()),
+        [*all_configs.values(), *duplicates],
+        source=source,
+        now=now,
+        anchors=anchors,
+    )

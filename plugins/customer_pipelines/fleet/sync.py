@@ -141,7 +141,12 @@ class PausePlan:
     release: set[str]
 
 
-def plan_pauses(runnable: Mapping[str, bool], airflow_paused: Mapping[str, bool], held: set[str]) -> PausePlan:
+def plan_pauses(
+    runnable: Mapping[str, bool],
+    airflow_paused: Mapping[str, bool],
+    held: set[str],
+    in_flight: set[str] | frozenset[str] = frozenset(),
+) -> PausePlan:
     """The round's changes from the desired state (``runnable``), Airflow's paused flags and the
     ledger (``held``: the DAGs the syncer paused), from scratch:
 
@@ -150,17 +155,30 @@ def plan_pauses(runnable: Mapping[str, bool], airflow_paused: Mapping[str, bool]
       or a subscription starting, before the next round must not find it paused "by a person");
     - a DAG that may run again is unpaused if the ledger has it;
     - a DAG that may run but is paused without the ledger's record was paused by a person: kept;
-    - the ledger drops DAGs whose config is gone and DAGs that run unpaused."""
+    - the ledger drops DAGs whose config is gone and DAGs that run unpaused;
+    - a DAG that must not run but has a task running (``in_flight``) is not paused yet, only
+      recorded: Airflow's pause would freeze that run (no retry, no end of its DagRun); its
+      timetable already creates no new run (a held config has no next tick), and a later round
+      pauses it once nothing of it runs."""
     known = {d: run for d, run in runnable.items() if d in airflow_paused}
-    pause = {d for d, run in known.items() if not run and not airflow_paused[d]}
+    pause = {d for d, run in known.items() if not run and not airflow_paused[d] and d not in in_flight}
+    deferred = {d for d, run in known.items() if not run and not airflow_paused[d] and d in in_flight}
     adopt = {d for d, run in known.items() if not run and airflow_paused[d] and d not in held}
     not_created = {d for d, run in runnable.items() if not run and d not in airflow_paused and d not in held}
     unpause = {d for d, run in known.items() if run and airflow_paused[d] and d in held}
     stale = {d for d in held if d not in runnable or (known.get(d) and not airflow_paused[d])}
-    return PausePlan(pause=pause, unpause=unpause, record=pause | adopt | not_created, release=unpause | stale)
+    return PausePlan(
+        pause=pause, unpause=unpause, record=pause | adopt | not_created | deferred, release=unpause | stale
+    )
 
 
-def sync_paused(runnable: Mapping[str, bool], ledger: PauseLedger, settings: Settings | None = None) -> PauseSyncResult:
+def sync_paused(
+    runnable: Mapping[str, bool],
+    ledger: PauseLedger,
+    settings: Settings | None = None,
+    *,
+    only: set[str] | None = None,
+) -> PauseSyncResult:
     """Converge Airflow's paused flags on the desired state, from scratch every round (so a round
     that failed half-way, a snapshot refreshed by hand or a restarted syncer changes nothing):
 
@@ -171,15 +189,23 @@ def sync_paused(runnable: Mapping[str, bool], ledger: PauseLedger, settings: Set
       UI, and stays paused.
 
     The ledger is written before a pause and after an unpause, so a crash in between leaves a state
-    the next round finishes. See plan_pauses for the rules."""
+    the next round finishes. See plan_pauses for the rules. ``only``: these DAGs alone (the API's
+    write of one config), with ``runnable`` holding at least them."""
     from airflow.models.dag import DagModel
     from sqlalchemy import select, update
 
     result = PauseSyncResult()
     held = ledger.held()
+    query = select(DagModel.dag_id, DagModel.is_paused)
+    if only is not None:
+        runnable = {d: run for d, run in runnable.items() if d in only}
+        held &= only
+        query = query.where(DagModel.dag_id.in_(only))
     with metadata_session(settings) as session:
-        airflow_paused = dict(session.execute(select(DagModel.dag_id, DagModel.is_paused)).tuples().all())
-    plan = plan_pauses(runnable, airflow_paused, held)
+        airflow_paused = dict(session.execute(query).tuples().all())
+        to_stop = {d for d, run in runnable.items() if not run and airflow_paused.get(d) is False}
+        in_flight = _running_dags(session, to_stop)
+    plan = plan_pauses(runnable, airflow_paused, held, in_flight)
 
     ledger.record(paused=plan.record, released=set())
     if plan.pause or plan.unpause:
@@ -190,6 +216,19 @@ def sync_paused(runnable: Mapping[str, bool], ledger: PauseLedger, settings: Set
     ledger.record(paused=set(), released=plan.release)
     result.paused, result.unpaused = sorted(plan.pause), sorted(plan.unpause)
     return result
+
+
+def _running_dags(session: Any, dag_ids: set[str]) -> set[str]:
+    """Those of ``dag_ids`` with a task instance running (or deferred) now."""
+    if not dag_ids:
+        return set()
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.state import TaskInstanceState
+    from sqlalchemy import select
+
+    states = (TaskInstanceState.RUNNING, TaskInstanceState.DEFERRED)
+    query = select(TaskInstance.dag_id).where(TaskInstance.dag_id.in_(dag_ids), TaskInstance.state.in_(states))
+    return set(session.scalars(query.distinct()))
 
 
 @dataclass

@@ -1,0 +1,117 @@
+"""What the API changes and reads in Airflow itself, from inside Airflow's API server (which, unlike
+task code, has the metadata database): paused flags by the syncer's own rules, a customer's pool, a
+priority re-parse of the fleet file, a manual run, and the running figures."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Any
+
+from customer_pipelines.airflow_db import metadata_session
+from customer_pipelines.settings import Settings
+
+log = logging.getLogger(__name__)
+
+FLEET_FILE = "customer_pipelines_fleet.py"
+DEFAULT_BUNDLE = "dags-folder"
+
+
+class AirflowControl:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def converge(self, runnable: dict[str, bool]) -> tuple[list[str], list[str]]:
+        """Pause or unpause these DAGs now, as the next sync round would (fleet/sync.sync_paused:
+        the syncer's ledger of its own pauses, a person's pause kept, a DAG with a task running
+        paused once it ends); returns (paused, unpaused)."""
+        from customer_pipelines.fleet.sync import sync_paused
+        from customer_pipelines.runs.quota import SyncerPauses
+
+        result = sync_paused(runnable, SyncerPauses(self.settings), self.settings, only=set(runnable))
+        return result.paused, result.unpaused
+
+    def request_reparse(self) -> None:
+        """Ask the DAG processor to parse the fleet file next, ahead of its timer (what Airflow's
+        ``PUT /api/v2/parseDagFile/{file_token}`` does): a config created, changed or paused is a
+        DAG as the snapshot says within seconds."""
+        from airflow.models.dag import DagModel
+        from airflow.models.dagbag import DagPriorityParsingRequest
+        from sqlalchemy import select
+
+        with metadata_session(self.settings) as session:
+            found = session.execute(
+                select(DagModel.bundle_name, DagModel.relative_fileloc)
+                .where(DagModel.relative_fileloc.like(f"%{FLEET_FILE}"))
+                .limit(1)
+            ).first()
+            bundle, relative = (found[0], found[1]) if found else (DEFAULT_BUNDLE, FLEET_FILE)
+            session.add(DagPriorityParsingRequest(bundle_name=bundle, relative_fileloc=relative))
+
+    def set_pool(self, pool: str, slots: int, description: str) -> None:
+        """One customer's pool (a plan change, a suspension) without waiting for the sync round."""
+        from airflow.models.pool import Pool
+        from sqlalchemy import select
+
+        with metadata_session(self.settings) as session:
+            existing = session.scalars(select(Pool).where(Pool.pool == pool)).first()
+            if existing is None:
+                session.add(Pool(pool=pool, slots=slots, description=description, include_deferred=False))
+            else:
+                existing.slots, existing.description = slots, description
+
+    def dag_exists(self, dag_id: str) -> bool:
+        from airflow.models.dag import DagModel
+        from sqlalchemy import select
+
+        with metadata_session(self.settings) as session:
+            return session.scalar(select(DagModel.dag_id).where(DagModel.dag_id == dag_id)) is not None
+
+    def trigger(self, dag_id: str, run_id: str, conf: dict[str, Any]) -> dict[str, Any]:
+        """A manual run of the DAG now (the operator's quota gate still decides when it starts)."""
+        from airflow.api.common.trigger_dag import trigger_dag
+        from airflow.utils.types import DagRunTriggeredByType
+
+        run = trigger_dag(dag_id, run_id=run_id, conf=conf, triggered_by=DagRunTriggeredByType.REST_API)
+        if run is None:
+            raise RuntimeError(f"Airflow created no run of {dag_id}")
+        return {"dag_id": dag_id, "run_id": run.run_id, "state": str(run.state)}
+
+    def running_in_pool(self, pool: str) -> tuple[int, int | None]:
+        """(task instances of the pool running or queued now, the pool's slots; None: no pool)."""
+        from airflow.models.pool import Pool
+        from airflow.models.taskinstance import TaskInstance
+        from airflow.utils.state import TaskInstanceState
+        from sqlalchemy import func, select
+
+        with metadata_session(self.settings) as session:
+            slots = session.scalar(select(Pool.slots).where(Pool.pool == pool))
+            running = session.scalar(
+                select(func.count())
+                .select_from(TaskInstance)
+                .where(
+                    TaskInstance.pool == pool,
+                    TaskInstance.state.in_((TaskInstanceState.RUNNING, TaskInstanceState.QUEUED)),
+                )
+            )
+        return int(running or 0), slots
+
+    def fleet_figures(self, pool_prefix: str, since: datetime) -> dict[str, int]:
+        """Task instances of the fleet's pools: running now, queued now, failed since ``since``."""
+        from airflow.models.taskinstance import TaskInstance
+        from airflow.utils.state import TaskInstanceState
+        from sqlalchemy import and_, func, select
+
+        in_fleet = TaskInstance.pool.startswith(pool_prefix)
+        with metadata_session(self.settings) as session:
+
+            def count(*where: Any) -> int:
+                return int(session.scalar(select(func.count()).select_from(TaskInstance).where(in_fleet, *where)) or 0)
+
+            return {
+                "running": count(TaskInstance.state == TaskInstanceState.RUNNING),
+                "queued": count(TaskInstance.state.in_((TaskInstanceState.QUEUED, TaskInstanceState.SCHEDULED))),
+                "failed_today": count(
+                    and_(TaskInstance.state == TaskInstanceState.FAILED, TaskInstance.end_date >= since)
+                ),
+            }

@@ -1,0 +1,750 @@
+"""The API's work, over the same parts the rest of the platform uses.
+
+Reads come from what the platform already holds: the config snapshot (which the API's own writes
+keep fresh), the key ring in memory, PostgreSQL and Airflow's metadata: listing or getting configs
+costs no BigQuery query. Only runs (the mirror) are read from BigQuery.
+
+A write of a config, under that config's write lock (api/ledger.py, shared by every API worker and
+server), in this order:
+1. the new version: the current one (snapshot, or a higher version the API claimed) plus the change,
+   validated whole (models.PipelineConfig) -> 422 naming the field; ``version`` given and not current -> 409;
+2. its version number claimed in PostgreSQL (two writers never append the same version);
+3. appended to BigQuery by streaming insert (``customer_pipeline_configs`` is an append-only version
+   log read through ``customer_pipeline_configs_current``: no UPDATE ever touches a row, so BigQuery's
+   streaming-buffer and DML-concurrency limits never apply); the insertId makes a retried request
+   write it once. If this fails, the claim is given back and nothing was written (503);
+4. one audit row (who, what, old and new values);
+5. the snapshot patched and swapped in, the DAG paused or unpaused by the syncer's rules, and a
+   re-parse of the fleet file requested. If a step of 5 fails, BigQuery already holds the change:
+   the answer says ``applied_in_airflow: false`` and the next sync round (CP_SYNC_INTERVAL_SECONDS)
+   converges Airflow on it, as it does for edits made in BigQuery directly."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from customer_pipelines.api.airflow_control import AirflowControl
+from customer_pipelines.api.auth import Caller, RateLimiter
+from customer_pipelines.api.errors import ApiError, field_errors, invalid_fields
+from customer_pipelines.api.keys import KeyRing, new_key
+from customer_pipelines.api.ledger import ApiLedger
+from customer_pipelines.bigquery.store import BigQueryStore, StoreError
+from customer_pipelines.fleet.snapshot import (
+    ConfigRow,
+    Snapshot,
+    SnapshotError,
+    config_id_key,
+    patch_snapshot,
+    refresh_lock,
+)
+from customer_pipelines.fleet.sync import desired_pools, schedule_of
+from customer_pipelines.models import (
+    PLAN_LIMITS,
+    Customer,
+    PipelineConfig,
+    customer_hold_reason,
+    dag_id_for,
+    hold_reason,
+    pool_name_for,
+)
+from customer_pipelines.settings import Settings
+
+log = logging.getLogger(__name__)
+
+CONFIG_COLUMNS = (
+    "config_id",
+    "customer_id",
+    "display_name",
+    "provider",
+    "domain",
+    "pipeline_template",
+    "is_active",
+    "schedule_cron",
+    "timezone",
+    "priority",
+    "parameters",
+    "retry_config",
+    "max_execution_duration_minutes",
+    "sla_breach_threshold_minutes",
+    "version",
+    "deleted_at",
+    "created_at",
+    "updated_at",
+    "created_by",
+    "updated_by",
+)
+JSON_COLUMNS = ("parameters", "retry_config")
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class SnapshotReader:
+    """The current snapshot, opened once per generation and thread (SQLite connections are per
+    thread): a request costs a stat() and an indexed read."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._local = threading.local()
+
+    def get(self) -> Snapshot:
+        try:
+            stat = self.path.stat()
+            generation = (stat.st_ino, stat.st_mtime_ns)
+        except FileNotFoundError:
+            generation = None
+        held = getattr(self._local, "held", None)
+        if held is not None and held[0] == generation and generation is not None:
+            return held[1]
+        if held is not None:
+            held[1].close()
+        try:
+            snapshot = Snapshot.open_last_good(self.path)
+        except SnapshotError as exc:
+            raise ApiError(503, f"no config snapshot yet (the syncer writes it): {exc}") from None
+        self._local.held = (generation, snapshot)
+        return snapshot
+
+
+def _json_text(value: Any) -> str | None:
+    if value is None:
+        return None
+    return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+
+
+def _decoded(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
+
+
+def config_view(row: dict[str, Any]) -> dict[str, Any]:
+    """A config row as the API shows it: JSON columns decoded, its DAG id, and whether it is valid."""
+    out = {name: row.get(name) for name in CONFIG_COLUMNS if name != "deleted_at"}
+    for name in JSON_COLUMNS:
+        out[name] = _decoded(out[name]) or ({} if name == "parameters" else None)
+    customer_id, config_id = row.get("customer_id"), row.get("config_id")
+    out["dag_id"] = dag_id_for(str(customer_id), str(config_id)) if customer_id and config_id else None
+    try:
+        PipelineConfig.model_validate(row)
+        out["valid"], out["invalid_reason"] = True, None
+    except ValidationError as exc:
+        out["valid"], out["invalid_reason"] = (
+            False,
+            "; ".join(f"{e['field']}: {e['reason']}" for e in field_errors(exc)),
+        )
+    return out
+
+
+@dataclass
+class WriteResult:
+    config: dict[str, Any]
+    applied_in_airflow: bool
+    airflow_detail: str = ""
+    paused: list[str] = field(default_factory=list)
+    unpaused: list[str] = field(default_factory=list)
+
+    def body(self) -> dict[str, Any]:
+        return {
+            **self.config,
+            "applied_in_airflow": self.applied_in_airflow,
+            "airflow_detail": self.airflow_detail or None,
+        }
+
+
+class Services:
+    """Everything a request needs, built once per API server process."""
+
+    def __init__(self, settings: Settings, *, store: BigQueryStore | None = None) -> None:
+        self.settings = settings
+        self.store = store or BigQueryStore(settings)
+        self.ledger = ApiLedger(settings)
+        self.airflow = AirflowControl(settings)
+        self.snapshots = SnapshotReader(settings.snapshot_file)
+        self.keys = KeyRing(lambda: self.store.query("queries/api_keys.sql"), settings.api_key_refresh_seconds)
+        self.rate_limiter = RateLimiter(settings.api_rate_limit_per_minute)
+
+    # -- reads --------------------------------------------------------------------------------
+
+    def customer(self, customer_id: str) -> Customer:
+        found = self.snapshots.get().customer(customer_id)
+        if found is None:
+            raise ApiError(404, f"customer {customer_id} not found")
+        return found
+
+    def _customer_row(self, customer_id: str) -> dict[str, Any] | None:
+        row = (
+            self.snapshots.get()
+            ._conn.execute("SELECT payload FROM customers WHERE customer_id = ?", (customer_id,))
+            .fetchone()
+        )
+        return json.loads(row[0]) if row else None
+
+    def _row(self, customer_id: str, config_id: str) -> ConfigRow | None:
+        return self.snapshots.get().config_by_dag_id(dag_id_for(customer_id, config_id))
+
+    def list_configs(
+        self,
+        customer_id: str,
+        *,
+        provider: str | None,
+        domain: str | None,
+        active: bool | None,
+        cursor: str | None,
+        limit: int,
+    ) -> dict[str, Any]:
+        self.customer(customer_id)
+        items: list[dict[str, Any]] = []
+        after = cursor
+        while len(items) < limit:
+            rows = self.snapshots.get().configs_of_customer(customer_id, after=after, limit=limit * 2)
+            if not rows:
+                after = None
+                break
+            for row in rows:
+                after = row.config_id
+                data = row.row
+                if provider and data.get("provider") != provider:
+                    continue
+                if domain and data.get("domain") != domain:
+                    continue
+                if active is not None and bool(data.get("is_active")) is not active:
+                    continue
+                items.append(config_view(data))
+                if len(items) == limit:
+                    break
+        more = after is not None and bool(self.snapshots.get().configs_of_customer(customer_id, after=after, limit=1))
+        return {"items": items, "next_cursor": after if more else None}
+
+    def get_config(self, customer_id: str, config_id: str) -> dict[str, Any]:
+        self.customer(customer_id)
+        row = self._row(customer_id, config_id)
+        if row is None:
+            raise ApiError(404, f"config {config_id} of customer {customer_id} not found")
+        return config_view(row.row)
+
+    # -- config writes ------------------------------------------------------------------------
+
+    def write_config(
+        self,
+        caller: Caller,
+        customer_id: str,
+        config_id: str,
+        *,
+        action: str,
+        change: Callable[[dict[str, Any] | None], dict[str, Any]],
+        expected_version: int | None = None,
+        reason: str | None = None,
+    ) -> WriteResult:
+        """One change of one config, as the module docstring says."""
+        customer = self.customer(customer_id)
+        with self.ledger.config_writer(customer_id, config_id) as lock:
+            found = self._row(customer_id, config_id)
+            current = dict(found.row) if found else None
+            head = max(lock.head(), int(current["version"]) if current else 0)
+            if expected_version is not None and expected_version != head:
+                raise ApiError(
+                    409,
+                    f"version conflict: config {config_id} is at version {head}, not {expected_version}",
+                    extra={"current_version": head},
+                )
+            now = _now()
+            new = change(current)
+            new.update(
+                customer_id=customer_id,
+                config_id=config_id,
+                version=head + 1,
+                updated_at=now,
+                updated_by=caller.audit_name,
+            )
+            new.setdefault("created_at", now)
+            new.setdefault("created_by", caller.audit_name)
+            for name in JSON_COLUMNS:
+                new[name] = _json_text(new.get(name))
+            row = {name: new.get(name) for name in CONFIG_COLUMNS}
+            if not row.get("deleted_at"):
+                try:
+                    PipelineConfig.model_validate(row)
+                except ValidationError as exc:
+                    raise invalid_fields(exc) from None
+            if not lock.claim(head + 1):
+                raise ApiError(409, f"version conflict: config {config_id} was changed meanwhile; read it again")
+            try:
+                self.store.insert_rows(
+                    "customer_pipeline_configs", [row], row_ids=[f"{customer_id}/{config_id}/v{head + 1}"]
+                )
+            except StoreError as exc:
+                lock.release(head + 1)
+                raise ApiError(
+                    503, f"BigQuery did not take the change; nothing was written: {exc}", headers={"Retry-After": "5"}
+                ) from None
+            self._audit(caller, customer_id, config_id, action, current, row, reason)
+            result = WriteResult(config_view(row), True)
+            self._apply(result, customer, row)
+        return result
+
+    def _audit(
+        self,
+        caller: Caller,
+        customer_id: str,
+        config_id: str | None,
+        action: str,
+        old: dict[str, Any] | None,
+        new: dict[str, Any] | None,
+        reason: str | None,
+    ) -> None:
+        audit_id = uuid.uuid4().hex
+        row = {
+            "audit_id": audit_id,
+            "config_id": config_id,
+            "customer_id": customer_id,
+            "action": action,
+            "changed_by": caller.audit_name,
+            "changed_at": _now(),
+            "old_value": json.dumps(old, default=str, sort_keys=True) if old is not None else None,
+            "new_value": json.dumps(new, default=str, sort_keys=True) if new is not None else None,
+            "reason": reason,
+        }
+        try:
+            self.store.insert_rows("pipeline_schedule_audit", [row], row_ids=[audit_id])
+        except StoreError:
+            # The change itself is in the version log (who, when, the whole row); the audit row is
+            # its summary. Logged loudly rather than failing a change BigQuery already holds.
+            log.exception("audit row %s of %s %s/%s not written", audit_id, action, customer_id, config_id)
+
+    def _apply(self, result: WriteResult, customer: Customer, row: dict[str, Any]) -> None:
+        """Step 5: the snapshot, the paused flag and a re-parse; failures converge at the next round."""
+        dag_id = dag_id_for(str(row["customer_id"]), str(row["config_id"]))
+        try:
+            with refresh_lock(self.settings.snapshot_file, timeout=30):
+                patch_snapshot(self.settings.snapshot_file, configs=[row], source="api")
+            config = None if row.get("deleted_at") else PipelineConfig.model_validate(row)
+            self.airflow.request_reparse()
+            result.paused, result.unpaused = self.airflow.converge({dag_id: hold_reason(config, customer) is None})
+        except Exception as exc:
+            log.exception("config %s written to BigQuery, not yet applied in Airflow", dag_id)
+            result.applied_in_airflow = False
+            result.airflow_detail = (
+                f"{type(exc).__name__}: {exc}; BigQuery holds the change and the next sync round "
+                f"(every {self.settings.sync_interval_seconds} s) applies it"
+            )
+
+    def create_config(self, caller: Caller, customer_id: str, body: dict[str, Any]) -> WriteResult:
+        config_id = str(body["config_id"])
+        self.customer(customer_id)
+        for key, existing in self.snapshots.get().config_ids_by_key({customer_id}).items():
+            if key == (customer_id, config_id_key(config_id)):
+                raise ApiError(409, f"config {existing} of customer {customer_id} exists already")
+
+        def change(current: dict[str, Any] | None) -> dict[str, Any]:
+            if current is not None:
+                raise ApiError(409, f"config {config_id} of customer {customer_id} exists already")
+            return {k: v for k, v in body.items() if k != "config_id"}
+
+        return self.write_config(caller, customer_id, config_id, action="CREATE", change=change)
+
+    def _existing(self, customer_id: str, config_id: str) -> Callable[[dict[str, Any] | None], dict[str, Any]]:
+        def require(current: dict[str, Any] | None) -> dict[str, Any]:
+            if current is None:
+                raise ApiError(404, f"config {config_id} of customer {customer_id} not found")
+            return dict(current)
+
+        return require
+
+    def update_config(
+        self, caller: Caller, customer_id: str, config_id: str, changes: dict[str, Any], expected: int | None
+    ) -> WriteResult:
+        require = self._existing(customer_id, config_id)
+
+        def change(current: dict[str, Any] | None) -> dict[str, Any]:
+            return {**require(current), **changes}
+
+        return self.write_config(
+            caller, customer_id, config_id, action="UPDATE", change=change, expected_version=expected
+        )
+
+    def set_active(
+        self,
+        caller: Caller,
+        customer_id: str,
+        config_id: str,
+        active: bool,
+        expected: int | None = None,
+        reason: str | None = None,
+    ) -> WriteResult:
+        require = self._existing(customer_id, config_id)
+        return self.write_config(
+            caller,
+            customer_id,
+            config_id,
+            action="ENABLE" if active else "PAUSE",
+            change=lambda current: {**require(current), "is_active": active},
+            expected_version=expected,
+            reason=reason,
+        )
+
+    def delete_config(self, caller: Caller, customer_id: str, config_id: str, expected: int | None) -> WriteResult:
+        require = self._existing(customer_id, config_id)
+        return self.write_config(
+            caller,
+            customer_id,
+            config_id,
+            action="DELETE",
+            change=lambda current: {**require(current), "deleted_at": _now()},
+            expected_version=expected,
+        )
+
+    def set_all_active(self, caller: Caller, customer_id: str, active: bool) -> dict[str, Any]:
+        """Pause or resume every config of a customer: one version each (only those that change)."""
+        self.customer(customer_id)
+        changed, failed = [], []
+        for row in self.snapshots.get().configs_of_customer(customer_id):
+            if bool(row.row.get("is_active")) is active:
+                continue
+            try:
+                self.set_active(caller, customer_id, row.config_id, active, reason="all configs of the customer")
+                changed.append(row.config_id)
+            except ApiError as exc:
+                failed.append({"config_id": row.config_id, "status": exc.status, "detail": exc.detail})
+        return {"changed": changed, "failed": failed}
+
+    # -- preview ------------------------------------------------------------------------------
+
+    def preview(self, customer_id: str, body: dict[str, Any], count: int = 10) -> dict[str, Any]:
+        """Validate a config without saving it; its next ``count`` fire times, local and UTC."""
+        row = {**body, "customer_id": customer_id, "config_id": body.get("config_id") or "preview"}
+        for name in JSON_COLUMNS:
+            row[name] = _json_text(row.get(name))
+        try:
+            config = PipelineConfig.model_validate(row)
+        except ValidationError as exc:
+            raise invalid_fields(exc) from None
+        timetable = schedule_of(config.schedule_cron, config.timezone)
+        ticks, moment = [], _now()
+        for _ in range(count):
+            moment = timetable._get_next(moment)
+            local = moment.in_timezone(config.timezone) if hasattr(moment, "in_timezone") else moment
+            ticks.append({"local": local.isoformat(), "utc": moment.astimezone(UTC).isoformat()})
+        return {"valid": True, "schedule_cron": config.schedule_cron, "timezone": config.timezone, "next_runs": ticks}
+
+    # -- runs, usage, fleet -------------------------------------------------------------------
+
+    def runs(
+        self,
+        customer_id: str,
+        *,
+        config_id: str | None,
+        state: str | None,
+        since: datetime | None,
+        until: datetime | None,
+        cursor: str | None,
+        limit: int,
+    ) -> dict[str, Any]:
+        self.customer(customer_id)
+        until = until or _now() + timedelta(days=1)
+        since = since or until - timedelta(days=30)
+        cursor_time, cursor_key = until, ""
+        if cursor:
+            try:
+                time_text, cursor_key = cursor.split("|", 1)
+                cursor_time = datetime.fromisoformat(time_text)
+            except ValueError:
+                raise ApiError(
+                    422,
+                    "cursor: not a cursor this API gave",
+                    errors=[{"field": "cursor", "reason": "not a cursor this API gave"}],
+                ) from None
+        try:
+            rows = self.store.query(
+                "queries/runs_of_customer.sql",
+                {
+                    "customer_id": customer_id,
+                    "config_id": config_id or "",
+                    "state": state or "",
+                    "since": since,
+                    "cursor_time": cursor_time,
+                    "cursor_key": cursor_key,
+                    "limit": limit,
+                },
+            )
+        except StoreError as exc:
+            raise ApiError(
+                503, f"the run history (BigQuery) cannot be read now: {exc}", headers={"Retry-After": "10"}
+            ) from None
+        items = [{k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in r.items()} for r in rows]
+        last = rows[-1] if len(rows) == limit else None
+        next_cursor = f"{last['scheduled_time'].isoformat()}|{last['run_key']}" if last else None
+        return {"items": items, "next_cursor": next_cursor}
+
+    def usage(self, customer_id: str) -> dict[str, Any]:
+        customer = self.customer(customer_id)
+        today = _now().date()
+        used_today, used_month = self.ledger.usage(customer_id, today, today.replace(day=1))
+        running, slots = self.airflow.running_in_pool(pool_name_for(customer_id, self.settings.pool_prefix))
+        return {
+            "customer_id": customer_id,
+            "plan": customer.plan.value if customer.plan else None,
+            "status": customer.status.value,
+            "today": {"used": used_today, "limit": customer.daily_run_limit, "day": today.isoformat()},
+            "this_month": {"used": used_month, "limit": customer.monthly_run_limit},
+            "concurrency": {"running": running, "limit": customer.max_concurrent_runs, "pool_slots": slots},
+        }
+
+    def trigger(self, caller: Caller, customer_id: str, config_id: str, conf: dict[str, Any]) -> dict[str, Any]:
+        customer = self.customer(customer_id)
+        found = self._row(customer_id, config_id)
+        if found is None:
+            raise ApiError(404, f"config {config_id} of customer {customer_id} not found")
+        config = PipelineConfig.model_validate(found.row)
+        held = hold_reason(config, customer)
+        if held is not None:
+            raise ApiError(409, f"config {config_id} cannot run now: {held.value}", extra={"reason": held.value})
+        today = _now().date()
+        used_today, used_month = self.ledger.usage(customer_id, today, today.replace(day=1))
+        for name, used, limit in (
+            ("DAILY_LIMIT", used_today, customer.daily_run_limit),
+            ("MONTHLY_LIMIT", used_month, customer.monthly_run_limit),
+        ):
+            if limit is not None and used >= limit:
+                raise ApiError(
+                    429,
+                    f"quota exceeded: {name} ({used} of {limit} runs used)",
+                    extra={"limit": name, "used": used, "quota": limit},
+                )
+        run_id = f"api__{_now().strftime('%Y%m%dT%H%M%S')}_{uuid.uuid4().hex[:8]}"
+        try:
+            run = self.airflow.trigger(config.dag_id, run_id, conf)
+        except Exception as exc:  # noqa: BLE001 - Airflow's own errors (DAG not parsed yet, ...)
+            raise ApiError(409, f"Airflow did not create the run: {type(exc).__name__}: {exc}") from None
+        self._audit(caller, customer_id, config_id, "TRIGGER", None, run, None)
+        return run
+
+    def fleet_status(self) -> dict[str, Any]:
+        from customer_pipelines.fleet.sync import Fleet
+        from customer_pipelines.runs.mirror import RunStateMirror
+
+        now = _now()
+        snapshot = self.snapshots.get()
+        fleet = Fleet.of(snapshot)
+        soon = now + timedelta(minutes=15)
+        due = []
+        for config in fleet.configs:
+            if fleet.is_runnable(config):
+                tick = schedule_of(config.schedule_cron, config.timezone).next_tick(now)
+                if tick <= soon:
+                    due.append((tick, config.dag_id))
+        due.sort()
+        figures = self.airflow.fleet_figures(
+            self.settings.pool_prefix, now.replace(hour=0, minute=0, second=0, microsecond=0)
+        )
+        mirror = RunStateMirror(self.store, self.settings.spool_dir)
+        written = datetime.fromisoformat(snapshot.meta["written_at"])
+        return {
+            "configs": len(fleet.configs),
+            "customers": len(fleet.customers),
+            "due_in_15_minutes": len(due),
+            "due_soon": [{"dag_id": d, "at": t.isoformat()} for t, d in due[:50]],
+            **figures,
+            "mirror_backlog": mirror.backlog(),
+            "mirror_rejected": mirror.rejected(),
+            "snapshot_age_seconds": round((now - written).total_seconds(), 1),
+            "snapshot_source": snapshot.meta.get("source"),
+        }
+
+    # -- customers and keys -------------------------------------------------------------------
+
+    def customer_view(self, customer_id: str) -> dict[str, Any]:
+        customer = self.customer(customer_id)
+        row = self._customer_row(customer_id) or {}
+        return {
+            **customer.model_dump(mode="json"),
+            "admin_email": row.get("admin_email"),
+            "hold_reason": (reason.value if (reason := customer_hold_reason(customer)) else None),
+            "api_keys": [
+                {"key_id": k.key_id, "created_at": k.created_at, "expires_at": k.expires_at}
+                for k in self.keys.of_customer(customer_id)
+            ],
+        }
+
+    def onboard(self, caller: Caller, body: dict[str, Any]) -> dict[str, Any]:
+        customer_id = body["customer_id"]
+        try:
+            Customer.model_validate(
+                {"customer_id": customer_id, "status": "ACTIVE", "company_name": body["company_name"]}
+            )
+        except ValidationError as exc:
+            raise invalid_fields(exc) from None
+        if self.snapshots.get().customer(customer_id) is not None:
+            raise ApiError(409, f"customer {customer_id} exists already")
+        now = _now()
+        customer = {
+            "customer_id": customer_id,
+            "company_name": body["company_name"],
+            "admin_email": body.get("admin_email"),
+            "status": "ACTIVE",
+            "created_at": now,
+            "updated_at": now,
+        }
+        subscription = self._subscription(customer_id, body, now)
+        issued = new_key(customer_id, expires_at=body.get("key_expires_at"), now=now)
+        try:
+            self.store.insert_rows("customers", [customer], row_ids=[f"{customer_id}/{now.isoformat()}"])
+            self.store.insert_rows("customer_subscriptions", [subscription], row_ids=[subscription["subscription_id"]])
+            self.store.insert_rows("customer_api_keys", [issued.row], row_ids=[f"{issued.key_id}/issued"])
+        except StoreError as exc:
+            raise ApiError(
+                503, f"BigQuery did not take the new customer: {exc}", headers={"Retry-After": "5"}
+            ) from None
+        self.keys.add(issued.row)
+        self._audit(caller, customer_id, None, "ONBOARD", None, {**customer, "plan": subscription["plan"]}, None)
+        applied = self._apply_customer(customer, subscription)
+        return {**self.customer_view(customer_id), "api_key": issued.key, "applied_in_airflow": applied}
+
+    def _subscription(self, customer_id: str, body: dict[str, Any], now: datetime) -> dict[str, Any]:
+        plan = str(body["plan"])
+        daily, monthly, concurrent = PLAN_LIMITS[plan]
+        return {
+            "subscription_id": f"sub_{customer_id}_{uuid.uuid4().hex[:12]}",
+            "customer_id": customer_id,
+            "plan": plan,
+            "daily_run_limit": body.get("daily_run_limit") if body.get("daily_run_limit") is not None else daily,
+            "monthly_run_limit": body.get("monthly_run_limit")
+            if body.get("monthly_run_limit") is not None
+            else monthly,
+            "max_concurrent_runs": (
+                body.get("max_concurrent_runs") if body.get("max_concurrent_runs") is not None else concurrent
+            ),
+            "valid_from": now,
+            "valid_until": None,
+            "created_at": now,
+            "updated_at": now,
+        }
+
+    def _apply_customer(self, customer_row: dict[str, Any], subscription: dict[str, Any] | None) -> bool:
+        """The customer as the snapshot holds it (customer and plan in force), its pool, and its
+        DAGs' paused flags; False if Airflow is not updated yet (the next sync round does it)."""
+        customer_id = customer_row["customer_id"]
+        merged = {**(self._customer_row(customer_id) or {}), **customer_row}
+        if subscription is not None:
+            merged.update(
+                {k: subscription[k] for k in ("plan", "daily_run_limit", "monthly_run_limit", "max_concurrent_runs")}
+            )
+        merged = {
+            k: merged.get(k)
+            for k in (
+                "customer_id",
+                "company_name",
+                "admin_email",
+                "status",
+                "plan",
+                "daily_run_limit",
+                "monthly_run_limit",
+                "max_concurrent_runs",
+            )
+        }
+        try:
+            with refresh_lock(self.settings.snapshot_file, timeout=30):
+                patch_snapshot(self.settings.snapshot_file, customers=[merged], source="api")
+            customer = Customer.model_validate(merged)
+            [(pool, spec)] = desired_pools({customer_id: customer}, self.settings.pool_prefix).items()
+            self.airflow.set_pool(pool, spec.slots, spec.description)
+            runnable = {}
+            for row in self.snapshots.get().configs_of_customer(customer_id):
+                parsed = PipelineConfig.model_validate(row.row) if row.dag_id else None
+                if parsed is not None:
+                    runnable[parsed.dag_id] = hold_reason(parsed, customer) is None
+            if runnable:
+                self.airflow.request_reparse()
+                self.airflow.converge(runnable)
+            return True
+        except Exception:
+            log.exception("customer %s written to BigQuery, not yet applied in Airflow", customer_id)
+            return False
+
+    def change_plan(self, caller: Caller, customer_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        before = self.customer(customer_id)
+        subscription = self._subscription(customer_id, body, _now())
+        try:
+            self.store.insert_rows("customer_subscriptions", [subscription], row_ids=[subscription["subscription_id"]])
+        except StoreError as exc:
+            raise ApiError(503, f"BigQuery did not take the plan change: {exc}", headers={"Retry-After": "5"}) from None
+        self._audit(caller, customer_id, None, "CHANGE_PLAN", before.model_dump(mode="json"), subscription, None)
+        applied = self._apply_customer({"customer_id": customer_id}, subscription)
+        return {**self.customer_view(customer_id), "applied_in_airflow": applied}
+
+    def set_status(self, caller: Caller, customer_id: str, status: str) -> dict[str, Any]:
+        before = self.customer(customer_id)
+        row = {**(self._customer_row(customer_id) or {}), "customer_id": customer_id, "status": status}
+        now = _now()
+        bq_row = {
+            "customer_id": customer_id,
+            "company_name": row.get("company_name") or customer_id,
+            "admin_email": row.get("admin_email"),
+            "status": status,
+            "created_at": row.get("created_at") or now,
+            "updated_at": now,
+        }
+        try:
+            self.store.insert_rows("customers", [bq_row], row_ids=[f"{customer_id}/{now.isoformat()}"])
+        except StoreError as exc:
+            raise ApiError(503, f"BigQuery did not take the change: {exc}", headers={"Retry-After": "5"}) from None
+        action = "SUSPEND" if status == "SUSPENDED" else "REACTIVATE"
+        self._audit(caller, customer_id, None, action, {"status": before.status.value}, {"status": status}, None)
+        applied = self._apply_customer({"customer_id": customer_id, "status": status}, None)
+        return {**self.customer_view(customer_id), "applied_in_airflow": applied}
+
+    def issue_key(self, caller: Caller, customer_id: str, expires_at: datetime | None) -> dict[str, Any]:
+        self.customer(customer_id)
+        issued = new_key(customer_id, expires_at=expires_at)
+        try:
+            self.store.insert_rows("customer_api_keys", [issued.row], row_ids=[f"{issued.key_id}/issued"])
+        except StoreError as exc:
+            raise ApiError(503, f"BigQuery did not take the key: {exc}", headers={"Retry-After": "5"}) from None
+        self.keys.add(issued.row)
+        self._audit(
+            caller, customer_id, None, "ISSUE_KEY", None, {"key_id": issued.key_id, "expires_at": expires_at}, None
+        )
+        return {"key_id": issued.key_id, "api_key": issued.key, "expires_at": expires_at}
+
+    def revoke_key(self, caller: Caller, customer_id: str, key_id: str) -> dict[str, Any]:
+        record = next((k for k in self.keys.of_customer(customer_id) if k.key_id == key_id), None)
+        if record is None:
+            raise ApiError(404, f"API key {key_id} of customer {customer_id} not found (or revoked already)")
+        now = _now()
+        row = {
+            "key_id": key_id,
+            "customer_id": customer_id,
+            "key_prefix": f"cpk_{key_id}",
+            "key_hash": record.key_hash,
+            "scopes": ["customer"],
+            "created_at": record.created_at or now,
+            "expires_at": record.expires_at,
+            "revoked_at": now,
+        }
+        try:
+            self.store.insert_rows("customer_api_keys", [row], row_ids=[f"{key_id}/revoked"])
+        except StoreError as exc:
+            raise ApiError(503, f"BigQuery did not take the revocation: {exc}", headers={"Retry-After": "5"}) from None
+        self.keys.revoke(key_id)
+        self._audit(caller, customer_id, None, "REVOKE_KEY", {"key_id": key_id}, {"revoked_at": now}, None)
+        return {"key_id": key_id, "revoked_at": now}
+
+    def rotate_key(self, caller: Caller, customer_id: str, key_id: str, expires_at: datetime | None) -> dict[str, Any]:
+        """A new key, then the old one revoked: a client switches with no moment without a key."""
+        issued = self.issue_key(caller, customer_id, expires_at)
+        self.revoke_key(caller, customer_id, key_id)
+        return {**issued, "replaces": key_id}
