@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import tempfile
 from pathlib import Path
+from typing import Any
 
 ZOMBIE_AFTER_SECONDS = 30
 """The e2e stack's [scheduler] task_instance_heartbeat_timeout (Airflow's default: 300)."""
@@ -66,3 +67,25 @@ def rows_of_customer(store, name: str, customer_id: str, where: str = "") -> lis
     table = f"`{store.settings.bq_project}.{store.settings.bq_dataset}.{name}`"
     sql = f"SELECT * FROM {table} WHERE customer_id = '{customer_id}' {where}"
     return [dict(r.items()) for r in store.client.query(sql).result()]
+
+
+def onboard(api: Any, customer_id: str, plan: str = "PROFESSIONAL", **fields: Any) -> dict[str, Any]:
+    response = api.admin(
+        "POST",
+        "/customers",
+        json={"customer_id": customer_id, "company_name": f"{customer_id} Inc", "plan": plan, **fields},
+    )
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def config_body(config_id: str, **fields: Any) -> dict[str, Any]:
+    return {
+        "config_id": config_id,
+        "provider": "GCP",
+        "domain": "COST",
+        "pipeline_template": "cost_billing",
+        "schedule_cron": "0 2 * * *",
+        "timezone": "UTC",
+        **fields,
+    }

@@ -67,3 +67,28 @@ def test_a_deleted_configs_entry_leaves_the_ledger_and_a_dag_not_created_yet_kee
     assert fleet.held == {"cust.a", "cust.b"}  # neither created yet: recorded for the factory's paused creation
     fleet.round({"cust.b": False})  # cust.a deleted
     assert fleet.held == {"cust.b"}
+
+
+def test_a_held_dag_with_a_task_running_is_not_paused_until_the_task_ends_and_then_is():
+    """Pausing a config lets the run in flight finish: Airflow's pause would freeze it (no retry,
+    its DagRun never ends); the held config's timetable already creates no new run."""
+    fleet = Fleet()
+    fleet.parse({"cust.a": True})
+    plan = plan_pauses({"cust.a": False}, fleet.airflow, fleet.held, in_flight={"cust.a"})
+    assert plan.pause == set() and "cust.a" in plan.record
+    fleet.held |= plan.record
+    fleet.held -= plan.release
+    assert fleet.airflow == {"cust.a": False} and fleet.held == {"cust.a"}
+    fleet.round({"cust.a": False})  # the task ended: nothing in flight
+    assert fleet.airflow == {"cust.a": True}
+    fleet.round({"cust.a": True})  # enabled again: the syncer's own pause is undone
+    assert fleet.airflow == {"cust.a": False}
+
+
+def test_a_deferred_pause_of_a_config_enabled_again_meanwhile_leaves_it_running():
+    fleet = Fleet()
+    fleet.parse({"cust.a": True})
+    plan = plan_pauses({"cust.a": False}, fleet.airflow, fleet.held, in_flight={"cust.a"})
+    fleet.held |= plan.record
+    fleet.round({"cust.a": True})
+    assert fleet.airflow == {"cust.a": False} and fleet.held == set()
