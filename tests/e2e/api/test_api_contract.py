@@ -55,7 +55,7 @@ def test_openapi_document_is_served_and_lists_every_route(api):
     ],
 )
 def test_an_invalid_config_is_refused_with_422_naming_the_field_and_nothing_is_written(api, customer, fields, field):
-    body = config_body("invalid_cfg", **fields)
+    body = {**config_body("invalid_cfg"), **fields}
     response = api.admin("POST", "/customers/cust_contract/configs", json=body)
     assert response.status_code == 422, response.text
     assert response.headers["content-type"].startswith("application/problem+json")
