@@ -280,8 +280,10 @@ def fleet_dataset(customers: int, *, seed: int = 7, configs_per_customer: tuple[
 
 def load_dataset(store: BigQueryStore, data: Dataset, *, replace: bool = True) -> dict[str, int]:
     """Write a dataset with load jobs: customers and configs to the control plane, the billing,
-    security and compliance rows to the data plane (``store`` may be either plane's). With
-    ``replace`` its customers' earlier rows go first, so seeding twice gives the same tables."""
+    security and compliance rows to the data plane (``store`` may be either plane's). Customers and
+    configs are written as their version 1 (their tables are append-only version logs). With
+    ``replace`` its customers' earlier rows (every version) go first, so seeding twice gives the
+    same tables."""
     control, data_plane = store.for_plane("control"), store.for_plane("data")
     if replace and data.customers:
         customer_ids = {"customer_ids": [c["customer_id"] for c in data.customers]}

@@ -55,8 +55,17 @@ def test_runs_failing_non_retryably_fail_at_once_and_five_in_a_row_pause_the_con
     out = run_module(info.env, "sync")
 
     assert client.dag(dag_id)["is_paused"], out
+    # The configs table is a version log: the pause is a second version, the current one.
+    versions = store.client.query(
+        f"SELECT version, is_active, updated_by FROM `{store.table_id('customer_pipeline_configs')}`"
+        " WHERE config_id = 'failing_cost' ORDER BY version"
+    ).result()
+    assert [(r["version"], r["is_active"], r["updated_by"]) for r in versions] == [
+        (1, True, "seed"),
+        (2, False, "auto-pause"),
+    ]
     config = store.client.query(
-        f"SELECT is_active, updated_by FROM `{store.table_id('customer_pipeline_configs')}`"
+        f"SELECT is_active, updated_by FROM `{store.table_id('customer_pipeline_configs_current')}`"
         " WHERE config_id = 'failing_cost'"
     ).result()
     assert [(r["is_active"], r["updated_by"]) for r in config] == [(False, "auto-pause")]

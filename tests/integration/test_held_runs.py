@@ -189,10 +189,11 @@ def test_a_disabled_or_deleted_config_is_skipped_config_inactive_when_its_run_st
 
     # Deleted after its DAG was parsed: the snapshot refreshed between the worker's parse and the run.
     deleted = "cust_cfg_001.cfg_deleted"
-    _dml(
-        store,
-        "UPDATE `$dataset.customer_pipeline_configs` SET deleted_at = CURRENT_TIMESTAMP() WHERE config_id = @id",
-        id="cfg_deleted",
+    # The configs table is a version log: deleting appends a version with deleted_at set.
+    deleted_at = datetime.now(UTC)
+    store.load_rows(
+        "customer_pipeline_configs",
+        [{**configs[1], "version": 2, "deleted_at": deleted_at, "updated_at": deleted_at, "updated_by": "test"}],
     )
     run_id, state = _test_run(cli, deleted, before_execute="refresh-snapshot")
     assert state == "skipped"

@@ -1,4 +1,4 @@
--- Every config that is not deleted: the snapshot the DAG files read.
+-- The latest version of every config that is not deleted: the snapshot the DAG files read.
 SELECT
   config_id,
   customer_id,
@@ -17,6 +17,6 @@ SELECT
   version,
   created_at,
   updated_at
-FROM `${project}.${dataset}.customer_pipeline_configs`
+FROM `${project}.${dataset}.customer_pipeline_configs_current`
 WHERE deleted_at IS NULL
 ORDER BY customer_id, config_id

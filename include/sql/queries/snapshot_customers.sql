@@ -7,6 +7,6 @@ SELECT
   s.daily_run_limit,
   s.monthly_run_limit,
   s.max_concurrent_runs
-FROM `${project}.${dataset}.customers` AS c
+FROM `${project}.${dataset}.customers_current` AS c
 LEFT JOIN `${project}.${dataset}.customer_subscriptions_current` AS s USING (customer_id)
 ORDER BY c.customer_id

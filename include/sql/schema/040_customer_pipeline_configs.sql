@@ -1,3 +1,7 @@
+-- An append-only version log: each row is one version of a config (customer_id, config_id), and
+-- every change (create, edit, pause, enable, delete) appends a new full row; no row is ever updated
+-- (see include/sql/README.md, "Append-only tables"). Read the configs through
+-- views/001_customer_pipeline_configs_current.sql, which keeps each config's latest version.
 CREATE TABLE IF NOT EXISTS `${project}.${dataset}.customer_pipeline_configs` (
   config_id STRING NOT NULL,
   customer_id STRING NOT NULL,
@@ -15,11 +19,11 @@ CREATE TABLE IF NOT EXISTS `${project}.${dataset}.customer_pipeline_configs` (
   sla_breach_threshold_minutes INT64,
   -- next_run_time, last_run_time/status and consecutive_failures are derived, not stored here:
   -- see views/pipeline_configs_status.sql (from the mirror and config_next_runs).
-  version INT64 NOT NULL,
-  deleted_at TIMESTAMP,              -- soft delete
-  created_at TIMESTAMP NOT NULL,
-  updated_at TIMESTAMP NOT NULL,
-  created_by STRING,
-  updated_by STRING
+  version INT64 NOT NULL,            -- 1 for the created config, +1 for each later version of it
+  deleted_at TIMESTAMP,              -- soft delete: set on the version that deletes the config
+  created_at TIMESTAMP NOT NULL,     -- when the config was created (copied into every version)
+  updated_at TIMESTAMP NOT NULL,     -- when this version was written
+  created_by STRING,                 -- who created the config (copied into every version)
+  updated_by STRING                  -- who wrote this version
 )
 CLUSTER BY customer_id, config_id

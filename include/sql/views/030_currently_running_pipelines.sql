@@ -12,5 +12,5 @@ SELECT
   TIMESTAMP_DIFF(CURRENT_TIMESTAMP(), r.started_at, MINUTE) AS running_minutes,
   r.hostname
 FROM `${project}.${dataset}.pipeline_runs_current` AS r
-LEFT JOIN `${project}.${dataset}.customer_pipeline_configs` AS c USING (customer_id, config_id)
+LEFT JOIN `${project}.${dataset}.customer_pipeline_configs_current` AS c USING (customer_id, config_id)
 WHERE r.state IN ('QUEUED', 'RUNNING', 'RETRYING')

@@ -9,6 +9,6 @@ SELECT
   SAFE_DIVIDE(COUNTIF(r.state = 'COMPLETED'), COUNTIF(r.state IN ('COMPLETED', 'FAILED', 'TIMEOUT'))) AS success_rate,
   AVG(IF(r.state = 'COMPLETED', r.duration_seconds, NULL)) AS avg_duration_seconds
 FROM `${project}.${dataset}.pipeline_runs_current` AS r
-LEFT JOIN `${project}.${dataset}.customer_pipeline_configs` AS c USING (customer_id, config_id)
+LEFT JOIN `${project}.${dataset}.customer_pipeline_configs_current` AS c USING (customer_id, config_id)
 WHERE r.state_changed_at >= TIMESTAMP_SUB(CURRENT_TIMESTAMP(), INTERVAL 7 DAY)
 GROUP BY r.customer_id, c.pipeline_template

@@ -23,7 +23,7 @@ SELECT
   TIMESTAMP_DIFF(COALESCE(r.ended_at, CURRENT_TIMESTAMP()), r.started_at, MINUTE) AS elapsed_minutes,
   a.alerted_at
 FROM `${project}.${dataset}.pipeline_runs_current` AS r
-JOIN `${project}.${dataset}.customer_pipeline_configs` AS c ON c.customer_id = r.customer_id AND c.config_id = r.config_id
+JOIN `${project}.${dataset}.customer_pipeline_configs_current` AS c ON c.customer_id = r.customer_id AND c.config_id = r.config_id
 LEFT JOIN alerts AS a ON a.run_key = r.run_key
 WHERE c.sla_breach_threshold_minutes IS NOT NULL
   AND (

@@ -23,7 +23,7 @@ SELECT
   COUNTIF(DATE(r.state_changed_at) = t.d AND r.state = 'SKIPPED' AND r.skip_reason = 'QUOTA_EXCEEDED') AS skipped_quota_today,
   COUNTIF(DATE_TRUNC(DATE(r.state_changed_at), MONTH) = DATE_TRUNC(t.d, MONTH) AND r.state = 'SKIPPED' AND r.skip_reason = 'QUOTA_EXCEEDED') AS skipped_quota_this_month,
   COUNTIF(r.is_current AND r.state IN ('RUNNING', 'RETRYING')) AS running_now
-FROM `${project}.${dataset}.customers` AS c
+FROM `${project}.${dataset}.customers_current` AS c
 CROSS JOIN today AS t
 LEFT JOIN runs AS r ON r.customer_id = c.customer_id
 GROUP BY c.customer_id

@@ -26,7 +26,7 @@ failures AS (
   SELECT f.customer_id, f.config_id, COUNT(*) AS consecutive_failures
   FROM finished AS f
   LEFT JOIN last_success AS s USING (customer_id, config_id)
-  JOIN `${project}.${dataset}.customer_pipeline_configs` AS c USING (customer_id, config_id)
+  JOIN `${project}.${dataset}.customer_pipeline_configs_current` AS c USING (customer_id, config_id)
   WHERE f.state IN ('FAILED', 'TIMEOUT')
     AND f.error_type IN ('PIPELINE', 'TIMEOUT')
     AND (s.last_success_time IS NULL OR f.run_time > s.last_success_time)
@@ -44,7 +44,7 @@ SELECT
   l.last_run_time,
   l.last_run_status,
   COALESCE(f.consecutive_failures, 0) AS consecutive_failures
-FROM `${project}.${dataset}.customer_pipeline_configs` AS c
+FROM `${project}.${dataset}.customer_pipeline_configs_current` AS c
 LEFT JOIN latest AS l USING (customer_id, config_id)
 LEFT JOIN failures AS f USING (customer_id, config_id)
 LEFT JOIN `${project}.${dataset}.config_next_runs` AS n USING (customer_id, config_id)

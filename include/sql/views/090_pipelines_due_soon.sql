@@ -9,8 +9,8 @@ SELECT
   c.priority,
   n.next_run_time,
   TIMESTAMP_DIFF(n.next_run_time, CURRENT_TIMESTAMP(), MINUTE) AS minutes_until_run
-FROM `${project}.${dataset}.customer_pipeline_configs` AS c
+FROM `${project}.${dataset}.customer_pipeline_configs_current` AS c
 JOIN `${project}.${dataset}.config_next_runs` AS n ON n.customer_id = c.customer_id AND n.config_id = c.config_id
-JOIN `${project}.${dataset}.customers` AS cu ON cu.customer_id = c.customer_id
+JOIN `${project}.${dataset}.customers_current` AS cu ON cu.customer_id = c.customer_id
 WHERE c.is_active AND c.deleted_at IS NULL AND cu.status = 'ACTIVE'
   AND n.next_run_time BETWEEN CURRENT_TIMESTAMP() AND TIMESTAMP_ADD(CURRENT_TIMESTAMP(), INTERVAL 1 HOUR)

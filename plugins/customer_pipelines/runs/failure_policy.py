@@ -1,10 +1,11 @@
-"""After N consecutive failed runs a config is paused (``is_active=false`` in BigQuery with an audit
-row; its DAG is paused by the same sync round) and an alert is raised; a warning is raised earlier.
+"""After N consecutive failed runs a config is paused (a new version with ``is_active=false`` in
+BigQuery, with an audit row; its DAG is paused by the same sync round) and an alert is raised; a
+warning is raised earlier.
 
 Runs in the syncer, off the hot path: failures are read from the mirror's views, the pause is one
-batched UPDATE per round. Alerts go to the log and to a notifier users plug in with
-``CP_ALERT_NOTIFIER=package.module:function`` (called with an ``Alert``); each alert is sent once
-per failure count."""
+batched INSERT of new config versions per round (the configs table is append-only: no UPDATE).
+Alerts go to the log and to a notifier users plug in with ``CP_ALERT_NOTIFIER=package.module:function``
+(called with an ``Alert``); each alert is sent once per failure count."""
 
 from __future__ import annotations
 

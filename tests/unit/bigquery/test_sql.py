@@ -200,3 +200,67 @@ def test_json_ready_turns_dates_decimals_and_json_columns_into_json_values():
     }
     assert _json_ready(row, json_as_text=False)["details"] == {"b": 1, "a": [1, 2]}
     assert row["cost"] == Decimal("12.30")  # the input is not changed
+
+
+# -- the append-only version logs -------------------------------------------------------------------
+
+VERSION_LOGS = ("customer_pipeline_configs", "customers")
+"""Tables that take only appended versions (include/sql/README.md, "Append-only tables"): BigQuery
+refuses UPDATE/DELETE/MERGE of rows still in the streaming buffer and runs few mutating DML
+statements on a table at once, and the API streams rows into these and changes them seconds later."""
+GDPR_DELETES = {"queries/delete_customers.sql", "queries/delete_customer_data.sql"}
+"""Removing whole customers (every version) is the one mutation allowed."""
+_MUTATION_OF_VERSION_LOG = re.compile(
+    r"\b(?P<verb>UPDATE|MERGE(?:\s+INTO)?|DELETE(?:\s+FROM)?)\s+`?(?:[\w${}-]+\.)*(?P<table>"
+    + "|".join(VERSION_LOGS)
+    + r")(?![\w])",
+    re.IGNORECASE,
+)
+CHECKED_SQL = sorted(
+    str(p.relative_to(SQL_DIR)) for p in SQL_DIR.rglob("*.sql") if str(p.relative_to(SQL_DIR)) not in GDPR_DELETES
+)
+
+
+def _mutations_of_version_logs(sql: str) -> list[str]:
+    return [m.group(0) for s in split_statements(sql) for m in _MUTATION_OF_VERSION_LOG.finditer(s)]
+
+
+@pytest.mark.parametrize("relative_path", CHECKED_SQL)
+def test_no_sql_file_updates_merges_into_or_deletes_from_a_version_log(relative_path):
+    assert _mutations_of_version_logs((SQL_DIR / relative_path).read_text()) == []
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "UPDATE `${project}.${dataset}.customer_pipeline_configs` SET is_active = FALSE WHERE TRUE",
+        "update `p.d.customers` set status = 'X' where true",
+        "MERGE `${project}.${dataset}.customers` AS t USING s ON FALSE WHEN NOT MATCHED THEN INSERT ROW",
+        "MERGE INTO customer_pipeline_configs t USING s ON TRUE WHEN MATCHED THEN DELETE",
+        "DELETE FROM `${project}.${dataset}.customer_pipeline_configs` WHERE TRUE",
+        "DELETE customers WHERE TRUE",
+    ],
+)
+def test_the_version_log_check_finds_updates_merges_and_deletes(statement):
+    assert len(_mutations_of_version_logs(statement)) == 1
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "INSERT INTO `${project}.${dataset}.customer_pipeline_configs` (config_id) SELECT config_id FROM x",
+        "UPDATE `${project}.${dataset}.customer_subscriptions` SET valid_until = NULL WHERE TRUE",
+        "SELECT * FROM `${project}.${dataset}.customers_current`",
+        "-- UPDATE customers in a comment\nSELECT 1",
+    ],
+)
+def test_the_version_log_check_lets_inserts_reads_and_other_tables_through(statement):
+    assert _mutations_of_version_logs(statement) == []
+
+
+def test_the_delete_files_remove_every_version_of_a_customer(custom_settings):
+    # They filter by customer_id alone, so no version of a removed customer is left behind.
+    statements = split_statements(load_sql("queries/delete_customers.sql", custom_settings))
+    for table in VERSION_LOGS:
+        [statement] = [s for s in statements if f".{table}`" in s]
+        assert statement.rstrip().endswith("WHERE customer_id IN UNNEST(@customer_ids)")
