@@ -193,6 +193,8 @@ def test_32_concurrent_pauses_and_enables_all_answer_and_the_last_one_wins(stack
     configs = [f"c_{i}" for i in range(8)]
     for config_id in configs:
         assert api.admin("POST", "/customers/cust_concurrent/configs", json=config_body(config_id)).status_code == 201
+    # Their DAGs exist (a change made before a DAG's first parse is applied by the next sync round).
+    client.wait_for_dags([dag_id_for("cust_concurrent", c) for c in configs], timeout=120)
     requests = [(configs[i % 8], "pause" if (i // 8) % 2 == 0 else "enable") for i in range(32)]
 
     def send(item):
@@ -204,7 +206,6 @@ def test_32_concurrent_pauses_and_enables_all_answer_and_the_last_one_wins(stack
     assert all(r.status_code in (200, 409, 429, 503) for _, r in answers), [r.text for _, r in answers]
     ok = [(c, r.json()) for c, r in answers if r.status_code == 200]
     assert len(ok) == 32  # no version given: each request waits its turn, none is refused
-    client.wait_for_dags([dag_id_for("cust_concurrent", c) for c in configs], timeout=120)
     for config_id in configs:
         last = max((body for c, body in ok if c == config_id), key=lambda body: body["version"])
         current = api.admin("GET", f"/customers/cust_concurrent/configs/{config_id}").json()
