@@ -4,7 +4,9 @@ priority re-parse of the fleet file, a manual run, and the running figures."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import time
 from datetime import datetime
 from typing import Any
 
@@ -15,6 +17,8 @@ log = logging.getLogger(__name__)
 
 FLEET_FILE = "customer_pipelines_fleet.py"
 DEFAULT_BUNDLE = "dags-folder"
+CONVERGE_SECONDS = 12.0
+"""How long a write keeps trying to set a DAG's paused flag before leaving it to the sync round."""
 
 
 class AirflowControl:
@@ -25,11 +29,24 @@ class AirflowControl:
         """Pause or unpause these DAGs now, as the next sync round would (fleet/sync.sync_paused:
         the syncer's ledger of its own pauses, a person's pause kept, a DAG with a task running
         paused once it ends); returns (paused, unpaused)."""
+        from sqlalchemy.exc import OperationalError
+
         from customer_pipelines.fleet.sync import sync_paused
         from customer_pipelines.runs.quota import SyncerPauses
 
-        result = sync_paused(runnable, SyncerPauses(self.settings), self.settings, only=set(runnable))
-        return result.paused, result.unpaused
+        deadline = time.monotonic() + CONVERGE_SECONDS
+        while True:
+            try:
+                result = sync_paused(runnable, SyncerPauses(self.settings), self.settings, only=set(runnable))
+                return result.paused, result.unpaused
+            except OperationalError:
+                # The DAG processor writes every DAG row of the fleet file in one transaction while
+                # it parses it; a wait for one of those rows past CP_AIRFLOW_DB_LOCK_TIMEOUT_SECONDS
+                # is tried again, then left to the next sync round.
+                if time.monotonic() > deadline:
+                    raise
+                log.warning("paused flags of %s waited for a lock; trying again", sorted(runnable)[:3])
+                time.sleep(0.2)
 
     def request_reparse(self) -> None:
         """Ask the DAG processor to parse the fleet file next, ahead of its timer (what Airflow's
@@ -46,7 +63,19 @@ class AirflowControl:
                 .limit(1)
             ).first()
             bundle, relative = (found[0], found[1]) if found else (DEFAULT_BUNDLE, FLEET_FILE)
-            session.add(DagPriorityParsingRequest(bundle_name=bundle, relative_fileloc=relative))
+            # One request per file can be pending (its id is Airflow's hash of bundle and file): a
+            # request already waiting covers this change too, since the parse reads the newest snapshot.
+            request_id = hashlib.md5(f"{bundle}:{relative}".encode()).hexdigest()  # as dagbag.generate_md5_hash
+            if session.get_bind().dialect.name == "postgresql":
+                from sqlalchemy.dialects.postgresql import insert
+
+                session.execute(
+                    insert(DagPriorityParsingRequest)
+                    .values(id=request_id, bundle_name=bundle, relative_fileloc=relative)
+                    .on_conflict_do_nothing()
+                )
+            elif session.get(DagPriorityParsingRequest, request_id) is None:
+                session.add(DagPriorityParsingRequest(bundle_name=bundle, relative_fileloc=relative))
 
     def set_pool(self, pool: str, slots: int, description: str) -> None:
         """One customer's pool (a plan change, a suspension) without waiting for the sync round."""

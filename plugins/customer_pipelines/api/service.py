@@ -163,6 +163,8 @@ class WriteResult:
             **self.config,
             "applied_in_airflow": self.applied_in_airflow,
             "airflow_detail": self.airflow_detail or None,
+            "paused": self.paused,
+            "unpaused": self.unpaused,
         }
 
 
@@ -333,8 +335,11 @@ class Services:
             with refresh_lock(self.settings.snapshot_file, timeout=30):
                 patch_snapshot(self.settings.snapshot_file, configs=[row], source="api")
             config = None if row.get("deleted_at") else PipelineConfig.model_validate(row)
-            self.airflow.request_reparse()
+            # The paused flag first, then the re-parse: the parse holds the fleet's DAG rows while it
+            # writes them. Unpausing before the parse fires no missed tick: a held config's DAG has
+            # no next run until the parse gives it its new anchor.
             result.paused, result.unpaused = self.airflow.converge({dag_id: hold_reason(config, customer) is None})
+            self.airflow.request_reparse()
         except Exception as exc:
             log.exception("config %s written to BigQuery, not yet applied in Airflow", dag_id)
             result.applied_in_airflow = False
@@ -562,6 +567,8 @@ class Services:
             "mirror_backlog": mirror.backlog(),
             "mirror_rejected": mirror.rejected(),
             "snapshot_age_seconds": round((now - written).total_seconds(), 1),
+            # BigQuery calls this API server made since it started, by kind (the benchmark reads them)
+            "api_bigquery_calls": dict(self.store.calls),
             "snapshot_source": snapshot.meta.get("source"),
         }
 
@@ -668,8 +675,8 @@ class Services:
                 if parsed is not None:
                     runnable[parsed.dag_id] = hold_reason(parsed, customer) is None
             if runnable:
-                self.airflow.request_reparse()
                 self.airflow.converge(runnable)
+                self.airflow.request_reparse()
             return True
         except Exception:
             log.exception("customer %s written to BigQuery, not yet applied in Airflow", customer_id)

@@ -129,10 +129,11 @@ def test_pause_and_enable_reach_airflow_within_seconds_and_a_new_config_becomes_
     client.wait_for_dags([dag_id], timeout=120)  # created without a new DAG file, at the fleet file's re-parse
     assert client.dag(dag_id)["is_paused"] is False
     paused = api.admin("POST", "/customers/cust_contract/configs/flip_cfg/pause", json={"reason": "e2e"})
-    assert paused.status_code == 200 and paused.json()["is_active"] is False
+    assert paused.status_code == 200 and paused.json()["is_active"] is False, paused.text
+    assert paused.json()["applied_in_airflow"] is True, paused.text
     _wait(lambda: client.dag(dag_id)["is_paused"] is True, timeout=5)
     enabled = api.admin("POST", "/customers/cust_contract/configs/flip_cfg/enable")
-    assert enabled.status_code == 200 and enabled.json()["applied_in_airflow"] is True
+    assert enabled.status_code == 200 and enabled.json()["applied_in_airflow"] is True, enabled.text
     _wait(lambda: client.dag(dag_id)["is_paused"] is False, timeout=5)
 
 
@@ -206,10 +207,12 @@ def test_32_concurrent_pauses_and_enables_all_answer_and_the_last_one_wins(stack
     assert all(r.status_code in (200, 409, 429, 503) for _, r in answers), [r.text for _, r in answers]
     ok = [(c, r.json()) for c, r in answers if r.status_code == 200]
     assert len(ok) == 32  # no version given: each request waits its turn, none is refused
+    assert [b["airflow_detail"] for _, b in ok if not b["applied_in_airflow"]] == []
     for config_id in configs:
         last = max((body for c, body in ok if c == config_id), key=lambda body: body["version"])
         current = api.admin("GET", f"/customers/cust_concurrent/configs/{config_id}").json()
         assert current["version"] == last["version"] == 5  # created, then four changes
         assert current["is_active"] is last["is_active"]
         dag_id = dag_id_for("cust_concurrent", config_id)
-        _wait(lambda dag_id=dag_id, active=last["is_active"]: client.dag(dag_id)["is_paused"] is (not active), 10)
+        history = sorted((b["version"], b["is_active"], b["paused"], b["unpaused"]) for c, b in ok if c == config_id)
+        assert client.dag(dag_id)["is_paused"] is (not last["is_active"]), (dag_id, history)

@@ -1,0 +1,165 @@
+"""Benchmark: the REST API under 32 concurrent clients on loopback, against the emulator, with
+1,000 customers (about 5,000 configs): requests per second and p50 / p99 latency of list-configs,
+get-config and pause/enable, with the BigQuery calls each made, and Airflow's own ``/api/v2/dags``
+measured in the same run as the reference. Writes bench/results/api_load.json.
+
+    PYTHONPATH=plugins .venv/bin/python bench/api_load.py [--customers 1000] [--requests 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import shutil
+import socket
+import statistics
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+CLIENTS = 32
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def measure(name: str, calls: list[Any], send: Any, bigquery_calls: Any) -> dict[str, Any]:
+    before = bigquery_calls()
+    latencies: list[float] = []
+    failures = 0
+
+    def one(call: Any) -> None:
+        nonlocal failures
+        began = time.perf_counter()
+        response = send(call)
+        latencies.append(time.perf_counter() - began)
+        if response.status_code >= 300:
+            failures += 1
+
+    began = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=CLIENTS) as pool:
+        list(pool.map(one, calls))
+    elapsed = time.perf_counter() - began
+    after = bigquery_calls()
+    queries = after.get("query", 0) - before.get("query", 0)
+    inserts = after.get("insert", 0) - before.get("insert", 0)
+    latencies.sort()
+    result = {
+        "route": name,
+        "requests": len(calls),
+        "failed": failures,
+        "rps": round(len(calls) / elapsed, 1),
+        "p50_ms": round(statistics.median(latencies) * 1000, 1),
+        "p99_ms": round(latencies[int(len(latencies) * 0.99) - 1] * 1000, 1),
+        "bigquery_queries_per_request": round(queries / len(calls), 3) if bigquery_calls is not None else None,
+        "bigquery_inserts_per_request": round(inserts / len(calls), 3) if bigquery_calls is not None else None,
+    }
+    print(
+        f"{name:32s} {result['requests']:6d} req  {result['rps']:8.1f} req/s  p50 {result['p50_ms']:7.1f} ms  "
+        f"p99 {result['p99_ms']:7.1f} ms  failed {failures}  "
+        f"BigQuery queries/req {result['bigquery_queries_per_request']}  "
+        f"inserts/req {result['bigquery_inserts_per_request']}"
+    )
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--customers", type=int, default=1000)
+    parser.add_argument("--requests", type=int, default=1000)
+    parser.add_argument("--writes", type=int, default=320)
+    args = parser.parse_args()
+
+    from customer_pipelines.api.app import URL_PREFIX
+    from customer_pipelines.bigquery.store import BigQueryStore
+    from customer_pipelines.local import stack as local_stack
+    from customer_pipelines.local.airflow import api_url
+    from customer_pipelines.local.airflow import client as stack_client
+    from customer_pipelines.local.stack import run_module
+    from customer_pipelines.seed import fleet_dataset, load_dataset
+    from customer_pipelines.settings import Settings
+
+    state = Path(tempfile.mkdtemp(prefix="cp-bench-api-", dir="/var/tmp"))
+    state.chmod(0o700)
+    settings = Settings(
+        state_dir=state,
+        emulator_port=free_port(),
+        emulator_grpc_port=free_port(),
+        airflow_port=free_port(),
+        bq_project="bench-project",
+        sync_interval_seconds=3600,
+        api_rate_limit_per_minute=1_000_000,
+    )
+    info = local_stack.up(settings, seed_demo=False)
+    try:
+        data = fleet_dataset(args.customers, seed=11)
+        load_dataset(BigQueryStore(info.settings), data)
+        run_module({**info.env, "CP_API_RATE_LIMIT_PER_MINUTE": "1000000"}, "sync")
+        token = stack_client(info.settings).token()
+        base = api_url(info.settings)
+        headers = {"Authorization": f"Bearer {token}"}
+        http = httpx.Client(headers=headers, timeout=60, limits=httpx.Limits(max_connections=CLIENTS))
+
+        def api_calls() -> dict[str, int]:
+            return http.get(f"{base}{URL_PREFIX}/fleet/status").json()["api_bigquery_calls"]
+
+        rng = random.Random(5)
+        configs = [(c["customer_id"], c["config_id"]) for c in data.configs]
+        customers = sorted({c for c, _ in configs})
+        results = []
+        http.get(f"{base}{URL_PREFIX}/customers/{customers[0]}/configs")  # warm: snapshot opened, keys loaded
+        results.append(
+            measure(
+                "GET list configs",
+                [rng.choice(customers) for _ in range(args.requests)],
+                lambda c: http.get(f"{base}{URL_PREFIX}/customers/{c}/configs"),
+                api_calls,
+            )
+        )
+        results.append(
+            measure(
+                "GET one config",
+                [rng.choice(configs) for _ in range(args.requests)],
+                lambda cc: http.get(f"{base}{URL_PREFIX}/customers/{cc[0]}/configs/{cc[1]}"),
+                api_calls,
+            )
+        )
+        writes = [(rng.choice(configs), "pause" if i % 2 == 0 else "enable") for i in range(args.writes)]
+        results.append(
+            measure(
+                "POST pause / enable",
+                writes,
+                lambda w: http.post(f"{base}{URL_PREFIX}/customers/{w[0][0]}/configs/{w[0][1]}/{w[1]}"),
+                api_calls,
+            )
+        )
+        results.append(
+            measure(
+                "Airflow GET /api/v2/dags (reference)",
+                list(range(args.requests)),
+                lambda _: http.get(f"{base}/api/v2/dags", params={"limit": 100}),
+                lambda: {},
+            )
+        )
+        out = Path(__file__).parent / "results" / "api_load.json"
+        out.write_text(
+            json.dumps(
+                {"customers": args.customers, "configs": len(configs), "clients": CLIENTS, "results": results}, indent=2
+            )
+        )
+        print(f"wrote {out}")
+    finally:
+        local_stack.down(info.settings)
+        shutil.rmtree(state, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
