@@ -32,7 +32,12 @@ def stack() -> Iterator:
         sync_interval_seconds=3600,
     )
     # A dead worker is declared a zombie after 30 s instead of Airflow's 5 minutes (the zombie test).
-    heartbeat = {"AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": str(ZOMBIE_AFTER_SECONDS)}
+    heartbeat = {
+        "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": str(ZOMBIE_AFTER_SECONDS),
+        # The API tests send hundreds of requests a minute as one admin; the limit itself is tested
+        # on its own (tests/unit/api/test_app_wiring.py).
+        "CP_API_RATE_LIMIT_PER_MINUTE": "100000",
+    }
     with pytest.MonkeyPatch.context() as patch:
         for name, value in heartbeat.items():
             patch.setenv(name, value)
