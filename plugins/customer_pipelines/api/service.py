@@ -35,7 +35,7 @@ from pydantic import ValidationError
 
 from customer_pipelines.api.airflow_control import AirflowControl
 from customer_pipelines.api.auth import Caller, RateLimiter
-from customer_pipelines.api.errors import ApiError, field_errors, invalid_fields
+from customer_pipelines.api.errors import ApiError, field_errors, invalid, invalid_fields
 from customer_pipelines.api.keys import KeyRing, new_key
 from customer_pipelines.api.ledger import ApiLedger
 from customer_pipelines.bigquery.store import BigQueryStore, StoreError
@@ -88,6 +88,16 @@ JSON_COLUMNS = ("parameters", "retry_config")
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def _future_or_none(moment: datetime | None, field: str = "expires_at") -> datetime | None:
+    """A key's expiry: in UTC (a time without a zone is taken as UTC), and in the future."""
+    if moment is None:
+        return None
+    moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    if moment <= _now():
+        raise invalid(field, "must be in the future")
+    return moment.astimezone(UTC)
 
 
 class SnapshotReader:
@@ -607,7 +617,7 @@ class Services:
             "updated_at": now,
         }
         subscription = self._subscription(customer_id, body, now)
-        issued = new_key(customer_id, expires_at=body.get("key_expires_at"), now=now)
+        issued = new_key(customer_id, expires_at=_future_or_none(body.get("key_expires_at"), "key_expires_at"), now=now)
         try:
             self.store.insert_rows("customers", [customer], row_ids=[f"{customer_id}/{now.isoformat()}"])
             self.store.insert_rows("customer_subscriptions", [subscription], row_ids=[subscription["subscription_id"]])
@@ -716,7 +726,7 @@ class Services:
 
     def issue_key(self, caller: Caller, customer_id: str, expires_at: datetime | None) -> dict[str, Any]:
         self.customer(customer_id)
-        issued = new_key(customer_id, expires_at=expires_at)
+        issued = new_key(customer_id, expires_at=_future_or_none(expires_at))
         try:
             self.store.insert_rows("customer_api_keys", [issued.row], row_ids=[f"{issued.key_id}/issued"])
         except StoreError as exc:

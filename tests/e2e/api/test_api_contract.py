@@ -216,3 +216,20 @@ def test_32_concurrent_pauses_and_enables_all_answer_and_the_last_one_wins(stack
         dag_id = dag_id_for("cust_concurrent", config_id)
         history = sorted((b["version"], b["is_active"], b["paused"], b["unpaused"]) for c, b in ok if c == config_id)
         assert client.dag(dag_id)["is_paused"] is (not last["is_active"]), (dag_id, history)
+
+
+def test_operator_routes_refuse_bad_input_naming_the_field(api, customer):
+    past = api.admin("POST", "/customers/cust_contract/api-keys", json={"expires_at": "2020-01-01T00:00:00Z"})
+    assert past.status_code == 422 and past.json()["errors"][0]["field"] == "expires_at"
+    bad_id = api.admin("POST", "/customers", json={"customer_id": "Bad.Id", "company_name": "x", "plan": "STARTER"})
+    assert bad_id.status_code == 422 and bad_id.json()["errors"][0]["field"] == "customer_id"
+    bad_plan = api.admin("POST", "/customers", json={"customer_id": "cust_x", "company_name": "x", "plan": "GOLD"})
+    assert bad_plan.status_code == 422 and bad_plan.json()["errors"][0]["field"] == "plan"
+    assert (
+        api.admin(
+            "POST", "/customers", json={"customer_id": "cust_contract", "company_name": "x", "plan": "STARTER"}
+        ).status_code
+        == 409
+    )
+    assert api.admin("GET", "/customers/cust_nobody").status_code == 404
+    assert api.admin("DELETE", f"/customers/cust_contract/api-keys/{'0' * 16}").status_code == 404
