@@ -116,6 +116,25 @@ croniter (the sync's next ticks) reads them all; Airflow's ``@quarterly`` is not
 croniter cannot parse it, and ``@reboot`` never fires on a schedule."""
 
 
+@lru_cache(maxsize=4096)
+def cron_check(value: str) -> tuple[str, str | None]:
+    """(the cron as stored, None) or (value, why it is refused). Cached: a fleet shares few crons,
+    and croniter's checks are most of a config's validation (the value is bounded before this)."""
+    value = " ".join(value.split())
+    if value.startswith("@"):
+        alias = CRON_ALIASES.get(value.lower())
+        if alias is None:
+            return value, f"not a supported cron alias: {printable(value)} (one of {', '.join(CRON_ALIASES)})"
+        value = alias
+    elif len(value.split(" ")) != 5 or not croniter.is_valid(value):
+        return value, f"not a valid 5-field cron expression or alias: {printable(value)}"
+    try:  # valid syntax can still never fire (e.g. 31 February)
+        croniter(value, datetime(2000, 1, 1)).get_next(datetime)
+    except CroniterBadDateError:
+        return value, f"cron expression never fires: {printable(value)}"
+    return value, None
+
+
 class Provider(StrEnum):
     GCP = "GCP"
     AWS = "AWS"
@@ -290,19 +309,10 @@ class PipelineConfig(BaseModel):
     @field_validator("schedule_cron")
     @classmethod
     def _cron_is_valid(cls, value: str) -> str:
-        value = " ".join(value.split())
-        if value.startswith("@"):
-            alias = CRON_ALIASES.get(value.lower())
-            if alias is None:
-                raise ValueError(f"not a supported cron alias: {printable(value)} (one of {', '.join(CRON_ALIASES)})")
-            value = alias
-        elif len(value.split(" ")) != 5 or not croniter.is_valid(value):
-            raise ValueError(f"not a valid 5-field cron expression or alias: {printable(value)}")
-        try:  # valid syntax can still never fire (e.g. 31 February)
-            croniter(value, datetime(2000, 1, 1)).get_next(datetime)
-        except CroniterBadDateError:
-            raise ValueError(f"cron expression never fires: {printable(value)}") from None
-        return value
+        normalised, problem = cron_check(value)
+        if problem:
+            raise ValueError(problem)
+        return normalised
 
     @field_validator("timezone")
     @classmethod
