@@ -17,8 +17,10 @@ import fcntl
 import json
 import logging
 import os
+import shutil
 import sqlite3
 import string
+import threading
 import time
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
@@ -495,49 +497,104 @@ def patch_snapshot(
     source: str,
     now: datetime | None = None,
 ) -> Path:
-    """A new generation of the snapshot at ``path``: the last good one with these rows of BigQuery's
-    written in (a config row whose ``deleted_at`` is set is removed), swapped in atomically like a
-    refresh. What the API calls after its own writes, so its reads and the next parse see them at
-    once, without reading the fleet back from BigQuery. Only the changed configs (and those of
-    changed customers) are parsed again; every other anchor is carried over as it is. The caller
-    holds ``refresh_lock``."""
+    """A new generation of the snapshot at ``path``: a copy of the last good one with these rows of
+    BigQuery's written in (a config row whose ``deleted_at`` is set is removed; a customer row
+    replaces the customer's), swapped in atomically like a refresh. What the API calls after its own
+    writes, so its reads and the next parse see them at once. It costs a file copy and a few indexed
+    statements: only the changed configs, and those of changed customers, get a new first-tick
+    anchor; every other row is copied as it is. The caller holds ``refresh_lock``."""
     now = now or datetime.now(UTC)
     with Snapshot.open_last_good(path) as snapshot:
-        conn = snapshot._conn
-        all_customers = {c: json.loads(p) for c, p in conn.execute("SELECT customer_id, payload FROM customers")}
-        all_configs = {(row.row.get("customer_id"), row.config_id): row.row for row in snapshot.configs()}
-        duplicates = [json.loads(p) for (p,) in conn.execute("SELECT payload FROM duplicate_configs")]
-        previous = PreviousAnchors(datetime.fromisoformat(snapshot.meta["written_at"]), snapshot.anchors())
-    changed_customers = {str(c["customer_id"]) for c in customers}
+        source_file = snapshot.path
+        written_at = datetime.fromisoformat(snapshot.meta["written_at"])
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    tmp.unlink(missing_ok=True)
+    with open(source_file, "rb") as src, open_private(tmp, "wb", exclusive=True) as dst:
+        shutil.copyfileobj(src, dst, 1 << 20)
+    conn = sqlite3.connect(tmp)
+    try:
+        _apply_patch(conn, configs, customers, written_at, now)
+        conn.execute("UPDATE meta SET value = ? WHERE key = 'written_at'", (now.isoformat(),))
+        conn.execute("UPDATE meta SET value = ? WHERE key = 'source'", (source,))
+        for key, table in (("configs", "configs"), ("customers", "customers")):
+            conn.execute(f"UPDATE meta SET value = (SELECT COUNT(*) FROM {table}) WHERE key = ?", (key,))
+        conn.commit()
+    finally:
+        conn.close()
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    previous = path.with_name(path.name + ".prev")
+    if path.exists():
+        previous.unlink(missing_ok=True)
+        os.link(path, previous)
+    os.replace(tmp, path)
+    return path
+
+
+def _apply_patch(
+    conn: sqlite3.Connection,
+    configs: Sequence[Mapping[str, Any]],
+    customers: Sequence[Mapping[str, Any]],
+    written_at: datetime,
+    now: datetime,
+) -> None:
     for customer in customers:
-        all_customers[str(customer["customer_id"])] = dict(customer)
-    changed_configs: set[tuple[Any, str]] = set()
-    for config in configs:
-        key = (config.get("customer_id"), str(config.get("config_id")))
-        changed_configs.add(key)
-        if config.get("deleted_at"):
-            all_configs.pop(key, None)
-        else:
-            all_configs[key] = dict(config)
-    touched = {k for k in all_configs if k in changed_configs or k[0] in changed_customers}
-    touched_dags = {dag_id_for(str(c), i) for c, i in changed_configs if c} | {
-        dag_id_for(str(c), i) for c, i in touched if c
-    }
-    parsed = [parse_config(dict(all_configs[k])) for k in touched]
-    anchors = {d: a for d, a in previous.anchors.items() if d not in touched_dags}
-    anchors.update(
-        runnable_anchors(
-            [c for c in parsed if isinstance(c, PipelineConfig)],
-            _valid_customers([all_customers[c] for c in {k[0] for k in touched} if c in all_customers]),
-            previous,
-            now,
+        conn.execute(
+            "INSERT OR REPLACE INTO customers VALUES (?, ?)",
+            (str(customer["customer_id"]), json.dumps(dict(customer), default=_json_default)),
         )
+    changed = {dag_id_for(str(c["customer_id"]), str(c["config_id"])): c for c in configs}
+    touched: dict[str, Mapping[str, Any]] = dict(changed)
+    for customer in customers:
+        for dag_id, payload in conn.execute(
+            "SELECT dag_id, payload FROM configs WHERE customer_id = ?", (str(customer["customer_id"]),)
+        ):
+            touched.setdefault(dag_id, json.loads(payload))
+    if not touched:
+        return
+    marks = ",".join("?" * len(touched))
+    kept = {
+        dag_id: (datetime.fromisoformat(since), schedule)
+        for dag_id, since, schedule in conn.execute(
+            f"SELECT dag_id, runnable_since, schedule FROM configs"
+            f" WHERE dag_id IN ({marks}) AND runnable_since IS NOT NULL",
+            list(touched),
+        )
+    }
+    owners = {str(row.get("customer_id")) for row in touched.values()}
+    customer_rows = [
+        json.loads(payload)
+        for (payload,) in conn.execute(
+            f"SELECT payload FROM customers WHERE customer_id IN ({','.join('?' * len(owners))})", list(owners)
+        )
+    ]
+    parsed = [parse_config(dict(row)) for row in touched.values() if not row.get("deleted_at")]
+    anchors = runnable_anchors(
+        [c for c in parsed if isinstance(c, PipelineConfig)],
+        _valid_customers(customer_rows),
+        PreviousAnchors(written_at, kept),
+        now,
     )
-    return write_snapshot(
-        path,
-        list(all_customers.values()),
-        [*all_configs.values(), *duplicates],
-        source=source,
-        now=now,
-        anchors=anchors,
-    )
+    for dag_id, row in touched.items():
+        since, schedule = anchors.get(dag_id, (None, None))
+        if dag_id in changed:
+            conn.execute("DELETE FROM configs WHERE dag_id = ?", (dag_id,))
+            if not row.get("deleted_at"):
+                conn.execute(
+                    "INSERT INTO configs VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        _config_id_of(row),
+                        str(row["customer_id"]),
+                        dag_id,
+                        bucket_of(dag_id),
+                        _payload(row),
+                        since and since.isoformat(),
+                        schedule,
+                    ),
+                )
+        else:
+            conn.execute(
+                "UPDATE configs SET runnable_since = ?, schedule = ? WHERE dag_id = ?",
+                (since and since.isoformat(), schedule, dag_id),
+            )
