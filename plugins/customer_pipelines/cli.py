@@ -60,8 +60,8 @@ def cmd_seed(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_snapshot(args: argparse.Namespace, settings: Settings) -> int:
-    from customer_pipelines.fleet.snapshot import RefreshGuard, Snapshot, refresh_lock, refresh_snapshot
-    from customer_pipelines.fleet.sync import converge_paused
+    from customer_pipelines.snapshot import RefreshGuard, Snapshot, refresh_lock, refresh_snapshot
+    from customer_pipelines.syncer import converge_paused
 
     if args.action == "refresh":
         guard = RefreshGuard.of(settings)
@@ -93,7 +93,7 @@ def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
-    from customer_pipelines.fleet.sync import run_sync, sync_forever
+    from customer_pipelines.syncer import run_sync, sync_forever
 
     if args.loop:
         if args.interval:

@@ -10,9 +10,9 @@ import pytest
 from google.cloud import bigquery
 
 from customer_pipelines.bigquery.store import BigQueryStore
-from customer_pipelines.fleet.snapshot import refresh_lock, refresh_snapshot
 from customer_pipelines.local.stack import run_module
 from customer_pipelines.seed import customer_rows
+from customer_pipelines.snapshot import refresh_lock, refresh_snapshot
 from tests_support import add_customer
 
 pytestmark = pytest.mark.e2e

@@ -18,8 +18,8 @@ from typing import Any
 def main(dag_id: str, action: str) -> None:
     from customer_pipelines.bigquery.store import BigQueryStore
     from customer_pipelines.fleet.factory import TASK_ID, load_fleet
-    from customer_pipelines.fleet.snapshot import refresh_snapshot
     from customer_pipelines.settings import get_settings
+    from customer_pipelines.snapshot import refresh_snapshot
 
     settings = get_settings()
     dag = load_fleet(settings=settings).dags[dag_id]

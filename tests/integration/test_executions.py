@@ -17,13 +17,13 @@ from airflow.sdk.exceptions import AirflowSkipException, AirflowTaskTimeout
 from airflow.sdk.execution_time.timeout import timeout
 
 from customer_pipelines.bigquery.store import BigQueryStore
-from customer_pipelines.fleet.snapshot import refresh_snapshot
 from customer_pipelines.models import Customer
 from customer_pipelines.runs.mirror import RUNS_TABLE, RunIdentity, RunState, RunStateMirror, run_event
 from customer_pipelines.runs.operators import CustomerPipelineOperator
 from customer_pipelines.runs.quota import QuotaLedger
 from customer_pipelines.seed import Dataset, config_row, customer_rows, load_dataset
 from customer_pipelines.settings import Settings
+from customer_pipelines.snapshot import refresh_snapshot
 from tests_support import rows_of_customer
 
 pytestmark = pytest.mark.integration

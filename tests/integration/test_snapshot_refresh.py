@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from customer_pipelines.fleet.snapshot import RefreshGuard, RefreshRefused, Snapshot, refresh_lock, refresh_snapshot
 from customer_pipelines.seed import fleet_dataset, load_dataset
+from customer_pipelines.snapshot import RefreshGuard, RefreshRefused, Snapshot, refresh_lock, refresh_snapshot
 
 pytestmark = pytest.mark.integration
 

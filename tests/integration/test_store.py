@@ -7,10 +7,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from customer_pipelines.fleet.snapshot import Snapshot, refresh_snapshot
 from customer_pipelines.models import PipelineConfig, parse_config
 from customer_pipelines.runs.mirror import RunIdentity, RunState, RunStateMirror, SkipReason, run_event
 from customer_pipelines.seed import demo_dataset, load_dataset
+from customer_pipelines.snapshot import Snapshot, refresh_snapshot
 
 pytestmark = pytest.mark.integration
 

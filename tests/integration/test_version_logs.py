@@ -11,8 +11,8 @@ import pytest
 
 from customer_pipelines.bigquery.sql import load_sql
 from customer_pipelines.bigquery.store import BigQueryStore, split_statements
-from customer_pipelines.fleet.snapshot import Snapshot, refresh_snapshot
 from customer_pipelines.seed import Dataset, config_row, customer_rows, load_dataset
+from customer_pipelines.snapshot import Snapshot, refresh_snapshot
 from tests_support import rows_of_customer
 
 pytestmark = pytest.mark.integration

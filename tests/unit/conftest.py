@@ -132,7 +132,7 @@ WriteSnapshot = Callable[..., Path]
 @pytest.fixture
 def write_snap(tmp_path: Path) -> WriteSnapshot:
     """write_snap(customers, configs, path=None, source="test") -> path of a fresh snapshot."""
-    from customer_pipelines.fleet import snapshot
+    from customer_pipelines import snapshot
 
     def write(
         customers: Sequence[Mapping[str, Any]],

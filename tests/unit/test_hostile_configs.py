@@ -18,9 +18,9 @@ from airflow.dag_processing.dagbag import DagBag
 
 from customer_pipelines import seed
 from customer_pipelines.fleet import factory
-from customer_pipelines.fleet.snapshot import Snapshot
 from customer_pipelines.models import ConfigError, PipelineConfig, parse_config
 from customer_pipelines.settings import get_settings
+from customer_pipelines.snapshot import Snapshot
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 FLEET_FILE = REPO_ROOT / "dags" / "customer_pipelines_fleet.py"
@@ -173,7 +173,7 @@ GOOD_CONFIGS = 1_000
 def fleet_with_corpus(tmp_path_factory, corpus, customer_rows_of) -> tuple[Path, Path, set[str]]:
     """Two snapshots: 1,000 good configs (and the attacker's one good config), and the same with
     the hostile corpus; and the DAG ids the good configs make."""
-    from customer_pipelines.fleet.snapshot import write_snapshot
+    from customer_pipelines.snapshot import write_snapshot
 
     data = seed.fleet_dataset(260, seed=5)
     configs = [dict(row) for row in data.configs[:GOOD_CONFIGS]]

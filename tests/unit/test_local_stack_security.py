@@ -19,7 +19,6 @@ from pathlib import Path
 import pytest
 
 from customer_pipelines.bigquery.store import RejectedRows
-from customer_pipelines.fleet.snapshot import write_snapshot
 from customer_pipelines.local import airflow as local_airflow
 from customer_pipelines.local import stack as local_stack
 from customer_pipelines.local.environment import (
@@ -30,6 +29,7 @@ from customer_pipelines.local.processes import PortError, ensure_port_free, list
 from customer_pipelines.private_files import UnsafeStateDirError, check_private_dir, ensure_state_dir
 from customer_pipelines.runs.mirror import RunStateMirror
 from customer_pipelines.settings import REPO_ROOT, Settings
+from customer_pipelines.snapshot import write_snapshot
 from tests_support import free_port
 
 NOBODY = 65534

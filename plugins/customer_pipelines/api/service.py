@@ -39,14 +39,6 @@ from customer_pipelines.api.errors import ApiError, field_errors, invalid, inval
 from customer_pipelines.api.keys import KeyRing, new_key
 from customer_pipelines.api.ledger import ApiLedger
 from customer_pipelines.bigquery.store import BigQueryStore, RejectedRows, StoreError
-from customer_pipelines.fleet.snapshot import (
-    ConfigRow,
-    Snapshot,
-    SnapshotError,
-    config_id_key,
-    patch_snapshot,
-    refresh_lock,
-)
 from customer_pipelines.fleet.sync import desired_pools, schedule_of
 from customer_pipelines.models import (
     PLAN_LIMITS,
@@ -58,6 +50,14 @@ from customer_pipelines.models import (
     pool_name_for,
 )
 from customer_pipelines.settings import Settings
+from customer_pipelines.snapshot import (
+    ConfigRow,
+    Snapshot,
+    SnapshotError,
+    config_id_key,
+    patch_snapshot,
+    refresh_lock,
+)
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,6 @@ from typing import Any
 
 from airflow.sdk import DAG, AsyncCallback, DeadlineAlert, DeadlineReference, get_parsing_context
 
-from customer_pipelines.fleet.snapshot import Snapshot, SnapshotError, config_id_key
 from customer_pipelines.fleet.timetables import CustomerCronTimetable
 from customer_pipelines.models import (
     ConfigError,
@@ -33,6 +32,7 @@ from customer_pipelines.models import (
 from customer_pipelines.runs.operators import CustomerPipelineOperator
 from customer_pipelines.runs.sla import record_sla_breach
 from customer_pipelines.settings import ParseSettings, Settings, get_parse_settings, settings_problems
+from customer_pipelines.snapshot import Snapshot, SnapshotError, config_id_key
 from customer_pipelines.templates import TEMPLATES
 
 log = logging.getLogger(__name__)

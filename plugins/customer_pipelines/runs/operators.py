@@ -111,8 +111,8 @@ class CustomerPipelineOperator(BaseOperator):
         a run of a config disabled or deleted since, or of a customer suspended or without a
         subscription in force, is SKIPPED with the reason (models.hold_reason, the rule the syncer
         pauses DAGs by). Returns the customer, for the quota gate."""
-        from customer_pipelines.fleet.snapshot import Snapshot
         from customer_pipelines.models import ConfigError, SkipReason, hold_reason, parse_config
+        from customer_pipelines.snapshot import Snapshot
 
         with Snapshot.open_last_good(settings.snapshot_file) as snapshot:
             row = snapshot.config_by_dag_id(identity.dag_id)

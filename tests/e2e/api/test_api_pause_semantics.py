@@ -105,3 +105,11 @@ def test_a_run_triggered_through_the_api_runs_and_shows_in_usage(stack, api):
     assert client.wait_for_run(dag_id, run.json()["run_id"], timeout=180)["state"] == "success"
     assert api.admin("GET", "/customers/cust_trigger/usage").json()["today"]["used"] == 1
     assert len(client.dag_runs(dag_id)) == 1
+    run_id = run.json()["run_id"]
+
+    def mirrored() -> list[dict]:
+        return api.admin("GET", "/customers/cust_trigger/configs/t_cost/runs").json()["items"]
+
+    _until(lambda: any(r["run_id"] == run_id and r["state"] == "COMPLETED" for r in mirrored()), 60, "the mirror")
+    completed = api.admin("GET", "/customers/cust_trigger/runs", params={"state": "COMPLETED"}).json()["items"]
+    assert [r["run_id"] for r in completed] == [run_id]

@@ -8,8 +8,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from customer_pipelines.api.service import SnapshotPatcher
-from customer_pipelines.fleet.snapshot import Snapshot
 from customer_pipelines.models import dag_id_for
+from customer_pipelines.snapshot import Snapshot
 
 
 def test_32_concurrent_patches_all_land_in_fewer_generations(write_snap, demo_customers, demo_configs):

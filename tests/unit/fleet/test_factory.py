@@ -14,9 +14,9 @@ from airflow.timetables.base import DataInterval, TimeRestriction
 from airflow.timetables.trigger import CronTriggerTimetable
 
 from customer_pipelines.fleet import factory
-from customer_pipelines.fleet.snapshot import Snapshot
 from customer_pipelines.models import ConfigError, Customer, PipelineConfig, parse_config
 from customer_pipelines.settings import get_settings
+from customer_pipelines.snapshot import Snapshot
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 DAG_FILES = sorted((REPO_ROOT / "dags").glob("*.py"))
@@ -517,7 +517,7 @@ def test_errors_dag_file_raises_listing_the_bad_configs(dag_file_env, snapshot_w
 def test_a_bad_setting_never_hides_the_dags_and_is_one_clear_import_error(
     monkeypatch, tmp_path, demo_customers, demo_configs, demo_dag_ids, variable, value
 ):
-    from customer_pipelines.fleet.snapshot import write_snapshot
+    from customer_pipelines.snapshot import write_snapshot
 
     monkeypatch.setenv("CP_STATE_DIR", str(tmp_path))
     write_snapshot(tmp_path / "snapshot" / "configs.sqlite", demo_customers, demo_configs, source="test")

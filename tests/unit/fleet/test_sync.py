@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from customer_pipelines.fleet.snapshot import Snapshot, write_snapshot
 from customer_pipelines.fleet.sync import Fleet, desired_pools, next_runs, runnable_dags
 from customer_pipelines.models import Customer, PipelineConfig, parse_config
+from customer_pipelines.snapshot import Snapshot, write_snapshot
 
 
 def _customer(customer_id: str, status: str = "ACTIVE", slots: int | None = 3) -> Customer:

@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 
 from customer_pipelines.fleet.factory import build_dags
-from customer_pipelines.fleet.snapshot import Snapshot, write_snapshot
 from customer_pipelines.runs.quota import QuotaLedgerError
 from customer_pipelines.settings import get_parse_settings
+from customer_pipelines.snapshot import Snapshot, write_snapshot
 
 DAG_ID = "cust_acme_001.acme_gcp_cost_daily"
 

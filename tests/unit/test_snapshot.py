@@ -1,4 +1,4 @@
-"""fleet/snapshot.py: the local SQLite snapshot the DAG files read instead of BigQuery."""
+"""snapshot.py: the local SQLite snapshot the DAG files read instead of BigQuery."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from customer_pipelines.fleet import factory, snapshot
-from customer_pipelines.fleet.snapshot import Snapshot, SnapshotError
+from customer_pipelines import snapshot
+from customer_pipelines.fleet import factory
 from customer_pipelines.models import PipelineConfig, parse_config
+from customer_pipelines.snapshot import Snapshot, SnapshotError
 
 
 def _prev(path: Path) -> Path:
@@ -188,7 +189,7 @@ def test_invalid_customer_row_is_skipped_and_its_configs_report_no_such_customer
 def test_an_invalid_customer_row_with_hostile_values_is_logged_on_one_line(write_snap, demo_customers, caplog):
     hostile = {**demo_customers[0], "customer_id": "cust\n\x1b[31mfake", "status": "ON\tHOLIDAY" + "!" * 1_000_000}
     with (
-        caplog.at_level("ERROR", logger="customer_pipelines.fleet.snapshot"),
+        caplog.at_level("ERROR", logger="customer_pipelines.snapshot"),
         Snapshot(write_snap([hostile], [])) as snap,
     ):
         assert snap.customers() == {}

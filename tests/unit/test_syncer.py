@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from customer_pipelines.fleet import sync
-from customer_pipelines.fleet.snapshot import RefreshGuard, RefreshRefused, Snapshot, refresh_snapshot
+from customer_pipelines import syncer
 from customer_pipelines.runs.failure_policy import Alert
 from customer_pipelines.runs.mirror import RunStateMirror
+from customer_pipelines.snapshot import RefreshGuard, RefreshRefused, Snapshot, refresh_snapshot
 
 
 class SnapshotStore:
@@ -74,7 +74,7 @@ def test_a_refused_refresh_is_alerted_and_the_round_serves_the_last_good_snapsho
     tmp_path: Path, settings, demo_customers, demo_configs, alerts
 ):
     refresh_snapshot(SnapshotStore(demo_customers, demo_configs), settings.snapshot_file)
-    refreshed, refused = sync._refresh(SnapshotStore(demo_customers, []), settings)
+    refreshed, refused = syncer._refresh(SnapshotStore(demo_customers, []), settings)
     assert refreshed is None and refused and "snapshot refresh --force" in refused
     assert [a.level for a in alerts] == ["REFRESH_REFUSED"]
     with Snapshot(settings.snapshot_file) as snap:
@@ -86,10 +86,10 @@ def test_rows_bigquery_refused_for_their_content_are_alerted_once(tmp_path: Path
     rejected = tmp_path / "spool" / "rejected"
     rejected.mkdir(parents=True)
     (rejected / "key-1.json").write_text('{"row": {}, "reasons": ["invalid: no such field"]}')
-    sync._alert_rejected(mirror, settings)
-    sync._alert_rejected(mirror, settings)  # the next round: nothing new
+    syncer._alert_rejected(mirror, settings)
+    syncer._alert_rejected(mirror, settings)  # the next round: nothing new
     (rejected / "key-2.json").write_text('{"row": {}, "reasons": ["invalid: no such field"]}')
-    sync._alert_rejected(mirror, settings)
+    syncer._alert_rejected(mirror, settings)
     assert [a.level for a in alerts] == ["MIRROR_REJECTED", "MIRROR_REJECTED"]
     assert "1 transition(s)" in alerts[0].message and "key-1" in alerts[0].message and "key-2" in alerts[1].message
     assert "mirror replay-rejected" in alerts[0].message
@@ -109,8 +109,8 @@ def test_a_sync_round_runs_under_the_snapshot_lock(settings, monkeypatch: pytest
         def __exit__(self, *exc: object) -> None:
             return None
 
-    monkeypatch.setattr(sync, "refresh_lock", Lock)
-    monkeypatch.setattr(sync, "_ensure_quota_schema", lambda s: (_ for _ in ()).throw(RuntimeError("stop here")))
+    monkeypatch.setattr(syncer, "refresh_lock", Lock)
+    monkeypatch.setattr(syncer, "_ensure_quota_schema", lambda s: (_ for _ in ()).throw(RuntimeError("stop here")))
     with pytest.raises(RuntimeError, match="stop here"):
-        sync.run_sync(settings, store=object())
+        syncer.run_sync(settings, store=object())
     assert held == [settings.snapshot_file]

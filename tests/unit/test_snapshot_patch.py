@@ -1,12 +1,12 @@
-"""fleet/snapshot.patch_snapshot: the API's own writes patched into a new generation, without
+"""snapshot.patch_snapshot: the API's own writes patched into a new generation, without
 reading the fleet back from BigQuery; every other config's first-tick anchor carried over."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from customer_pipelines.fleet.snapshot import Snapshot, patch_snapshot
 from customer_pipelines.models import dag_id_for
+from customer_pipelines.snapshot import Snapshot, patch_snapshot
 
 
 def test_a_patched_config_change_is_read_and_every_other_anchor_is_kept(write_snap, demo_customers, demo_configs):

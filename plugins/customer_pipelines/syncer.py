@@ -1,0 +1,212 @@
+"""The syncer service: one round every CP_SYNC_INTERVAL_SECONDS, BigQuery -> snapshot -> Airflow's
+pools and paused flags (fleet/sync.py), then the runs' housekeeping (the failure policy, the mirror's
+spool, reconcile). It runs as its own process (``python -m customer_pipelines sync [--loop]``), not as
+a task: Airflow 3 task code has no metadata-database access, while this process, like Airflow's own
+CLI, has it. It sits above both the fleet and the runs, and is the one module that drives them both."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from customer_pipelines.fleet.sync import (
+    Fleet,
+    PauseSyncResult,
+    PoolSyncResult,
+    _write_next_runs,
+    desired_pools,
+    runnable_dags,
+    sync_paused,
+    sync_pools,
+)
+from customer_pipelines.models import ConfigError
+from customer_pipelines.settings import Settings, get_settings
+from customer_pipelines.snapshot import (
+    RefreshGuard,
+    RefreshRefused,
+    RefreshResult,
+    Snapshot,
+    refresh_lock,
+    refresh_snapshot,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SyncReport:
+    configs: int
+    customers: int
+    invalid: list[ConfigError]
+    pools: PoolSyncResult
+    pauses: PauseSyncResult
+    seconds: float
+    spool_delivered: int = 0
+    reconciled: int = 0
+    auto_paused: list[str] = field(default_factory=list)
+    mirror_backlog: int = 0
+    """Transitions still spooled on this host after the round (the mirror's backlog metric)."""
+    mirror_rejected: int = 0
+    """Transitions BigQuery refused for their content, set aside under ``<spool>/rejected``."""
+    refresh_refused: str | None = None
+    """Why the round kept the last good snapshot (the refresh guard), if it did."""
+
+    def summary(self) -> str:
+        return (
+            f"snapshot: {self.configs} configs, {self.customers} customers, {len(self.invalid)} invalid; "
+            f"pools: +{len(self.pools.created)} ~{len(self.pools.updated)} -{len(self.pools.deleted)} "
+            f"={self.pools.unchanged}; paused {len(self.pauses.paused)}, unpaused {len(self.pauses.unpaused)}; "
+            f"mirror: {self.spool_delivered} spooled delivered, {self.reconciled} reconciled, "
+            f"backlog {self.mirror_backlog}, rejected {self.mirror_rejected}; "
+            f"auto-paused {len(self.auto_paused)} ({self.seconds:.2f}s)"
+            + (
+                f"; REFRESH REFUSED, serving the last good snapshot: {self.refresh_refused}"
+                if self.refresh_refused
+                else ""
+            )
+        )
+
+
+def _sync_paused(runnable: Mapping[str, bool], settings: Settings) -> PauseSyncResult:
+    """sync_paused on the ledger of the syncer's own pauses; with the ledger down (or none set) the
+    paused flags wait for the next round: unpausing without the ledger could undo a person's pause."""
+    from customer_pipelines.runs.quota import QuotaLedgerError, SyncerPauses
+
+    try:
+        return sync_paused(runnable, SyncerPauses(settings), settings)
+    except (QuotaLedgerError, RuntimeError):
+        log.exception("paused flags not synced (the quota ledger records the syncer's pauses); next round")
+        return PauseSyncResult()
+
+
+def converge_paused(settings: Settings) -> PauseSyncResult:
+    """The paused flags of the last good snapshot's fleet, as a sync round sets them. A snapshot
+    refreshed by hand calls it too: the DAG processor creates a held config's DAG paused from the
+    new snapshot, and only the ledger's record tells the next round that pause was the syncer's,
+    not a person's (a config enabled before that round would otherwise stay paused)."""
+    with Snapshot.open_last_good(settings.snapshot_file) as snapshot:
+        fleet = Fleet.of(snapshot)
+    return _sync_paused(runnable_dags(fleet), settings)
+
+
+def _ensure_quota_schema(settings: Settings) -> None:
+    """The ledger's tables, if a ledger is configured. Bounded (CP_QUOTA_DB_*_TIMEOUT_SECONDS); a
+    ledger that is down fails only this step and the paused flags: snapshot and pools do not need it."""
+    if not settings.quota_db_url:
+        return
+    from customer_pipelines.runs.quota import QuotaLedger, QuotaLedgerError
+
+    try:
+        QuotaLedger(settings).ensure_schema()
+    except QuotaLedgerError:
+        log.exception("quota ledger schema not checked; retrying next round")
+
+
+def _apply_failure_policy(store: Any, settings: Settings) -> list[str]:
+    from customer_pipelines.runs.failure_policy import apply_failure_policy
+
+    try:
+        return apply_failure_policy(store, settings).paused
+    except Exception:
+        log.exception("failure policy failed; retrying next round")
+        return []
+
+
+def _mirror_housekeeping(store: Any, settings: Settings) -> tuple[int, int, int, int]:
+    """Deliver this host's spooled transitions, then fill gaps from Airflow's records (last 2 h);
+    returns (delivered, reconciled, backlog still spooled, rejected rows set aside)."""
+    from datetime import timedelta
+
+    from customer_pipelines.runs.mirror import RunStateMirror
+    from customer_pipelines.runs.reconcile import reconcile
+    from customer_pipelines.runs.sla import sla_spool
+
+    delivered = reconciled = 0
+    mirror = RunStateMirror(store, settings.spool_dir)
+    try:
+        for spool in (mirror, sla_spool(settings, store)):
+            while batch := spool.drain():
+                delivered += batch
+        reconciled = len(reconcile(store, since=datetime.now(UTC) - timedelta(hours=2)).written)
+    except Exception:
+        log.exception("mirror housekeeping failed; retrying next round")
+    _alert_rejected(mirror, settings)
+    return delivered, reconciled, mirror.backlog(), mirror.rejected()
+
+
+def _alert_rejected(mirror: Any, settings: Settings) -> None:
+    """One alert per batch of rows newly set aside (BigQuery refused them for their content)."""
+    from customer_pipelines.runs.failure_policy import Alert, notifier_from_settings
+
+    new = mirror.unalerted_rejected()
+    if new:
+        message = (
+            f"run-state mirror: BigQuery refused {len(new)} transition(s) for their content, kept under "
+            f"{mirror.spool_dir / 'rejected'} (e.g. {new[0]}); fix the cause, then "
+            "`python -m customer_pipelines mirror replay-rejected`"
+        )
+        notifier_from_settings(settings)(Alert("MIRROR_REJECTED", "", "", 0, message))
+
+
+def _refresh(store: Any, settings: Settings) -> tuple[RefreshResult | None, str | None]:
+    """Refresh the snapshot; a refresh the guard refuses is logged and alerted, and the round goes
+    on with the last good snapshot."""
+    from customer_pipelines.runs.failure_policy import Alert, notifier_from_settings
+
+    guard = RefreshGuard.of(settings)
+    try:
+        return refresh_snapshot(store, settings.snapshot_file, guard=guard), None
+    except RefreshRefused as exc:
+        log.error("%s", exc)
+        notifier_from_settings(settings)(Alert("REFRESH_REFUSED", "", "", 0, str(exc)))
+        return None, str(exc)
+
+
+def run_sync(settings: Settings | None = None, store: Any = None) -> SyncReport:
+    """One sync: refresh the snapshot from BigQuery, then pools and paused flags from it. One
+    round at a time per snapshot (``refresh_lock``): two syncers never interleave."""
+    from customer_pipelines.bigquery.store import BigQueryStore
+
+    settings = settings or get_settings()
+    began = time.monotonic()
+    store = store or BigQueryStore(settings)
+    with refresh_lock(settings.snapshot_file):
+        _ensure_quota_schema(settings)  # the ledger also records which DAGs the syncer paused
+        auto_paused = _apply_failure_policy(store, settings)  # before the refresh: pauses take effect now
+        refreshed, refused = _refresh(store, settings)
+        with Snapshot.open_last_good(settings.snapshot_file) as snapshot:
+            fleet = Fleet.of(snapshot)
+        pools = sync_pools(desired_pools(fleet.customers, settings.pool_prefix), settings.pool_prefix, settings)
+        pauses = _sync_paused(runnable_dags(fleet), settings)
+        _write_next_runs(store, fleet)
+        delivered, reconciled, backlog, rejected = _mirror_housekeeping(store, settings)
+    return SyncReport(
+        refreshed.configs if refreshed else len(fleet.configs),
+        refreshed.customers if refreshed else len(fleet.customers),
+        refreshed.invalid if refreshed else [],
+        pools,
+        pauses,
+        time.monotonic() - began,
+        delivered,
+        reconciled,
+        auto_paused,
+        backlog,
+        rejected,
+        refresh_refused=refused,
+    )
+
+
+def sync_forever(settings: Settings | None = None) -> None:
+    """The syncer service: one sync every ``sync_interval_seconds``; a failed sync (BigQuery down)
+    is logged and retried at the next interval while the last good snapshot keeps serving."""
+    settings = settings or get_settings()
+    while True:
+        try:
+            log.info("sync: %s", run_sync(settings).summary())
+        except Exception:
+            log.exception("sync failed; serving the last good snapshot")
+        time.sleep(settings.sync_interval_seconds)
