@@ -116,7 +116,7 @@ class PauseSyncResult:
 class PauseLedger(Protocol):
     """Which DAGs the syncer itself paused (quota.SyncerPauses on PostgreSQL)."""
 
-    def held(self) -> set[str]: ...
+    def held(self, only: set[str] | None = None) -> set[str]: ...
 
     def record(self, *, paused: set[str], released: set[str]) -> None: ...
 
@@ -186,12 +186,13 @@ def sync_paused(
     from sqlalchemy import select, update
 
     result = PauseSyncResult()
-    held = ledger.held()
     query = select(DagModel.dag_id, DagModel.is_paused)
     if only is not None:
         runnable = {d: run for d, run in runnable.items() if d in only}
-        held &= only
+        held = ledger.held(only)
         query = query.where(DagModel.dag_id.in_(only))
+    else:
+        held = ledger.held()
     with metadata_session(settings) as session:
         airflow_paused = dict(session.execute(query).tuples().all())
         to_stop = {d for d, run in runnable.items() if not run and airflow_paused.get(d) is False}

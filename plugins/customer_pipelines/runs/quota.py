@@ -251,9 +251,16 @@ class SyncerPauses:
     def __init__(self, settings: Settings) -> None:
         self._ledger = QuotaLedger(settings)
 
-    def held(self) -> set[str]:
+    def held(self, only: set[str] | None = None) -> set[str]:
+        """The DAGs the syncer paused (of ``only``, when given: one write of the API reads its own)."""
         with self._ledger._transaction() as conn:
-            return {row[0] for row in conn.execute("SELECT dag_id FROM cp_syncer_pauses").fetchall()}
+            if only is not None:
+                rows = conn.execute(
+                    "SELECT dag_id FROM cp_syncer_pauses WHERE dag_id = ANY(%s::text[])", (sorted(only),)
+                ).fetchall()
+            else:
+                rows = conn.execute("SELECT dag_id FROM cp_syncer_pauses").fetchall()
+            return {row[0] for row in rows}
 
     def record(self, *, paused: set[str], released: set[str]) -> None:
         if not paused and not released:
