@@ -103,8 +103,8 @@ def main() -> None:
         bq_project="bench-project",
         sync_interval_seconds=3600,
     )
-    info = local_stack.up(settings, seed_demo=False)
     try:
+        info = local_stack.up(settings, seed_demo=False)
         data = fleet_dataset(args.customers, seed=11)
         load_dataset(BigQueryStore(info.settings), data)
         run_module(info.env, "sync")
@@ -172,7 +172,7 @@ def main() -> None:
         )
         print(f"wrote {out}")
     finally:
-        local_stack.down(info.settings)
+        local_stack.down(settings)  # also what a failed start left running
         shutil.rmtree(state, ignore_errors=True)
 
 
