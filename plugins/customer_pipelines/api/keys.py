@@ -67,6 +67,9 @@ class KeyRing:
         self._keys: dict[str, KeyRecord] = {}
         self._loaded_at = 0.0
         self._unknown_reload_at = 0.0
+        self._revoked: set[str] = set()
+        """Keys this server revoked: refused even if a reload still returns them (a revocation just
+        streamed into BigQuery)."""
         self._lock = threading.Lock()
 
     def _reload(self) -> None:
@@ -76,6 +79,7 @@ class KeyRing:
                 str(r["key_id"]), str(r["customer_id"]), str(r["key_hash"]), r.get("created_at"), r.get("expires_at")
             )
             for r in rows
+            if str(r["key_id"]) not in self._revoked
         }
         self._loaded_at = time.monotonic()
 
@@ -114,6 +118,7 @@ class KeyRing:
     def revoke(self, key_id: str) -> None:
         """A key this server just revoked: refused at once (other servers at their next refresh)."""
         with self._lock:
+            self._revoked.add(key_id)
             self._keys.pop(key_id, None)
 
     def of_customer(self, customer_id: str) -> list[KeyRecord]:

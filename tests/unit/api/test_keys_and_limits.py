@@ -60,3 +60,11 @@ def test_a_caller_over_its_rate_gets_a_wait_and_another_caller_does_not():
     assert [limiter.retry_after("a") for _ in range(3)] == [0.0, 0.0, 0.0]
     assert limiter.retry_after("a") > 0
     assert limiter.retry_after("b") == 0.0
+
+
+def test_a_key_revoked_here_stays_refused_when_a_reload_still_returns_it():
+    issued = new_key("cust_a", expires_at=None)
+    ring = KeyRing(lambda: [dict(issued.row)], refresh_seconds=0)  # every call reloads
+    assert ring.verify(issued.key)[0] is not None
+    ring.revoke(issued.key_id)
+    assert ring.verify(issued.key) == (None, "unknown or revoked API key")
