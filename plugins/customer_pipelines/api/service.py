@@ -617,7 +617,10 @@ class Services:
         found = self._row(customer_id, config_id)
         if found is None:
             raise ApiError(404, f"config {config_id} of customer {customer_id} not found")
-        config = PipelineConfig.model_validate(found.row)
+        try:
+            config = PipelineConfig.model_validate(found.row)
+        except ValidationError as exc:
+            raise ApiError(409, f"config {config_id} is invalid and cannot run: {invalid_fields(exc).detail}") from None
         held = hold_reason(config, customer)
         if held is not None:
             raise ApiError(409, f"config {config_id} cannot run now: {held.value}", extra={"reason": held.value})
