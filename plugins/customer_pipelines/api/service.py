@@ -47,6 +47,7 @@ from customer_pipelines.models import (
     customer_hold_reason,
     dag_id_for,
     hold_reason,
+    parse_config,
     pool_name_for,
 )
 from customer_pipelines.settings import Settings
@@ -776,8 +777,8 @@ class Services:
             self.airflow.set_pool(pool, spec.slots, spec.description)
             runnable = {}
             for row in self.snapshots.get().configs_of_customer(customer_id):
-                parsed = PipelineConfig.model_validate(row.row) if row.dag_id else None
-                if parsed is not None:
+                parsed = parse_config(row.row)
+                if isinstance(parsed, PipelineConfig):  # an invalid config has no DAG to pause
                     runnable[parsed.dag_id] = hold_reason(parsed, customer) is None
             if runnable:
                 self.airflow.converge(runnable)
