@@ -516,7 +516,8 @@ def patch_snapshot(
     try:
         _apply_patch(conn, configs, customers, written_at, now)
         conn.execute("UPDATE meta SET value = ? WHERE key = 'written_at'", (now.isoformat(),))
-        conn.execute("UPDATE meta SET value = ? WHERE key = 'source'", (source,))
+        # ``source`` stays where the rows came from (a BigQuery dataset); the patch is recorded apart.
+        conn.execute("INSERT OR REPLACE INTO meta VALUES ('patched_by', ?)", (source,))
         for key, table in (("configs", "configs"), ("customers", "customers")):
             conn.execute(f"UPDATE meta SET value = (SELECT COUNT(*) FROM {table}) WHERE key = ?", (key,))
         conn.commit()

@@ -13,6 +13,7 @@ def test_a_patched_config_change_is_read_and_every_other_anchor_is_kept(write_sn
     path = write_snap(demo_customers, demo_configs)
     with Snapshot(path) as before:
         anchors = before.anchors()
+        before_source = before.meta["source"]
     target = next(c for c in demo_configs if c["is_active"])
     dag_id = dag_id_for(target["customer_id"], target["config_id"])
     later = datetime.now(UTC) + timedelta(seconds=5)
@@ -22,7 +23,7 @@ def test_a_patched_config_change_is_read_and_every_other_anchor_is_kept(write_sn
         assert after.config_by_dag_id(dag_id).row["is_active"] is False
         assert after.config_by_dag_id(dag_id).runnable_since is None
         assert {d: a for d, a in after.anchors().items()} == {d: a for d, a in anchors.items() if d != dag_id}
-        assert after.meta["source"] == "api"
+        assert after.meta["patched_by"] == "api" and after.meta["source"] == before_source
     enabled = {**changed, "is_active": True, "version": changed["version"] + 1, "updated_at": later}
     patch_snapshot(path, configs=[enabled], source="api", now=later + timedelta(seconds=1))
     with Snapshot(path) as again:

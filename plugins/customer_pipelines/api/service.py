@@ -677,6 +677,7 @@ class Services:
             # BigQuery calls this API server made since it started, by kind (the benchmark reads them)
             "api_bigquery_calls": dict(self.store.calls),
             "snapshot_source": snapshot.meta.get("source"),
+            "snapshot_patched_by": snapshot.meta.get("patched_by"),
         }
 
     # -- customers and keys -------------------------------------------------------------------
