@@ -213,6 +213,12 @@ def write_snapshot(
         conn.commit()
     finally:
         conn.close()
+    return _swap_in(tmp, path)
+
+
+def _swap_in(tmp: Path, path: Path) -> Path:
+    """Make the complete file ``tmp`` the snapshot at ``path``: synced to disk, the current
+    generation kept as ``.prev``, then one atomic rename, so a reader sees the old file or the new."""
     with open(tmp, "rb") as fh:
         os.fsync(fh.fileno())
     previous = path.with_name(path.name + ".prev")
@@ -518,19 +524,12 @@ def patch_snapshot(
         conn.execute("UPDATE meta SET value = ? WHERE key = 'written_at'", (now.isoformat(),))
         # ``source`` stays where the rows came from (a BigQuery dataset); the patch is recorded apart.
         conn.execute("INSERT OR REPLACE INTO meta VALUES ('patched_by', ?)", (source,))
-        for key, table in (("configs", "configs"), ("customers", "customers")):
-            conn.execute(f"UPDATE meta SET value = (SELECT COUNT(*) FROM {table}) WHERE key = ?", (key,))
+        for table in ("configs", "customers"):  # meta counts each table's rows under its name
+            conn.execute(f"UPDATE meta SET value = (SELECT COUNT(*) FROM {table}) WHERE key = ?", (table,))
         conn.commit()
     finally:
         conn.close()
-    with open(tmp, "rb") as fh:
-        os.fsync(fh.fileno())
-    previous = path.with_name(path.name + ".prev")
-    if path.exists():
-        previous.unlink(missing_ok=True)
-        os.link(path, previous)
-    os.replace(tmp, path)
-    return path
+    return _swap_in(tmp, path)
 
 
 def _apply_patch(
