@@ -104,6 +104,20 @@ def delete_config(
     return services(request).delete_config(caller, customer_id, config_id, expected_version(version, if_match)).body()
 
 
+def _set_active(
+    request: Request,
+    caller: Caller,
+    customer_id: str,
+    config_id: str,
+    active: bool,
+    body: StateChange | None,
+    if_match: str | None,
+) -> dict[str, Any]:
+    body = body or StateChange()
+    expected = expected_version(body.version, if_match)
+    return services(request).set_active(caller, customer_id, config_id, active, expected, body.reason).body()
+
+
 @router.post("/configs/{config_id}/enable", summary="Enable a config: runs from its next tick on")
 def enable_config(
     request: Request,
@@ -113,9 +127,7 @@ def enable_config(
     body: StateChange | None = None,
     if_match: IfMatch = None,
 ) -> dict[str, Any]:
-    body = body or StateChange()
-    expected = expected_version(body.version, if_match)
-    return services(request).set_active(caller, customer_id, config_id, True, expected, body.reason).body()
+    return _set_active(request, caller, customer_id, config_id, True, body, if_match)
 
 
 @router.post("/configs/{config_id}/pause", summary="Pause a config: no new runs; a run in flight finishes")
@@ -127,9 +139,7 @@ def pause_config(
     body: StateChange | None = None,
     if_match: IfMatch = None,
 ) -> dict[str, Any]:
-    body = body or StateChange()
-    expected = expected_version(body.version, if_match)
-    return services(request).set_active(caller, customer_id, config_id, False, expected, body.reason).body()
+    return _set_active(request, caller, customer_id, config_id, False, body, if_match)
 
 
 @router.post("/pause-all", summary="Pause every config of the customer")
