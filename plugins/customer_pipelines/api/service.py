@@ -29,7 +29,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from pydantic import ValidationError
 
@@ -61,6 +61,7 @@ from customer_pipelines.snapshot import (
 )
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 CONFIG_COLUMNS = (
     "config_id",
@@ -129,27 +130,28 @@ class SnapshotReader:
 
 
 @dataclass
-class _Patch:
-    configs: list[dict[str, Any]]
-    customers: list[dict[str, Any]]
+class _Queued(Generic[T]):
+    item: T
     done: bool = False
     error: BaseException | None = None
 
 
-class SnapshotPatcher:
-    """Writes the API's changes into the snapshot, many requests' changes in one new generation:
-    each request queues its rows, and whichever request takes the writer's turn writes every row
-    queued by then (a group commit), so 32 concurrent pauses cost a few snapshot writes, not 32."""
+class GroupCommit(Generic[T]):
+    """One writer for many requests: each request queues its item, and whichever request takes the
+    writer's turn writes every item queued by then in one call of ``write`` (a group commit), so 32
+    concurrent writes cost a few calls, not 32. ``write`` returns the errors of single items (by
+    their index in the batch); if it raises, every item of the batch gets that error. Each request
+    then raises its own item's error, if any."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._queue: list[_Patch] = []
+    def __init__(self, write: Callable[[list[T]], dict[int, BaseException]]) -> None:
+        self._write = write
+        self._queue: list[_Queued[T]] = []
         self._queue_lock = threading.Lock()
         self._writer = threading.Lock()
-        self.generations_written = 0
+        self.batches_written = 0
 
-    def patch(self, *, configs: Sequence[dict[str, Any]] = (), customers: Sequence[dict[str, Any]] = ()) -> None:
-        mine = _Patch(list(configs), list(customers))
+    def submit(self, item: T) -> None:
+        mine = _Queued(item)
         with self._queue_lock:
             self._queue.append(mine)
         with self._writer:
@@ -157,18 +159,12 @@ class SnapshotPatcher:
                 with self._queue_lock:
                     batch, self._queue = self._queue, []
                 try:
-                    with refresh_lock(self.path, timeout=30):
-                        patch_snapshot(
-                            self.path,
-                            configs=[row for p in batch for row in p.configs],
-                            customers=[row for p in batch for row in p.customers],
-                            source="api",
-                        )
-                    self.generations_written += 1
-                except BaseException as exc:  # every request of the batch learns it failed
+                    for index, error in self._write([q.item for q in batch]).items():
+                        batch[index].error = error
+                    self.batches_written += 1
+                except BaseException as exc:  # noqa: BLE001 - not swallowed: every request of the batch raises it
                     for queued in batch:
                         queued.error = exc
-                    raise
                 finally:
                     for queued in batch:
                         queued.done = True
@@ -176,50 +172,57 @@ class SnapshotPatcher:
             raise mine.error
 
 
-@dataclass
-class _Row:
-    row: dict[str, Any]
-    row_id: str
-    done: bool = False
-    error: StoreError | None = None
+class SnapshotPatcher:
+    """Writes the API's changes into the snapshot, many requests' changes in one new generation
+    (a GroupCommit of snapshot patches)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._commits: GroupCommit[tuple[list[dict[str, Any]], list[dict[str, Any]]]] = GroupCommit(self._write)
+
+    @property
+    def generations_written(self) -> int:
+        return self._commits.batches_written
+
+    def patch(self, *, configs: Sequence[dict[str, Any]] = (), customers: Sequence[dict[str, Any]] = ()) -> None:
+        self._commits.submit((list(configs), list(customers)))
+
+    def _write(self, batch: list[tuple[list[dict[str, Any]], list[dict[str, Any]]]]) -> dict[int, BaseException]:
+        with refresh_lock(self.path, timeout=30):
+            patch_snapshot(
+                self.path,
+                configs=[row for configs, _ in batch for row in configs],
+                customers=[row for _, customers in batch for row in customers],
+                source="api",
+            )
+        return {}
 
 
 class BatchedInserts:
-    """The API's streaming inserts, funnelled per table: each request queues its row, and whichever
-    request takes the table's turn sends every row queued by then in one insertAll (a group commit).
-    32 concurrent pauses cost a few requests to BigQuery, not 64, and a row refused for its content
-    fails only the request it came from."""
+    """The API's streaming inserts, funnelled per table (a GroupCommit per table): 32 concurrent
+    pauses cost a few requests to BigQuery, not 64, and a row refused for its content fails only
+    the request it came from."""
 
     def __init__(self, store: BigQueryStore) -> None:
         self.store = store
-        self._queues: dict[str, list[_Row]] = {}
-        self._writers: dict[str, threading.Lock] = {}
+        self._tables: dict[str, GroupCommit[tuple[dict[str, Any], str]]] = {}
         self._lock = threading.Lock()
 
     def insert(self, table: str, row: dict[str, Any], row_id: str) -> None:
-        mine = _Row(row, row_id)
         with self._lock:
-            self._queues.setdefault(table, []).append(mine)
-            writer = self._writers.setdefault(table, threading.Lock())
-        with writer:
-            if not mine.done:
-                with self._lock:
-                    batch = self._queues.pop(table, [])
-                try:
-                    self.store.insert_rows(table, [q.row for q in batch], row_ids=[q.row_id for q in batch])
-                except RejectedRows as exc:
-                    for index, queued in enumerate(batch):
-                        if index in exc.rejected or index in exc.transient:
-                            reasons = exc.rejected.get(index, ["transient"])
-                            queued.error = StoreError(f"insert into {table}: row refused: {reasons[:3]}")
-                except StoreError as exc:
-                    for queued in batch:
-                        queued.error = exc
-                finally:
-                    for queued in batch:
-                        queued.done = True
-        if mine.error is not None:
-            raise mine.error
+            commits = self._tables.setdefault(table, GroupCommit(lambda batch: self._write(table, batch)))
+        commits.submit((row, row_id))
+
+    def _write(self, table: str, batch: list[tuple[dict[str, Any], str]]) -> dict[int, BaseException]:
+        try:
+            self.store.insert_rows(table, [row for row, _ in batch], row_ids=[row_id for _, row_id in batch])
+        except RejectedRows as exc:
+            return {
+                index: StoreError(f"insert into {table}: row refused: {exc.rejected.get(index, ['transient'])[:3]}")
+                for index in range(len(batch))
+                if index in exc.rejected or index in exc.transient
+            }
+        return {}
 
 
 def _json_text(value: Any) -> str | None:
