@@ -87,10 +87,15 @@ def field_errors(exc: ValidationError | RequestValidationError, *, skip: int = 0
     return out
 
 
+def summary(errors: list[dict[str, str]]) -> str:
+    """The first field errors as one line: a problem's ``detail``."""
+    return "; ".join(f"{e['field']}: {e['reason']}" for e in errors[:3])
+
+
 def invalid_fields(exc: ValidationError) -> ApiError:
     """A model's validation error as a 422 naming each field and its reason."""
     errors = field_errors(exc)
-    return ApiError(422, "; ".join(f"{e['field']}: {e['reason']}" for e in errors[:3]), errors=errors)
+    return ApiError(422, summary(errors), errors=errors)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -105,7 +110,7 @@ def install_error_handlers(app: FastAPI) -> None:
             head, _, rest = error["field"].partition(".")
             if head in ("body", "query", "path", "header") and rest:
                 error["field"] = rest
-        return problem(422, "; ".join(f"{e['field']}: {e['reason']}" for e in errors[:3]), errors=errors)
+        return problem(422, summary(errors), errors=errors)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -14,7 +14,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
 
 from customer_pipelines.api.auth import Caller
-from customer_pipelines.api.errors import ApiError
+from customer_pipelines.api.errors import ApiError, invalid
 
 MAX_KEY_LENGTH = 200
 
@@ -26,11 +26,7 @@ def once(request: Request, caller: Caller, body: Any, status: int, work: Callabl
     if key is None:
         return JSONResponse(jsonable_encoder(work()), status_code=status)
     if not key or len(key) > MAX_KEY_LENGTH or not key.isprintable():
-        raise ApiError(
-            422,
-            f"Idempotency-Key: must be 1-{MAX_KEY_LENGTH} printable characters",
-            errors=[{"field": "Idempotency-Key", "reason": f"must be 1-{MAX_KEY_LENGTH} printable characters"}],
-        )
+        raise invalid("Idempotency-Key", f"must be 1-{MAX_KEY_LENGTH} printable characters")
     ledger = request.app.state.services.ledger
     scope = f"{caller.audit_name} {request.method} {request.url.path}"
     digest = hashlib.sha256(json.dumps(jsonable_encoder(body), sort_keys=True).encode()).hexdigest()

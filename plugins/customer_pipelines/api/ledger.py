@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from functools import cached_property
 from typing import Any
 
-from customer_pipelines.api.errors import ApiError
+from customer_pipelines.api.errors import ApiError, invalid
 from customer_pipelines.bigquery.sql import raw_sql
 from customer_pipelines.runs.quota import LedgerConnection, QuotaLedger, QuotaLedgerError
 from customer_pipelines.settings import Settings
@@ -121,11 +121,7 @@ class ApiLedger:
                 (scope, key),
             ).fetchone()
         if stored_hash != request_hash:
-            raise ApiError(
-                422,
-                "Idempotency-Key: already used with a different request body",
-                errors=[{"field": "Idempotency-Key", "reason": "already used with a different request body"}],
-            )
+            raise invalid("Idempotency-Key", "already used with a different request body")
         if status is None:
             raise ApiError(409, "a request with this Idempotency-Key is still running", headers={"Retry-After": "1"})
         return int(status), body

@@ -575,11 +575,7 @@ class Services:
                 time_text, cursor_key = cursor.split("|", 1)
                 cursor_time = datetime.fromisoformat(time_text)
             except ValueError:
-                raise ApiError(
-                    422,
-                    "cursor: not a cursor this API gave",
-                    errors=[{"field": "cursor", "reason": "not a cursor this API gave"}],
-                ) from None
+                raise invalid("cursor", "not a cursor this API gave") from None
         try:
             rows = self.store.query(
                 "queries/runs_of_customer.sql",
