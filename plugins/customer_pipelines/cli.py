@@ -177,6 +177,86 @@ def cmd_demo_run(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if finished["state"] == "success" and any(r["state"] == "COMPLETED" for r in rows) else 1
 
 
+def _recovery(settings: Settings) -> tuple[object, object]:
+    """The API's own missed-runs and backfill service (one code path for both), as an operator."""
+    import getpass
+
+    from customer_pipelines.api.auth import Caller
+    from customer_pipelines.api.service import Services
+
+    return Services(settings).recovery, Caller(name=f"cli:{getpass.getuser()}")
+
+
+def _when(text: str | None) -> object:
+    from datetime import datetime
+
+    if text is None:
+        return None
+    value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if value.tzinfo is None:
+        raise ValueError(f"{text!r} needs a timezone (e.g. 2026-12-01T00:00:00Z)")
+    return value
+
+
+def cmd_ticks(args: argparse.Namespace, settings: Settings) -> int:
+    recovery, _ = _recovery(settings)
+    if args.config:
+        found = recovery.ticks(args.customer, args.config, _when(args.since), _when(args.until))
+        print(f"{found['config_id']}: {found['schedule_cron']} ({found['timezone']}), {found['counts']}")
+        for tick in found["ticks"]:
+            print(f"  {tick['tick']}  {tick['outcome']:8s} {tick['reason'] or '':18s} {tick['run_id'] or ''}")
+        return 0
+    report = recovery.missed(args.customer, _when(args.since), _when(args.until))
+    print(f"{report['customer_id']}: {report['missing']} tick(s) without a successful run since {report['since']}")
+    for config in report["configs"]:
+        print(f"  {config['config_id']:40s} {config['missing']:5d}  {config['causes']}")
+    return 0
+
+
+def cmd_backfill(args: argparse.Namespace, settings: Settings) -> int:
+    import time
+
+    recovery, caller = _recovery(settings)
+    if args.action in ("status", "cancel"):
+        if args.id is None:
+            raise ValueError(f"backfill {args.action} needs --id")
+        if args.action == "cancel":
+            status = recovery.cancel(caller, args.customer, args.id)
+        else:
+            status = recovery.backfill_status(args.customer, args.id)
+        print(json.dumps(status, indent=2))
+        return 0
+    if args.since is None or args.until is None:
+        raise ValueError("backfill create needs --from and --to")
+    body = {
+        "config_ids": args.config or None,
+        "from_": _when(args.since),
+        "to": _when(args.until),
+        "reprocess_behavior": args.reprocess,
+        "dry_run": args.dry_run,
+    }
+    plan = recovery.backfill(caller, args.customer, body)
+    print(f"{'config':40s} {'runs':>5s}  first tick                 last tick                  backfill")
+    for config in plan["configs"]:
+        ticks = config["ticks"]
+        first, last = (ticks[0], ticks[-1]) if ticks else ("-", "-")
+        print(f"{config['config_id']:40s} {config['runs']:5d}  {first:26s} {last:26s} {config['backfill_id'] or '-'}")
+    quota = plan["quota_remaining_today"]
+    print(
+        f"{plan['runs']} run(s); today's quota left: {'unlimited' if quota is None else quota}"
+        + (f"; {plan['runs_over_quota']} would skip with QUOTA_EXCEEDED" if plan["runs_over_quota"] else "")
+        + (" (dry run: nothing created)" if args.dry_run else "")
+    )
+    ids = [c["backfill_id"] for c in plan["configs"] if c["backfill_id"]]
+    while args.wait and ids:
+        statuses = [recovery.backfill_status(args.customer, backfill_id) for backfill_id in ids]
+        print("  " + "; ".join(f"backfill {s['backfill_id']}: {s['runs']}" for s in statuses), flush=True)
+        if all(s["completed_at"] for s in statuses):
+            break
+        time.sleep(5)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m customer_pipelines",
@@ -228,6 +308,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dag-id", default=DEMO_DAG_ID)
     p.add_argument("--timeout", type=float, default=300)
     p.set_defaults(func=cmd_demo_run)
+
+    p = sub.add_parser("ticks", help="every tick of a config (or a customer's missed ones) in a window, and why")
+    p.add_argument("--customer", required=True)
+    p.add_argument("--config", help="one config's ticks; unset: the customer's ticks without a successful run")
+    p.add_argument("--since", help="ISO time with a timezone; default: a day before --until")
+    p.add_argument("--until", help="ISO time with a timezone; default: now")
+    p.set_defaults(func=cmd_ticks)
+
+    p = sub.add_parser("backfill", help="backfill missed ticks with Airflow's backfill (dry run, status, cancel)")
+    p.add_argument("action", choices=["create", "status", "cancel"])
+    p.add_argument("--customer", required=True)
+    p.add_argument("--config", action="append", help="a config to backfill (repeat); unset: all that can run")
+    p.add_argument("--from", dest="since", help="first tick, ISO time with a timezone")
+    p.add_argument("--to", dest="until", help="last tick, ISO time with a timezone")
+    p.add_argument("--reprocess", choices=["none", "failed"], default="none", help="also rerun failed ticks")
+    p.add_argument("--dry-run", action="store_true", help="show the plan and the quota outlook, create nothing")
+    p.add_argument("--wait", action="store_true", help="show progress until the backfills end")
+    p.add_argument("--id", type=int, help="the backfill (status, cancel)")
+    p.set_defaults(func=cmd_backfill)
     return parser
 
 

@@ -111,6 +111,14 @@ class Settings(ParseSettings):
     alert_notifier: str | None = None
     """``package.module:function`` called with each failure-policy Alert (besides the log)."""
 
+    late_after_minutes: float = Field(default=10.0, gt=0, le=24 * 60)
+    """A tick with no started run this long after it is *late* (the tick history, the syncer's alert)."""
+    tick_check_hours: float = Field(default=24.0, gt=0, le=24 * 31)
+    """How far back each sync round checks every runnable config's ticks for runs missed with no cause."""
+    backfill_max_active_runs: int = Field(default=2, ge=1, le=100)
+    """Runs of one backfill running at once (Airflow's backfill ``max_active_runs``): backfills drain
+    beside the live runs instead of flooding the customer's pool."""
+
     api_rate_limit_per_minute: int = Field(default=600, ge=1, le=1_000_000)
     """Requests a caller (an API key, an Airflow user) may send the REST API per minute, in bursts of
     as many; more get 429 with Retry-After. Counted per API server."""

@@ -7,7 +7,7 @@ from fastapi import Depends, FastAPI
 
 from customer_pipelines.api.auth import authenticate
 from customer_pipelines.api.errors import install_error_handlers
-from customer_pipelines.api.routes import configs, operators, runs
+from customer_pipelines.api.routes import configs, operators, recovery, runs
 from customer_pipelines.settings import Settings, get_settings
 
 URL_PREFIX = "/customer-pipelines/api/v1"
@@ -28,7 +28,7 @@ def create_app(settings: Settings | None = None, services: object | None = None)
     )
     app.state.services = services or Services(settings or get_settings())
     install_error_handlers(app)
-    for router in (configs.router, runs.router, operators.router):
+    for router in (configs.router, runs.router, recovery.router, operators.router):
         app.include_router(router)
     return app
 

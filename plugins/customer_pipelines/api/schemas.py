@@ -99,3 +99,17 @@ class KeyCreate(BaseModel):
 
 class ConfigPreview(ConfigBody):
     config_id: str | None = Field(default=None, max_length=128)
+
+
+class BackfillCreate(BaseModel):
+    """A backfill of a customer's configs over the ticks of [from, to]."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    config_ids: list[str] | None = Field(
+        default=None, min_length=1, max_length=500, description="unset: every config of the customer that can run now"
+    )
+    from_: datetime = Field(alias="from", description="first tick to consider (with a timezone)")
+    to: datetime = Field(description="last tick to consider (with a timezone)")
+    reprocess_behavior: str = Field(default="none", pattern="^(none|failed)$")
+    dry_run: bool = Field(default=False, description="return the plan (ticks, quota outlook) and create nothing")

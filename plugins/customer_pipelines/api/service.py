@@ -38,6 +38,7 @@ from customer_pipelines.api.auth import Caller, RateLimiter
 from customer_pipelines.api.errors import ApiError, field_errors, invalid, invalid_fields
 from customer_pipelines.api.keys import KeyRing, new_key
 from customer_pipelines.api.ledger import ApiLedger
+from customer_pipelines.api.recovery import Recovery
 from customer_pipelines.bigquery.store import BigQueryStore, RejectedRows, StoreError
 from customer_pipelines.fleet.sync import desired_pools, schedule_of
 from customer_pipelines.models import (
@@ -289,6 +290,7 @@ class Services:
         self.patcher = SnapshotPatcher(settings.snapshot_file)
         self.keys = KeyRing(lambda: self.store.query("queries/api_keys.sql"), settings.api_key_refresh_seconds)
         self.rate_limiter = RateLimiter(settings.api_rate_limit_per_minute)
+        self.recovery = Recovery(self)
 
     # -- reads --------------------------------------------------------------------------------
 
@@ -402,12 +404,12 @@ class Services:
                 raise ApiError(
                     503, f"BigQuery did not take the change; nothing was written: {exc}", headers={"Retry-After": "5"}
                 ) from None
-            self._audit(caller, customer_id, config_id, action, current, row, reason)
+            self.audit(caller, customer_id, config_id, action, current, row, reason)
             result = WriteResult(config_view(row), True)
             self._apply(result, customer, row)
         return result
 
-    def _audit(
+    def audit(
         self,
         caller: Caller,
         customer_id: str,
@@ -641,7 +643,7 @@ class Services:
             run = self.airflow.trigger(config.dag_id, run_id, conf)
         except Exception as exc:  # noqa: BLE001 - Airflow's own errors (DAG not parsed yet, ...)
             raise ApiError(409, f"Airflow did not create the run: {type(exc).__name__}: {exc}") from None
-        self._audit(caller, customer_id, config_id, "TRIGGER", None, run, None)
+        self.audit(caller, customer_id, config_id, "TRIGGER", None, run, None)
         return run
 
     def fleet_status(self) -> dict[str, Any]:
@@ -724,7 +726,7 @@ class Services:
                 503, f"BigQuery did not take the new customer: {exc}", headers={"Retry-After": "5"}
             ) from None
         self.keys.add(issued.row)
-        self._audit(caller, customer_id, None, "ONBOARD", None, {**customer, "plan": subscription["plan"]}, None)
+        self.audit(caller, customer_id, None, "ONBOARD", None, {**customer, "plan": subscription["plan"]}, None)
         applied = self._apply_customer(customer, subscription)
         return {**self.customer_view(customer_id), "api_key": issued.key, "applied_in_airflow": applied}
 
@@ -795,7 +797,7 @@ class Services:
             self.store.insert_rows("customer_subscriptions", [subscription], row_ids=[subscription["subscription_id"]])
         except StoreError as exc:
             raise ApiError(503, f"BigQuery did not take the plan change: {exc}", headers={"Retry-After": "5"}) from None
-        self._audit(caller, customer_id, None, "CHANGE_PLAN", before.model_dump(mode="json"), subscription, None)
+        self.audit(caller, customer_id, None, "CHANGE_PLAN", before.model_dump(mode="json"), subscription, None)
         applied = self._apply_customer({"customer_id": customer_id}, subscription)
         return {**self.customer_view(customer_id), "applied_in_airflow": applied}
 
@@ -816,7 +818,7 @@ class Services:
         except StoreError as exc:
             raise ApiError(503, f"BigQuery did not take the change: {exc}", headers={"Retry-After": "5"}) from None
         action = "SUSPEND" if status == "SUSPENDED" else "REACTIVATE"
-        self._audit(caller, customer_id, None, action, {"status": before.status.value}, {"status": status}, None)
+        self.audit(caller, customer_id, None, action, {"status": before.status.value}, {"status": status}, None)
         applied = self._apply_customer({"customer_id": customer_id, "status": status}, None)
         return {**self.customer_view(customer_id), "applied_in_airflow": applied}
 
@@ -828,7 +830,7 @@ class Services:
         except StoreError as exc:
             raise ApiError(503, f"BigQuery did not take the key: {exc}", headers={"Retry-After": "5"}) from None
         self.keys.add(issued.row)
-        self._audit(
+        self.audit(
             caller, customer_id, None, "ISSUE_KEY", None, {"key_id": issued.key_id, "expires_at": expires_at}, None
         )
         return {"key_id": issued.key_id, "api_key": issued.key, "expires_at": expires_at}
@@ -853,7 +855,7 @@ class Services:
         except StoreError as exc:
             raise ApiError(503, f"BigQuery did not take the revocation: {exc}", headers={"Retry-After": "5"}) from None
         self.keys.revoke(key_id)
-        self._audit(caller, customer_id, None, "REVOKE_KEY", {"key_id": key_id}, {"revoked_at": now}, None)
+        self.audit(caller, customer_id, None, "REVOKE_KEY", {"key_id": key_id}, {"revoked_at": now}, None)
         return {"key_id": key_id, "revoked_at": now}
 
     def rotate_key(self, caller: Caller, customer_id: str, key_id: str, expires_at: datetime | None) -> dict[str, Any]:

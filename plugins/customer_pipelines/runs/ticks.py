@@ -65,8 +65,11 @@ def _covers_every_hour(expression: str) -> bool:
     return croniter(expression).expanded[1] == ["*"]
 
 
-def expected_ticks(expression: str, timezone: str, since: datetime, until: datetime) -> list[datetime]:
-    """The ticks t of the cron ``expression`` in ``timezone`` with since <= t < until, in UTC."""
+def expected_ticks(
+    expression: str, timezone: str, since: datetime, until: datetime, *, limit: int | None = None
+) -> list[datetime]:
+    """The ticks t of the cron ``expression`` in ``timezone`` with since <= t < until, in UTC (the
+    first ``limit`` of them, when given)."""
     zone = ZoneInfo(timezone)
     since, until = since.astimezone(UTC), until.astimezone(UTC)
     ticks: list[datetime] = []
@@ -78,17 +81,23 @@ def expected_ticks(expression: str, timezone: str, since: datetime, until: datet
             naive = local.replace(tzinfo=None)
             step = croniter(expression, start_time=naive).get_next(datetime) - naive
             current = current + step
-            if current >= until:
+            if current >= until or len(ticks) == limit:
                 return ticks
             ticks.append(current)
     start = since.astimezone(zone).replace(tzinfo=None) - timedelta(hours=3)  # before any DST shift
     schedule = croniter(expression, start_time=start)
     while True:
         tick = _localize(schedule.get_next(datetime), zone).astimezone(UTC)
-        if tick >= until:
+        if tick >= until or len(ticks) == limit:
             return ticks
         if tick >= since and (not ticks or tick > ticks[-1]):
             ticks.append(tick)
+
+
+def next_tick(expression: str, timezone: str, moment: datetime) -> datetime | None:
+    """The first tick at or after ``moment`` (None: none within a year and a day, e.g. 30 February)."""
+    ticks = expected_ticks(expression, timezone, moment, moment + timedelta(days=366), limit=1)
+    return ticks[0] if ticks else None
 
 
 @dataclass(frozen=True)
