@@ -156,7 +156,7 @@ def _hours_ago(hours: int) -> datetime:
 
 
 def test_a_backfill_beyond_the_daily_quota_runs_up_to_it_and_skips_the_rest_for_quota(api, stack):
-    info, client = stack
+    _info, client = stack
     customer_id, config_id = "cust_bf_quota", "hourly"
     onboard(api, customer_id, "STARTER", daily_run_limit=2, max_concurrent_runs=2)
     created = api.admin(
@@ -188,7 +188,7 @@ def test_a_backfill_beyond_the_daily_quota_runs_up_to_it_and_skips_the_rest_for_
 
 
 def test_cancelling_a_backfill_leaves_none_of_its_runs_queued_or_running_and_the_pause_flag_as_it_was(api, stack):
-    info, client = stack
+    _info, client = stack
     customer_id, config_id = "cust_bf_cancel", "hourly"
     onboard(api, customer_id, "SCALE")
     created = api.admin(
