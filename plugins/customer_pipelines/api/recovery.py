@@ -19,9 +19,13 @@ from customer_pipelines.runs.backfills import (
     plan_backfill,
 )
 from customer_pipelines.runs.tick_history import Window, tick_history
+from customer_pipelines.runs.ticks import expected_ticks
 from customer_pipelines.settings import Settings
 
 MAX_WINDOW = timedelta(days=31)
+"""The longest window of a tick history or missed-runs report."""
+MAX_BACKFILL_RUNS = 1000
+"""The most ticks one backfill request may cover per config (split longer recoveries)."""
 
 
 class Recovery:
@@ -117,6 +121,16 @@ class Recovery:
             )
         if not configs:
             raise ApiError(409, f"customer {customer_id} has no config that can run now")
+        for config in configs:
+            if body["from_"].tzinfo is not None and body["to"].tzinfo is not None:
+                ticks = expected_ticks(
+                    config.schedule_cron, config.timezone, body["from_"], body["to"], limit=MAX_BACKFILL_RUNS + 1
+                )
+                if len(ticks) > MAX_BACKFILL_RUNS:
+                    raise invalid(
+                        "to",
+                        f"config {config.config_id} has more than {MAX_BACKFILL_RUNS} ticks in the window: split it",
+                    )
         today = datetime.now(UTC).date()
         used_today, _ = self.services.ledger.usage(customer_id, today, today.replace(day=1))
         remaining = None if customer.daily_run_limit is None else max(0, customer.daily_run_limit - used_today)

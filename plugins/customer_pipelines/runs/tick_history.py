@@ -178,6 +178,10 @@ def tick_history(
         "queries/runnable_history.sql", {"customer_id": customer_id, "config_id": only, "until": window.until}
     )
     holds = holds_from_history(history)
+    created: dict[str, datetime] = {}
+    for row in history:  # oldest first: the first version of a config is its creation
+        if row["kind"] == "config":
+            created.setdefault(row["config_id"], _aware(row["changed_at"]))
     late_after = timedelta(minutes=settings.late_after_minutes)
     result = []
     for config in configs:
@@ -199,5 +203,8 @@ def tick_history(
             late_after=late_after,
             next_tick=next_tick(config.schedule_cron, config.timezone, window.until),
         )
+        # A tick before the config existed is no tick of it, unless a backfill gave it a run.
+        born = created.get(config.config_id)
+        records = [r for r in records if born is None or r.tick >= born or r.run_id is not None]
         result.append(ConfigTicks(config, records))
     return result

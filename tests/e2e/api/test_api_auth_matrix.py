@@ -26,7 +26,7 @@ DENIED = (401, 403)
 
 
 def _concrete(path: str, customer_id: str) -> str:
-    values = {"customer_id": customer_id, "config_id": "matrix_cfg", "key_id": "0" * 16}
+    values = {"customer_id": customer_id, "config_id": "matrix_cfg", "key_id": "0" * 16, "backfill_id": "1"}
     return re.sub(r"\{(\w+)\}", lambda m: values[m.group(1)], path)
 
 
@@ -35,7 +35,17 @@ def _is_operator_route(path: str) -> bool:
         path.startswith("/fleet")
         or path == "/customers"
         or not any(
-            part in path for part in ("/configs", "/runs", "/usage", "/pause-all", "/resume-all", "/config-previews")
+            part in path
+            for part in (
+                "/configs",
+                "/runs",
+                "/usage",
+                "/pause-all",
+                "/resume-all",
+                "/config-previews",
+                "/missed-runs",
+                "/backfills",
+            )
         )
     )
 
