@@ -13,6 +13,7 @@ from customer_pipelines.api.errors import ApiError, invalid
 from customer_pipelines.models import PipelineConfig, hold_reason
 from customer_pipelines.runs.backfills import (
     BackfillRefused,
+    backfill_share,
     backfill_status,
     cancel_backfill,
     create_backfills,
@@ -153,7 +154,9 @@ class Recovery:
                     create_backfills(
                         session,
                         plan,
-                        max_active_runs=self.settings.backfill_max_active_runs,
+                        max_active_runs=backfill_share(
+                            customer.max_concurrent_runs, self.settings.backfill_max_active_runs
+                        ),
                         triggering_user=caller.audit_name,
                     )
         except BackfillRefused as exc:

@@ -3,9 +3,11 @@
 that has Airflow's metadata database (the API server, the command line).
 
 What we add to Airflow's backfill:
-- capacity: each backfill runs at most ``CP_BACKFILL_MAX_ACTIVE_RUNS`` runs at once (its own
-  ``max_active_runs``, apart from the DAG's live runs), in the customer's pool, and Airflow queues
-  backfill runs behind live ones; so a backfill neither floods the fleet nor starves;
+- capacity: a backfill has its own ``max_active_runs`` (``backfill_share``: half the customer's pool,
+  at most ``CP_BACKFILL_MAX_ACTIVE_RUNS``, at least 1), counted apart from the DAG's live runs, so it
+  always progresses (it does not starve behind live runs); its tasks rank below every live task in
+  the customer's pool (``backfill_task_priority``, Airflow's task_instance_mutation_hook), so a free
+  slot goes to a live run first (a backfill does not delay them);
 - quotas: a backfilled run is an execution like any other: the operator's quota gate counts it,
   and once the customer's daily quota is used the rest skip with QUOTA_EXCEEDED. The dry run says
   how many of the planned runs the remaining quota covers;
@@ -30,6 +32,23 @@ from typing import Any
 from customer_pipelines.models import PipelineConfig
 
 REPROCESS_BEHAVIORS = ("none", "failed")
+BACKFILL_PRIORITY_OFFSET = 1000
+"""Subtracted from a backfill task's priority_weight: live weights are 10..103 (factory.py), so every
+backfill task ranks below every live one and backfills keep their order among themselves."""
+
+
+def backfill_share(pool_slots: int | None, setting: int) -> int:
+    """Runs one backfill may run at once: half the customer's pool, within [1, setting]."""
+    return max(1, min(setting, (pool_slots or 2) // 2))
+
+
+def backfill_task_priority(task_instance: Any) -> None:
+    """Airflow's ``task_instance_mutation_hook`` (plugins/airflow_local_settings.py): a task of a
+    backfill run gets a priority below every live task, once (the hook may see a task again)."""
+    run_id = getattr(task_instance, "run_id", None) or ""
+    weight = getattr(task_instance, "priority_weight", None)
+    if run_id.startswith("backfill__") and weight is not None and weight > -BACKFILL_PRIORITY_OFFSET // 2:
+        task_instance.priority_weight = weight - BACKFILL_PRIORITY_OFFSET
 
 
 class BackfillRefused(ValueError):
