@@ -22,10 +22,12 @@ so the repeated hour fires twice.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 from croniter import croniter
@@ -61,8 +63,22 @@ def _localize(naive: datetime, zone: ZoneInfo) -> datetime:
     return second if exists else first
 
 
+@lru_cache(maxsize=8192)
+def _parsed(expression: str) -> croniter:
+    """The expression parsed once: parsing is most of a croniter's cost (the syncer's tick check
+    walks every runnable config's ticks each round)."""
+    return croniter(expression)
+
+
+def _schedule(expression: str, start: datetime) -> croniter:
+    """A croniter of ``expression`` from ``start``, without parsing it again."""
+    schedule = copy.copy(_parsed(expression))
+    schedule.set_current(start, force=True)
+    return schedule
+
+
 def _covers_every_hour(expression: str) -> bool:
-    return croniter(expression).expanded[1] == ["*"]
+    return _parsed(expression).expanded[1] == ["*"]
 
 
 def expected_ticks(
@@ -79,13 +95,13 @@ def expected_ticks(
         while True:
             local = current.astimezone(zone)
             naive = local.replace(tzinfo=None)
-            step = croniter(expression, start_time=naive).get_next(datetime) - naive
+            step = _schedule(expression, naive).get_next(datetime) - naive
             current = current + step
             if current >= until or len(ticks) == limit:
                 return ticks
             ticks.append(current)
     start = since.astimezone(zone).replace(tzinfo=None) - timedelta(hours=3)  # before any DST shift
-    schedule = croniter(expression, start_time=start)
+    schedule = _schedule(expression, start)
     while True:
         tick = _localize(schedule.get_next(datetime), zone).astimezone(UTC)
         if tick >= until or len(ticks) == limit:
