@@ -1,8 +1,9 @@
 """The syncer service: one round every CP_SYNC_INTERVAL_SECONDS, BigQuery -> snapshot -> Airflow's
-pools and paused flags (fleet/sync.py), then the runs' housekeeping (the failure policy, the mirror's
-spool, reconcile). It runs as its own process (``python -m customer_pipelines sync [--loop]``), not as
-a task: Airflow 3 task code has no metadata-database access, while this process, like Airflow's own
-CLI, has it. It sits above both the fleet and the runs, and is the one module that drives them both."""
+pools and paused flags (fleet/sync.py), then the runs' housekeeping (the failure policy, the tick
+check, the mirror's spool, reconcile). It runs as its own process (``python -m customer_pipelines
+sync [--loop]``), not as a task: Airflow 3 task code has no metadata-database access, while this
+process, like Airflow's own CLI, has it. It sits above both the fleet and the runs, and is the one
+module that drives them both."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from customer_pipelines.fleet.sync import (
     Fleet,
@@ -34,6 +35,9 @@ from customer_pipelines.snapshot import (
     refresh_snapshot,
 )
 
+if TYPE_CHECKING:
+    from customer_pipelines.runs.tick_watch import TickCheck, TickWatch
+
 log = logging.getLogger(__name__)
 
 
@@ -54,6 +58,10 @@ class SyncReport:
     """Transitions BigQuery refused for their content, set aside under ``<spool>/rejected``."""
     refresh_refused: str | None = None
     """Why the round kept the last good snapshot (the refresh guard), if it did."""
+    ticks_missed: int = 0
+    """Ticks newly found missed with no cause (alerted TICK_MISSED)."""
+    ticks_late: int = 0
+    """Configs newly late (alerted LATE_START)."""
 
     def summary(self) -> str:
         return (
@@ -62,6 +70,7 @@ class SyncReport:
             f"={self.pools.unchanged}; paused {len(self.pauses.paused)}, unpaused {len(self.pauses.unpaused)}; "
             f"mirror: {self.spool_delivered} spooled delivered, {self.reconciled} reconciled, "
             f"backlog {self.mirror_backlog}, rejected {self.mirror_rejected}; "
+            f"ticks: {self.ticks_missed} missed unexplained, {self.ticks_late} late; "
             f"auto-paused {len(self.auto_paused)} ({self.seconds:.2f}s)"
             + (
                 f"; REFRESH REFUSED, serving the last good snapshot: {self.refresh_refused}"
@@ -152,6 +161,21 @@ def _alert_rejected(mirror: Any, settings: Settings) -> None:
         notifier_from_settings(settings)(Alert("MIRROR_REJECTED", "", "", 0, message))
 
 
+def _check_ticks(watch: TickWatch, fleet: Fleet, anchors: dict[str, datetime], settings: Settings) -> TickCheck:
+    """The runnable configs' recent ticks (runs/tick_watch.py); Airflow's database down fails only
+    this step, and the next round checks from the same watermark."""
+    from customer_pipelines.airflow_db import metadata_session
+    from customer_pipelines.runs.tick_watch import TickCheck
+
+    runnable = [config for config in fleet.configs if fleet.is_runnable(config)]
+    try:
+        with metadata_session(settings) as session:
+            return watch.check(runnable, anchors, session=session, now=datetime.now(UTC))
+    except Exception:
+        log.exception("tick check failed; retrying next round")
+        return TickCheck()
+
+
 def _refresh(store: Any, settings: Settings) -> tuple[RefreshResult | None, str | None]:
     """Refresh the snapshot; a refresh the guard refuses is logged and alerted, and the round goes
     on with the last good snapshot."""
@@ -166,12 +190,16 @@ def _refresh(store: Any, settings: Settings) -> tuple[RefreshResult | None, str 
         return None, str(exc)
 
 
-def run_sync(settings: Settings | None = None, store: Any = None) -> SyncReport:
-    """One sync: refresh the snapshot from BigQuery, then pools and paused flags from it. One
-    round at a time per snapshot (``refresh_lock``): two syncers never interleave."""
+def run_sync(settings: Settings | None = None, store: Any = None, watch: TickWatch | None = None) -> SyncReport:
+    """One sync: refresh the snapshot from BigQuery, then pools and paused flags from it, then the
+    housekeeping. One round at a time per snapshot (``refresh_lock``): two syncers never interleave.
+    ``watch`` carries the tick check across rounds (``sync_forever``'s); without one the round checks
+    the whole ``tick_check_hours``."""
     from customer_pipelines.bigquery.store import BigQueryStore
+    from customer_pipelines.runs.tick_watch import TickWatch
 
     settings = settings or get_settings()
+    watch = watch or TickWatch(settings)
     began = time.monotonic()
     store = store or BigQueryStore(settings)
     with refresh_lock(settings.snapshot_file):
@@ -180,8 +208,10 @@ def run_sync(settings: Settings | None = None, store: Any = None) -> SyncReport:
         refreshed, refused = _refresh(store, settings)
         with Snapshot.open_last_good(settings.snapshot_file) as snapshot:
             fleet = Fleet.of(snapshot)
+            anchors = {dag_id: since for dag_id, (since, _) in snapshot.anchors().items()}
         pools = sync_pools(desired_pools(fleet.customers, settings.pool_prefix), settings.pool_prefix, settings)
         pauses = _sync_paused(runnable_dags(fleet), settings)
+        ticks = _check_ticks(watch, fleet, anchors, settings)
         _write_next_runs(store, fleet)
         delivered, reconciled, backlog, rejected = _mirror_housekeeping(store, settings)
     return SyncReport(
@@ -197,16 +227,21 @@ def run_sync(settings: Settings | None = None, store: Any = None) -> SyncReport:
         backlog,
         rejected,
         refresh_refused=refused,
+        ticks_missed=len(ticks.missed),
+        ticks_late=len(ticks.late),
     )
 
 
 def sync_forever(settings: Settings | None = None) -> None:
     """The syncer service: one sync every ``sync_interval_seconds``; a failed sync (BigQuery down)
     is logged and retried at the next interval while the last good snapshot keeps serving."""
+    from customer_pipelines.runs.tick_watch import TickWatch
+
     settings = settings or get_settings()
+    watch = TickWatch(settings)  # across rounds: each checks only the ticks since the last
     while True:
         try:
-            log.info("sync: %s", run_sync(settings).summary())
+            log.info("sync: %s", run_sync(settings, watch=watch).summary())
         except Exception:
             log.exception("sync failed; serving the last good snapshot")
         time.sleep(settings.sync_interval_seconds)

@@ -114,3 +114,25 @@ def test_a_sync_round_runs_under_the_snapshot_lock(settings, monkeypatch: pytest
     with pytest.raises(RuntimeError, match="stop here"):
         syncer.run_sync(settings, store=object())
     assert held == [settings.snapshot_file]
+
+
+def test_a_failed_tick_check_is_logged_and_the_round_goes_on_with_no_findings(
+    settings, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+):
+    from contextlib import nullcontext
+
+    from customer_pipelines.fleet.sync import Fleet, PauseSyncResult, PoolSyncResult
+    from customer_pipelines.runs.tick_watch import TickWatch
+
+    def airflow_db_down(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("metadata database down")
+
+    monkeypatch.setattr("customer_pipelines.airflow_db.metadata_session", lambda settings: nullcontext())
+    watch = TickWatch(settings, notifier=lambda alert: None)
+    monkeypatch.setattr(watch, "check", airflow_db_down)
+    found = syncer._check_ticks(watch, Fleet({}, []), {}, settings)
+
+    assert not found.missed and not found.late
+    assert "tick check failed" in caplog.text
+    report = syncer.SyncReport(0, 0, [], PoolSyncResult(), PauseSyncResult(), 0.0, ticks_missed=2, ticks_late=1)
+    assert "ticks: 2 missed unexplained, 1 late" in report.summary()

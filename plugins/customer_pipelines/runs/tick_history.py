@@ -7,13 +7,16 @@ Sources, each read once per call:
 - the mirror, for why a run skipped itself (Airflow keeps only "skipped");
 - the version logs of the configs and the customer, for when they were held (paused, inactive).
 
+``fleet_ticks`` checks many customers' runnable configs at once from Airflow's records alone (no
+holds, no mirror), for the syncer's tick check (runs/tick_watch.py).
+
 Runs in processes that have Airflow's metadata database: the syncer, the command line and the API
 server (task code has none)."""
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -33,8 +36,10 @@ from customer_pipelines.runs.ticks import (
 )
 from customer_pipelines.settings import Settings
 
-SCHEDULER_HEARTBEAT_GRACE = timedelta(seconds=60)
-"""How long after its last heartbeat a scheduler still counts as up (its loop and a slow heartbeat)."""
+SCHEDULER_HEARTBEAT_GRACE = timedelta(seconds=30)
+"""How long after its latest heartbeat a running scheduler still counts as up (it beats every 5 s)."""
+SCHEDULER_STOP_LEAD = timedelta(seconds=30)
+"""A tick this close before a scheduler stopped counts as lost to the outage (no loop was left)."""
 
 
 @dataclass(frozen=True)
@@ -73,19 +78,25 @@ def _aware(value: datetime | None) -> datetime | None:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-def airflow_runs(session: Any, dag_ids: Iterable[str], window: Window) -> dict[str, list[RunSeen]]:
-    """dag_id -> the runs of the window's ticks Airflow has."""
+def airflow_runs(
+    session: Any, dag_ids: Iterable[str], window: Window, *, earlier: Mapping[str, datetime] | None = None
+) -> dict[str, list[RunSeen]]:
+    """dag_id -> the runs of the window's ticks Airflow has; the DAGs of ``earlier`` from their own
+    earlier start (the fleet check's ticks still late: a few DAGs, not the fleet, read further back)."""
     from airflow.models.dagrun import DagRun
-    from sqlalchemy import select
+    from sqlalchemy import and_, or_, select
 
     ids = sorted(set(dag_ids))
     runs: dict[str, list[RunSeen]] = defaultdict(list)
     if not ids:
         return runs
+    since = DagRun.logical_date >= window.since
+    if earlier:
+        since = or_(since, and_(DagRun.dag_id.in_(sorted(earlier)), DagRun.logical_date >= min(earlier.values())))
     rows = session.execute(
         select(DagRun.dag_id, DagRun.run_id, DagRun.logical_date, DagRun.run_type, DagRun.state, DagRun.start_date)
         .where(DagRun.dag_id.in_(ids))
-        .where(DagRun.logical_date >= window.since, DagRun.logical_date < window.until)
+        .where(since, DagRun.logical_date < window.until)
     )
     for dag_id, run_id, logical_date, run_type, state, start_date in rows:
         runs[dag_id].append(
@@ -110,13 +121,15 @@ def outages(session: Any, window: Window) -> list[Interval]:
     from sqlalchemy import select
 
     rows = session.execute(
-        select(Job.start_date, Job.latest_heartbeat)
+        select(Job.start_date, Job.latest_heartbeat, Job.end_date)
         .where(Job.job_type == "SchedulerJob")
         .where(Job.start_date < window.until)
         .where((Job.latest_heartbeat >= window.since - SCHEDULER_HEARTBEAT_GRACE) | Job.latest_heartbeat.is_(None))
     )
-    beats = [(_aware(start), _aware(beat)) for start, beat in rows]
-    return scheduler_outages(beats, window.since, window.until, grace=SCHEDULER_HEARTBEAT_GRACE)
+    jobs = [(_aware(start), _aware(beat), _aware(ended)) for start, beat, ended in rows]
+    return scheduler_outages(
+        jobs, window.since, window.until, grace=SCHEDULER_HEARTBEAT_GRACE, lead=SCHEDULER_STOP_LEAD
+    )
 
 
 def holds_from_history(rows: Sequence[Mapping[str, Any]]) -> dict[str | None, list[Interval]]:
@@ -189,22 +202,120 @@ def tick_history(
             RunSeen(r.logical_date, r.run_id, r.run_type, r.state, r.started_at, reasons.get((config.dag_id, r.run_id)))
             for r in runs.get(config.dag_id, [])
         ]
-        ticks = expected_ticks(config.schedule_cron, config.timezone, window.since, window.until)
         evidence = TickEvidence(
             runs=seen,
             holds=[*holds.get(config.config_id, []), *holds.get(None, [])],
             outages=down,
             dag_paused=config.dag_id in paused,
         )
-        records = account(
-            ticks,
-            evidence,
-            now=now,
-            late_after=late_after,
-            next_tick=next_tick(config.schedule_cron, config.timezone, window.until),
-        )
         # A tick before the config existed is no tick of it, unless a backfill gave it a run.
+        found = _config_ticks(config, window, evidence, now, late_after)
         born = created.get(config.config_id)
-        records = [r for r in records if born is None or r.tick >= born or r.run_id is not None]
-        result.append(ConfigTicks(config, records))
+        kept = [r for r in found.records if born is None or r.tick >= born or r.run_id is not None]
+        result.append(ConfigTicks(config, kept))
     return result
+
+
+def _config_ticks(
+    config: PipelineConfig, window: Window, evidence: TickEvidence, now: datetime, late_after: timedelta
+) -> ConfigTicks:
+    """One config's ticks in the window, judged against its evidence."""
+    ticks = expected_ticks(config.schedule_cron, config.timezone, window.since, window.until)
+    records = account(
+        ticks,
+        evidence,
+        now=now,
+        late_after=late_after,
+        next_tick=next_tick(config.schedule_cron, config.timezone, window.until),
+    )
+    return ConfigTicks(config, records)
+
+
+@dataclass(frozen=True)
+class FleetEvidence:
+    """What Airflow's metadata database knows of many configs' ticks (``read_fleet_evidence``)."""
+
+    runs: Mapping[str, Sequence[RunSeen]]
+    outages: Sequence[Interval]
+    paused: set[str]
+
+
+EvidenceReader = Callable[[Any, Window, Mapping[str, datetime]], FleetEvidence]
+"""(session, window, dag_id -> its own start) -> the evidence; injectable so the accounting is
+testable without Airflow's database."""
+
+
+def read_fleet_evidence(session: Any, window: Window, starts: Mapping[str, datetime]) -> FleetEvidence:
+    """One dag_run query for every DAG, the scheduler's outages once, the paused flags once."""
+    earlier = {dag_id: since for dag_id, since in starts.items() if since < window.since}
+    from_ = min([window.since, *earlier.values()])
+    return FleetEvidence(
+        runs=airflow_runs(session, starts, window, earlier=earlier),
+        outages=outages(session, Window(from_, window.until)),
+        paused=paused_dags(session, starts),
+    )
+
+
+def fleet_starts(
+    configs: Sequence[PipelineConfig],
+    window: Window,
+    anchors: Mapping[str, datetime],
+    pending: Mapping[str, datetime] | None = None,
+) -> dict[str, datetime]:
+    """dag_id -> where its ticks start: the window's start, or earlier for a tick still pending
+    (``pending``: one still late, so it can still turn missed), never before the config became
+    runnable (its timetable fires no tick before its anchor). A config without an anchor is left
+    out: its timetable fires no tick at all until a refresh anchors it."""
+    pending = pending or {}
+    starts = {}
+    for config in configs:
+        anchor = anchors.get(config.dag_id)
+        if anchor is None:
+            continue
+        since = min(window.since, pending.get(config.dag_id, window.since))
+        starts[config.dag_id] = max(since, _aware(anchor))
+    return starts
+
+
+def account_fleet(
+    configs: Sequence[PipelineConfig],
+    starts: Mapping[str, datetime],
+    until: datetime,
+    evidence: FleetEvidence,
+    *,
+    now: datetime,
+    late_after: timedelta,
+) -> list[ConfigTicks]:
+    """Each config's ticks from its start (``fleet_starts``) to ``until``. No holds: only runnable
+    configs are checked, and the mirror's skip reasons are left out (no BigQuery per round): a run
+    that skipped itself still counts as a run."""
+    result = []
+    for config in configs:
+        since = starts.get(config.dag_id)
+        if since is None or since >= until:
+            continue
+        runs = evidence.runs.get(config.dag_id, ())
+        config_evidence = TickEvidence(runs=runs, outages=evidence.outages, dag_paused=config.dag_id in evidence.paused)
+        result.append(_config_ticks(config, Window(since, until), config_evidence, now, late_after))
+    return result
+
+
+def fleet_ticks(
+    configs: Sequence[PipelineConfig],
+    window: Window,
+    session: Any,
+    *,
+    settings: Settings,
+    now: datetime,
+    anchors: Mapping[str, datetime],
+    pending: Mapping[str, datetime] | None = None,
+    read: EvidenceReader = read_fleet_evidence,
+) -> list[ConfigTicks]:
+    """The ticks of many customers' runnable configs (the caller filters) from Airflow's metadata
+    database alone, each from its own start (``fleet_starts``) to the window's end."""
+    window = Window(window.since, min(window.until, now))
+    starts = fleet_starts(configs, window, anchors, pending)
+    if not starts:
+        return []
+    late_after = timedelta(minutes=settings.late_after_minutes)
+    return account_fleet(configs, starts, window.until, read(session, window, starts), now=now, late_after=late_after)

@@ -22,10 +22,12 @@ so the repeated hour fires twice.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 from croniter import croniter
@@ -61,8 +63,22 @@ def _localize(naive: datetime, zone: ZoneInfo) -> datetime:
     return second if exists else first
 
 
+@lru_cache(maxsize=8192)
+def _parsed(expression: str) -> croniter:
+    """The expression parsed once: parsing is most of a croniter's cost (the syncer's tick check
+    walks every runnable config's ticks each round)."""
+    return croniter(expression)
+
+
+def _schedule(expression: str, start: datetime) -> croniter:
+    """A croniter of ``expression`` from ``start``, without parsing it again."""
+    schedule = copy.copy(_parsed(expression))
+    schedule.set_current(start, force=True)
+    return schedule
+
+
 def _covers_every_hour(expression: str) -> bool:
-    return croniter(expression).expanded[1] == ["*"]
+    return _parsed(expression).expanded[1] == ["*"]
 
 
 def expected_ticks(
@@ -79,13 +95,13 @@ def expected_ticks(
         while True:
             local = current.astimezone(zone)
             naive = local.replace(tzinfo=None)
-            step = croniter(expression, start_time=naive).get_next(datetime) - naive
+            step = _schedule(expression, naive).get_next(datetime) - naive
             current = current + step
             if current >= until or len(ticks) == limit:
                 return ticks
             ticks.append(current)
     start = since.astimezone(zone).replace(tzinfo=None) - timedelta(hours=3)  # before any DST shift
-    schedule = croniter(expression, start_time=start)
+    schedule = _schedule(expression, start)
     while True:
         tick = _localize(schedule.get_next(datetime), zone).astimezone(UTC)
         if tick >= until or len(ticks) == limit:
@@ -230,20 +246,31 @@ def _record_of_run(tick: datetime, run: RunSeen, overdue: bool) -> TickRecord:
 
 
 def scheduler_outages(
-    heartbeats: Iterable[tuple[datetime, datetime | None]], since: datetime, until: datetime, *, grace: timedelta
+    jobs: Iterable[tuple[datetime, datetime | None, datetime | None]],
+    since: datetime,
+    until: datetime,
+    *,
+    grace: timedelta,
+    lead: timedelta = timedelta(0),
 ) -> list[Interval]:
-    """The windows in [since, until) no scheduler covered, from its jobs' (start, latest heartbeat)
-    pairs (Airflow's ``job`` table); a heartbeat covers ``grace`` after it (the scheduler loop's own
-    slack), a job with no heartbeat yet only its start."""
-    covered = sorted((start, (beat or start) + grace) for start, beat in heartbeats)
-    outages: list[Interval] = []
+    """The windows in [since, until) no scheduler covered, from its jobs' (start, latest heartbeat,
+    end) (Airflow's ``job`` table): a job covers from its start to its end, or, still running or
+    killed, to ``grace`` after its latest heartbeat. Each outage starts ``lead`` early: a tick just
+    before a scheduler stopped may have had no loop left to create its run."""
+    covered = sorted((start, ended or (beat or start) + grace) for start, beat, ended in jobs)
+    gaps: list[tuple[datetime, datetime | None]] = []
     cursor = since
     for start, end in covered:
         if start > cursor:
-            outages.append(Interval(cursor, min(start, until), Cause.SCHEDULER_DOWN))
+            gaps.append((cursor, min(start, until)))
         cursor = max(cursor, end)
         if cursor >= until:
-            return outages
-    if cursor < until:
-        outages.append(Interval(cursor, None, Cause.SCHEDULER_DOWN))
-    return [o for o in outages if o.until is None or o.until > o.since]
+            break
+    else:
+        if cursor < until:
+            gaps.append((cursor, None))
+    return [
+        Interval(max(since, begin - lead) if begin > since else begin, end, Cause.SCHEDULER_DOWN)
+        for begin, end in gaps
+        if end is None or end > begin
+    ]

@@ -146,11 +146,21 @@ def test_a_backfill_run_replaces_the_failed_run_of_its_tick():
     assert (record.outcome, record.run_type, record.missing) == (Outcome.RAN, "backfill", False)
 
 
-def test_scheduler_outages_are_the_gaps_between_its_jobs_heartbeats():
+def test_scheduler_outages_are_the_gaps_between_its_jobs():
+    grace, lead = timedelta(seconds=30), timedelta(seconds=20)
+    stopped = T0 + timedelta(minutes=10)
+    jobs = [
+        (T0, stopped - timedelta(seconds=3), stopped),  # stopped: covered to its end
+        (T0 + timedelta(minutes=20), T0 + timedelta(minutes=60), None),  # running: its heartbeat + grace
+    ]
+    outages = scheduler_outages(jobs, T0, T0 + timedelta(hours=1), grace=grace, lead=lead)
+    assert outages == [Interval(stopped - lead, T0 + timedelta(minutes=20), Cause.SCHEDULER_DOWN)]
+
+
+def test_a_scheduler_killed_without_an_end_is_down_from_its_last_heartbeat_and_grace():
     grace = timedelta(seconds=30)
-    jobs = [(T0, T0 + timedelta(minutes=10)), (T0 + timedelta(minutes=20), T0 + timedelta(minutes=60))]
-    outages = scheduler_outages(jobs, T0, T0 + timedelta(hours=1), grace=grace)
-    assert outages == [
-        Interval(T0 + timedelta(minutes=10, seconds=30), T0 + timedelta(minutes=20), Cause.SCHEDULER_DOWN)
+    jobs = [(T0, T0 + timedelta(minutes=5), None)]
+    assert scheduler_outages(jobs, T0, T0 + timedelta(hours=1), grace=grace) == [
+        Interval(T0 + timedelta(minutes=5, seconds=30), None, Cause.SCHEDULER_DOWN)
     ]
     assert scheduler_outages([], T0, T0 + timedelta(hours=1), grace=grace) == [Interval(T0, None, Cause.SCHEDULER_DOWN)]
