@@ -16,6 +16,7 @@ from customer_pipelines.runs.backfills import (
     backfill_share,
     backfill_status,
     cancel_backfill,
+    check_window,
     create_backfills,
     plan_backfill,
 )
@@ -52,11 +53,13 @@ class Recovery:
 
     @staticmethod
     def _window(since: datetime | None, until: datetime | None) -> Window:
-        until = until or datetime.now(UTC)
-        since = since or until - timedelta(days=1)
         for name, value in (("since", since), ("until", until)):
-            if value.tzinfo is None:
+            if value is not None and value.tzinfo is None:
                 raise invalid(name, "needs a timezone (e.g. 2026-12-01T00:00:00Z)")
+        until = until or datetime.now(UTC)
+        if until < datetime(2000, 1, 1, tzinfo=UTC):
+            raise invalid("until", "is before 2000")
+        since = since or until - timedelta(days=1)
         if since >= until:
             raise invalid("since", "must be before 'until'")
         if until - since > MAX_WINDOW:
@@ -108,6 +111,10 @@ class Recovery:
 
     def backfill(self, caller: Any, customer_id: str, body: dict[str, Any]) -> dict[str, Any]:
         customer = self.services.customer(customer_id)
+        try:
+            check_window(body["from_"], body["to"], body.get("reprocess_behavior", "none"))
+        except BackfillRefused as exc:
+            raise invalid(exc.field, exc.reason) from None
         configs = self._configs(customer_id, body.get("config_ids"))
         held = [(c.config_id, reason) for c in configs if (reason := hold_reason(c, customer)) is not None]
         if body.get("config_ids") is None:
@@ -123,15 +130,13 @@ class Recovery:
         if not configs:
             raise ApiError(409, f"customer {customer_id} has no config that can run now")
         for config in configs:
-            if body["from_"].tzinfo is not None and body["to"].tzinfo is not None:
-                ticks = expected_ticks(
-                    config.schedule_cron, config.timezone, body["from_"], body["to"], limit=MAX_BACKFILL_RUNS + 1
+            ticks = expected_ticks(
+                config.schedule_cron, config.timezone, body["from_"], body["to"], limit=MAX_BACKFILL_RUNS + 1
+            )
+            if len(ticks) > MAX_BACKFILL_RUNS:
+                raise invalid(
+                    "to", f"config {config.config_id} has more than {MAX_BACKFILL_RUNS} ticks in the window: split it"
                 )
-                if len(ticks) > MAX_BACKFILL_RUNS:
-                    raise invalid(
-                        "to",
-                        f"config {config.config_id} has more than {MAX_BACKFILL_RUNS} ticks in the window: split it",
-                    )
         today = datetime.now(UTC).date()
         used_today, _ = self.services.ledger.usage(customer_id, today, today.replace(day=1))
         remaining = None if customer.daily_run_limit is None else max(0, customer.daily_run_limit - used_today)

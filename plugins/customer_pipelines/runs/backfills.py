@@ -26,7 +26,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from customer_pipelines.models import PipelineConfig
@@ -118,15 +118,23 @@ def _aware(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-def _check_window(since: datetime, until: datetime, reprocess_behavior: str) -> None:
+OLDEST_TICK = timedelta(days=5 * 366)
+"""How far back a backfill may reach."""
+
+
+def check_window(since: datetime, until: datetime, reprocess_behavior: str) -> None:
+    """Refuse (422, naming the field) a window that cannot be backfilled."""
     if since.tzinfo is None or until.tzinfo is None:
         raise BackfillRefused(
             "from" if since.tzinfo is None else "to", "needs a timezone (e.g. 2026-12-01T00:00:00Z)", status=422
         )
     if since > until:
         raise BackfillRefused("from", "must not be after 'to'", status=422)
-    if since >= datetime.now(UTC):
+    now = datetime.now(UTC)
+    if since >= now:
         raise BackfillRefused("from", "is in the future: only past ticks can be backfilled", status=422)
+    if since < now - OLDEST_TICK:
+        raise BackfillRefused("from", f"is more than {OLDEST_TICK.days} days ago", status=422)
     if reprocess_behavior not in REPROCESS_BEHAVIORS:
         raise BackfillRefused("reprocess_behavior", f"must be one of {', '.join(REPROCESS_BEHAVIORS)}", status=422)
 
@@ -143,10 +151,10 @@ def plan_backfill(
 ) -> BackfillPlan:
     """The dry run: per config, the ticks of [since, until] Airflow's backfill would create runs for
     (Airflow's own dry run, ``reprocess_behavior`` applied). Writes nothing."""
-    from airflow.exceptions import DagNotFound
+    from airflow.exceptions import AirflowException, DagNotFound
     from airflow.models.backfill import ReprocessBehavior, _do_dry_run
 
-    _check_window(since, until, reprocess_behavior)
+    check_window(since, until, reprocess_behavior)
     planned = []
     for config in configs:
         try:
@@ -163,6 +171,8 @@ def plan_backfill(
             raise BackfillRefused(
                 "config_ids", f"config {config.config_id} has no DAG in Airflow yet (it is parsed within a minute)"
             ) from None
+        except AirflowException as exc:
+            raise BackfillRefused("config_ids", f"Airflow refused config {config.config_id}: {exc}") from None
         planned.append(PlannedBackfill(config.config_id, config.dag_id, ticks))
     return BackfillPlan(customer_id, since, until, reprocess_behavior, planned, quota_remaining_today)
 
@@ -186,7 +196,8 @@ def create_backfills(
 ) -> BackfillPlan:
     """Create the plan's backfills (configs with no tick to run are left out). Refused as a whole,
     before anything is written, when one of its DAGs has a backfill in progress."""
-    from airflow.models.backfill import ReprocessBehavior, _create_backfill
+    from airflow.exceptions import AirflowException
+    from airflow.models.backfill import NoBackfillRunsToCreate, ReprocessBehavior, _create_backfill
 
     todo = [c for c in plan.configs if c.ticks]
     active = _active_backfills(session, [c.dag_id for c in todo])
@@ -195,16 +206,24 @@ def create_backfills(
         raise BackfillRefused("config_ids", f"a backfill is in progress for {busy}: wait for it or cancel it")
     session.commit()  # Airflow's _create_backfill opens its own sessions
     for config in todo:
-        backfill = _create_backfill(
-            dag_id=config.dag_id,
-            from_date=plan.since,
-            to_date=plan.until,
-            max_active_runs=max_active_runs,
-            reverse=False,
-            dag_run_conf={},
-            triggering_user_name=triggering_user,
-            reprocess_behavior=ReprocessBehavior(plan.reprocess_behavior),
-        )
+        try:
+            backfill = _create_backfill(
+                dag_id=config.dag_id,
+                from_date=plan.since,
+                to_date=plan.until,
+                max_active_runs=max_active_runs,
+                reverse=False,
+                dag_run_conf={},
+                triggering_user_name=triggering_user,
+                reprocess_behavior=ReprocessBehavior(plan.reprocess_behavior),
+            )
+        except (AirflowException, NoBackfillRunsToCreate) as exc:
+            # A race with another request (a backfill created since the check above): the backfills
+            # already created stay and are named, this one is refused.
+            made = ", ".join(f"{c} (backfill {b})" for c, b in plan.created.items()) or "none"
+            raise BackfillRefused(
+                "config_ids", f"Airflow refused config {config.config_id}: {exc}; created before it: {made}"
+            ) from None
         plan.created[config.config_id] = backfill.id
     return plan
 
