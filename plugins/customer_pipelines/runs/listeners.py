@@ -77,7 +77,7 @@ def identity_of(
         try_number=try_number,
         logical_date=_aware(logical_date),
         scheduled_time=_aware(run_after),
-        run_type=str(run_type) if run_type else None,
+        run_type=run_type or None,
         clear_number=int(clear_number or 0),
     )
 

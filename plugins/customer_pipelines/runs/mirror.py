@@ -74,8 +74,15 @@ class RunIdentity:
     logical_date: datetime | None = None
     scheduled_time: datetime | None = None
     run_type: str | None = None
+    """Airflow's run type as its value (``scheduled``, ``manual``, ``backfill``, ...)."""
     clear_number: int = 0
     """Airflow's ``DagRun.clear_number`` when this execution started (0: never cleared)."""
+
+    def __post_init__(self) -> None:
+        # Airflow hands over DagRunType members, whose str() is "DagRunType.BACKFILL_JOB" in the
+        # Task SDK: the mirror stores the value every reader filters on.
+        if self.run_type is not None and type(self.run_type) is not str:
+            object.__setattr__(self, "run_type", str(getattr(self.run_type, "value", self.run_type)))
 
     @property
     def run_key(self) -> str:

@@ -205,7 +205,7 @@ class CustomerPipelineOperator(BaseOperator):
             try_number=ti.try_number,
             logical_date=_aware(context.get("logical_date")),
             scheduled_time=_aware(getattr(dag_run, "run_after", None)),
-            run_type=str(getattr(dag_run, "run_type", "") or "") or None,
+            run_type=getattr(dag_run, "run_type", None) or None,
             # Which execution of the run: a clear (or a backfill reprocessing it) raises it.
             clear_number=int(getattr(dag_run, "clear_number", 0) or 0),
         )

@@ -330,3 +330,17 @@ def test_rows_set_aside_are_replayed_into_the_spool_and_delivered_once_fixed(mir
     assert mirror.rejected() == 0 and mirror.backlog() == 1
     assert mirror.drain() == 1
     assert store.delivered_keys == [poison["event_key"]]
+
+
+def test_the_mirror_stores_a_run_types_value_not_the_enum_members_name():
+    # What a task's context holds (the Task SDK's model; its str() is "DagRunType.BACKFILL"), and
+    # what the scheduler's listeners get.
+    from airflow.sdk.api.datamodels._generated import DagRunType as TaskSdkRunType
+    from airflow.utils.types import DagRunType
+
+    from customer_pipelines.runs.mirror import RunIdentity
+
+    for member in (TaskSdkRunType.BACKFILL, TaskSdkRunType.SCHEDULED, DagRunType.BACKFILL_JOB, DagRunType.MANUAL):
+        assert RunIdentity("c", "cust", "cust.c", "r", run_type=member).run_type == member.value
+    assert RunIdentity("c", "cust", "cust.c", "r", run_type="backfill").run_type == "backfill"
+    assert RunIdentity("c", "cust", "cust.c", "r").run_type is None
