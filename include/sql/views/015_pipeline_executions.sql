@@ -41,7 +41,8 @@ SELECT
   e.customer_id,
   e.dag_id,
   e.run_id,
-  e.run_type,
+  -- rows written before the mirror stored the value held the Task SDK enum's name (DagRunType.BACKFILL)
+  LOWER(REGEXP_REPLACE(e.run_type, r'^DagRunType[.]', '')) AS run_type,
   e.logical_date,
   e.scheduled_time,
   e.state,
