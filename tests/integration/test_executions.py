@@ -340,3 +340,21 @@ def test_a_runs_table_created_before_executions_gets_the_column_and_its_rows_rea
     table = f"`{legacy.project}.{legacy.dataset}.pipeline_runs_current`"
     [row] = [dict(r.items()) for r in legacy.client.query(f"SELECT * FROM {table}").result()]
     assert (row["state"], row["clear_number"], row["execution_key"]) == ("COMPLETED", 0, row["run_key"])
+
+
+def test_a_backfill_run_mirrored_by_its_task_reads_as_backfill_and_older_rows_with_the_enum_name_too(
+    store, task_settings
+):
+    tenant = Tenant(store, "bfkind")
+    refresh_snapshot(store, task_settings.snapshot_file)
+    context = tenant.context("backfill__2026-11-30T02:00:00+00:00", clear_number=0, try_number=1, run_type="backfill")
+    with timeout(60):
+        tenant.operator.execute(context)
+    assert tenant.current("backfill__2026-11-30T02:00:00+00:00")["run_type"] == "backfill"
+
+    # a row written before the mirror stored the value: the Task SDK enum's name
+    identity = RunIdentity(tenant.config_id, tenant.customer_id, tenant.dag_id, "backfill__old", run_type="x")
+    old = run_event(identity, RunState.COMPLETED, source="operator", ended_at=datetime.now(UTC))
+    old["run_type"] = "DagRunType.BACKFILL"
+    store.insert_rows(RUNS_TABLE, [old], row_ids=[old["event_key"]])
+    assert tenant.current("backfill__old")["run_type"] == "backfill"
