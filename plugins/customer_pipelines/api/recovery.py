@@ -20,7 +20,7 @@ from customer_pipelines.runs.backfills import (
     create_backfills,
     plan_backfill,
 )
-from customer_pipelines.runs.tick_history import Window, tick_history
+from customer_pipelines.runs.tick_history import Window, fleet_ticks, tick_history
 from customer_pipelines.runs.ticks import expected_ticks
 from customer_pipelines.settings import Settings
 
@@ -107,6 +107,39 @@ class Recovery:
             "until": window.until.isoformat(),
             "missing": sum(c["missing"] for c in configs),
             "configs": configs,
+        }
+
+    def fleet_missed(self, since: datetime | None, until: datetime | None) -> dict[str, Any]:
+        """Operators: per customer, the runnable configs' ticks without a run, by cause, from
+        Airflow's metadata database alone (no BigQuery; holds are the configs' current state)."""
+        from customer_pipelines.fleet.sync import Fleet
+
+        window = self._window(since, until)
+        snapshot = self.services.snapshots.get()
+        fleet = Fleet.of(snapshot)
+        anchors = {dag_id: anchor for dag_id, (anchor, _) in snapshot.anchors().items()}
+        runnable = [c for c in fleet.configs if fleet.is_runnable(c)]
+        with metadata_session(self.settings) as session:
+            found = fleet_ticks(
+                runnable, window, session, settings=self.settings, now=datetime.now(UTC), anchors=anchors
+            )
+        customers: dict[str, dict[str, Any]] = {}
+        for config_ticks in found:
+            missing = config_ticks.missing()
+            if not missing:
+                continue
+            entry = customers.setdefault(config_ticks.config.customer_id, {"missing": 0, "configs": 0, "causes": {}})
+            entry["missing"] += len(missing)
+            entry["configs"] += 1
+            for cause, count in _count(r.cause for r in missing).items():
+                entry["causes"][cause] = entry["causes"].get(cause, 0) + count
+        ranked = sorted(customers.items(), key=lambda item: (-item[1]["missing"], item[0]))
+        return {
+            "since": window.since.isoformat(),
+            "until": window.until.isoformat(),
+            "configs_checked": len(runnable),
+            "missing": sum(c["missing"] for c in customers.values()),
+            "customers": [{"customer_id": customer_id, **entry} for customer_id, entry in ranked],
         }
 
     def backfill(self, caller: Any, customer_id: str, body: dict[str, Any]) -> dict[str, Any]:

@@ -130,6 +130,11 @@ def test_every_tick_of_a_config_gets_its_outcome_and_ticks_lost_while_the_schedu
     ]
     assert missed == outage_ticks and len(missed) >= 2, _table(ticks)
 
+    # The operators' fleet report counts them under the customer (Airflow's records alone).
+    fleet = api.admin("GET", "/fleet/missed-runs", params={"since": since}).json()
+    [entry] = [c for c in fleet["customers"] if c["customer_id"] == customer_id]
+    assert entry["causes"] == {"SCHEDULER_DOWN": len(missed)}, fleet
+
     body = {"config_ids": [config_id], "from": missed[0].isoformat(), "to": missed[-1].isoformat()}
     dry = api.admin("POST", f"/customers/{customer_id}/backfills", json={**body, "dry_run": True}).json()
     assert [_at(t) for t in dry["configs"][0]["ticks"]] == missed and dry["configs"][0]["backfill_id"] is None

@@ -3,6 +3,7 @@ and their API keys. Airflow users only."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Request
@@ -20,6 +21,13 @@ KeyId = Annotated[str, Path(pattern="^[0-9a-f]{16}$")]
 @router.get("/fleet/status", summary="Due soon, running, failed today, mirror lag")
 def fleet_status(request: Request, caller: Operator) -> dict[str, Any]:
     return services(request).fleet_status()
+
+
+@router.get("/fleet/missed-runs", summary="Per customer: runnable configs' ticks without a run in a window, by cause")
+def fleet_missed_runs(
+    request: Request, caller: Operator, since: datetime | None = None, until: datetime | None = None
+) -> dict[str, Any]:
+    return services(request).recovery.fleet_missed(since, until)
 
 
 @router.post("/customers", status_code=201, summary="Onboard a customer: customer, subscription, first API key")
