@@ -358,3 +358,34 @@ def test_a_backfill_run_mirrored_by_its_task_reads_as_backfill_and_older_rows_wi
     old["run_type"] = "DagRunType.BACKFILL"
     store.insert_rows(RUNS_TABLE, [old], row_ids=[old["event_key"]])
     assert tenant.current("backfill__old")["run_type"] == "backfill"
+
+
+def test_an_operators_quota_exemption_lets_that_backfill_tick_run_at_the_limit_and_nothing_else(
+    store, quota_db_url, tmp_path
+):
+    from customer_pipelines.runs.quota import QuotaExemptions
+
+    tenant = Tenant(store, "exempt")
+    settings = Settings(quota_db_url=quota_db_url)
+    QuotaLedger(settings).ensure_schema()
+    customer = tenant.customer(daily=1, monthly=10)
+    mirror = RunStateMirror(store, tmp_path / "spool")
+    tick = datetime(2026, 11, 30, 2, tzinfo=UTC)  # Tenant.context's logical date
+    run_id = "backfill__2026-11-30T02:00:00+00:00"
+
+    def reserve(run_id: str, run_type: str) -> None:
+        identity = tenant.operator.run_identity(tenant.context(run_id, clear_number=0, try_number=1, run_type=run_type))
+        tenant.operator._reserve(settings, mirror, identity, customer)
+
+    reserve("scheduled__2026-11-29T02:00:00+00:00", "scheduled")  # the day's one unit
+    with pytest.raises(AirflowSkipException, match="DAILY_LIMIT"):
+        reserve(run_id, "backfill")  # counted, like any run
+
+    QuotaExemptions(settings).record(tenant.dag_id, [tick], backfill_id=7, decided_by="airflow:ops")
+    assert QuotaExemptions(settings).decided_by(tenant.dag_id, tick) == "airflow:ops"
+    reserve(run_id, "backfill")  # exempted: runs, takes no unit
+    with pytest.raises(AirflowSkipException, match="DAILY_LIMIT"):
+        reserve("manual__2026-11-30T02:00:00+00:00", "manual")  # the same tick run by hand still counts
+    assert [key for key, _ in _ledger_days(quota_db_url, tenant.customer_id)] == [
+        f"{tenant.dag_id}/scheduled__2026-11-29T02:00:00+00:00"
+    ]

@@ -15,3 +15,15 @@ CREATE TABLE IF NOT EXISTS cp_syncer_pauses (
   dag_id TEXT PRIMARY KEY,
   paused_at TIMESTAMPTZ NOT NULL
 );
+
+-- Backfill ticks an operator exempted from the quota (POST .../backfills with count_against_quota
+-- false): the decision, who made it and when. The operator takes no quota unit for a backfill run
+-- of such a tick; every other run (a manual run of the same tick included) counts as always.
+CREATE TABLE IF NOT EXISTS cp_quota_exemptions (
+  dag_id TEXT NOT NULL,
+  logical_date TIMESTAMPTZ NOT NULL,
+  backfill_id INTEGER,
+  decided_by TEXT NOT NULL,
+  decided_at TIMESTAMPTZ NOT NULL,
+  PRIMARY KEY (dag_id, logical_date)
+);

@@ -144,6 +144,13 @@ class Recovery:
 
     def backfill(self, caller: Any, customer_id: str, body: dict[str, Any]) -> dict[str, Any]:
         customer = self.services.customer(customer_id)
+        counted = body.get("count_against_quota", True)
+        if not counted and caller.is_api_key:
+            raise ApiError(
+                403,
+                "count_against_quota: only an operator may exempt a backfill from the quota",
+                extra={"field": "count_against_quota"},
+            )
         try:
             check_window(body["from_"], body["to"], body.get("reprocess_behavior", "none"))
         except BackfillRefused as exc:
@@ -182,13 +189,15 @@ class Recovery:
                     body["from_"],
                     body["to"],
                     reprocess_behavior=body.get("reprocess_behavior", "none"),
-                    quota_remaining_today=remaining,
+                    quota_remaining_today=remaining if counted else None,
                 )
                 if not body.get("dry_run"):
                     if plan.runs == 0:
                         raise ApiError(
                             409, "nothing to backfill: every tick of the window has a run", extra=plan.as_dict()
                         )
+                    if not counted:  # before the runs exist: the first may start at once
+                        self._exempt(plan, caller)
                     create_backfills(
                         session,
                         plan,
@@ -201,12 +210,28 @@ class Recovery:
             if exc.status == 422:
                 raise invalid(exc.field, exc.reason) from None
             raise ApiError(exc.status, str(exc)) from None
-        result = {**plan.as_dict(), "dry_run": bool(body.get("dry_run"))}
+        if not counted and not body.get("dry_run"):
+            self._exempt(plan, caller)  # again, now with the backfills' ids
+        result = {**plan.as_dict(), "dry_run": bool(body.get("dry_run")), "count_against_quota": counted}
         if not body.get("dry_run"):
             for planned in plan.configs:
                 if planned.config_id in plan.created:
                     self.services.audit(caller, customer_id, planned.config_id, "BACKFILL", None, result, None)
         return result
+
+    def _exempt(self, plan: Any, caller: Any) -> None:
+        """Record the operator's decision: the plan's ticks take no quota unit when backfilled."""
+        from customer_pipelines.runs.quota import QuotaExemptions
+
+        exemptions = QuotaExemptions(self.settings)
+        for planned in plan.configs:
+            if planned.ticks:
+                exemptions.record(
+                    planned.dag_id,
+                    planned.ticks,
+                    backfill_id=plan.created.get(planned.config_id),
+                    decided_by=caller.audit_name,
+                )
 
     def _own_backfill(self, customer_id: str, backfill_id: int, session: Any) -> dict[str, Any]:
         status = backfill_status(session, backfill_id)

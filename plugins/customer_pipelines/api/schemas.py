@@ -113,3 +113,7 @@ class BackfillCreate(BaseModel):
     to: datetime = Field(description="last tick to consider (with a timezone)")
     reprocess_behavior: str = Field(default="none", pattern="^(none|failed)$")
     dry_run: bool = Field(default=False, description="return the plan (ticks, quota outlook) and create nothing")
+    count_against_quota: bool = Field(
+        default=True,
+        description="operators only: false exempts the backfilled runs from the customer's quota (recorded: who, when)",
+    )

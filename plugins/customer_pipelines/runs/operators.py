@@ -149,8 +149,13 @@ class CustomerPipelineOperator(BaseOperator):
         """Take a quota unit, or skip the run (QUOTA_EXCEEDED). ``ledger``: the settings' ledger unless
         given (the tests give one on an injected clock)."""
         from customer_pipelines.models import SkipReason
-        from customer_pipelines.runs.quota import QuotaLedger
+        from customer_pipelines.runs.quota import QuotaExemptions, QuotaLedger
 
+        if identity.run_type == "backfill" and identity.logical_date is not None:
+            exempted_by = QuotaExemptions(settings).decided_by(identity.dag_id, identity.logical_date)
+            if exempted_by is not None:
+                self.log.info("backfill run not counted against the quota: exempted by %s", exempted_by)
+                return
         # One unit per execution of the run: its retries share it, a clear or reprocessing takes a new one.
         decision = (ledger or QuotaLedger(settings)).reserve(customer, identity.execution_key)
         if not decision.allowed:

@@ -20,7 +20,7 @@ import dataclasses
 import logging
 import select
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -241,6 +241,33 @@ class QuotaLedger:
             return QuotaDecision(
                 True, None, used_today + 1, used_month + 1, customer.daily_run_limit, customer.monthly_run_limit
             )
+
+
+class QuotaExemptions:
+    """Backfill ticks an operator exempted from the quota (table ``cp_quota_exemptions``): the
+    decision is recorded with who made it; the operator consults it only for backfill runs."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._ledger = QuotaLedger(settings)
+
+    def record(self, dag_id: str, ticks: Sequence[datetime], *, backfill_id: int | None, decided_by: str) -> None:
+        with self._ledger._transaction() as conn:
+            conn.execute(
+                "INSERT INTO cp_quota_exemptions (dag_id, logical_date, backfill_id, decided_by, decided_at)"
+                " SELECT %s, unnest(%s::timestamptz[]), %s, %s, now()"
+                " ON CONFLICT (dag_id, logical_date) DO UPDATE SET backfill_id = EXCLUDED.backfill_id,"
+                " decided_by = EXCLUDED.decided_by, decided_at = EXCLUDED.decided_at",
+                (dag_id, list(ticks), backfill_id, decided_by),
+            )
+
+    def decided_by(self, dag_id: str, logical_date: datetime) -> str | None:
+        """Who exempted this tick, or None: it counts."""
+        with self._ledger._transaction() as conn:
+            row = conn.execute(
+                "SELECT decided_by FROM cp_quota_exemptions WHERE dag_id = %s AND logical_date = %s",
+                (dag_id, logical_date),
+            ).fetchone()
+        return row[0] if row else None
 
 
 class SyncerPauses:

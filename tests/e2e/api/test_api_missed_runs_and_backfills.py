@@ -168,7 +168,7 @@ def _hours_ago(hours: int) -> datetime:
 def test_a_backfill_beyond_the_daily_quota_runs_up_to_it_and_skips_the_rest_for_quota(api, stack):
     _info, client = stack
     customer_id, config_id = "cust_bf_quota", "hourly"
-    onboard(api, customer_id, "STARTER", daily_run_limit=2, max_concurrent_runs=2)
+    key = onboard(api, customer_id, "STARTER", daily_run_limit=2, max_concurrent_runs=2)["api_key"]
     created = api.admin(
         "POST", f"/customers/{customer_id}/configs", json=config_body(config_id, schedule_cron="0 * * * *")
     )
@@ -177,8 +177,12 @@ def test_a_backfill_beyond_the_daily_quota_runs_up_to_it_and_skips_the_rest_for_
     client.wait_for_dags([dag_id], timeout=240)
     body = {"from": _hours_ago(5).isoformat(), "to": _hours_ago(2).isoformat()}
 
-    dry = api.admin("POST", f"/customers/{customer_id}/backfills", json={**body, "dry_run": True})
-    assert dry.status_code == 201, dry.text
+    dry = api.call("POST", f"/customers/{customer_id}/backfills", key=key, json={**body, "dry_run": True})
+    assert dry.status_code == 201, dry.text  # the customer's own key may plan and create backfills
+    exempt = api.call(
+        "POST", f"/customers/{customer_id}/backfills", key=key, json={**body, "count_against_quota": False}
+    )
+    assert exempt.status_code == 403 and "count_against_quota" in exempt.json()["detail"]  # only an operator
     # The dry run says it: 4 runs, 2 units left today, so 2 will skip with QUOTA_EXCEEDED.
     assert (dry.json()["runs"], dry.json()["quota_remaining_today"], dry.json()["runs_over_quota"]) == (4, 2, 2)
     made = api.admin("POST", f"/customers/{customer_id}/backfills", json=body).json()
