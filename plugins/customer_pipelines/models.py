@@ -276,6 +276,8 @@ class PipelineConfig(BaseModel):
     retry_config: RetryConfig = Field(default_factory=RetryConfig)
     max_execution_duration_minutes: int | None = Field(default=None, ge=1, le=24 * 60)
     sla_breach_threshold_minutes: int | None = Field(default=None, ge=1, le=7 * 24 * 60)
+    auto_backfill_ticks: int = Field(default=0, ge=0, le=24)
+    """After missed ticks the scheduler also runs up to this many of the latest (fleet/timetables.py)."""
     version: int = Field(default=1, ge=1)
     updated_at: datetime | None = None
 
@@ -325,6 +327,11 @@ class PipelineConfig(BaseModel):
     @classmethod
     def _null_display_name_is_empty(cls, value: Any) -> Any:
         return "" if value is None else value  # the column is nullable; the config is still valid
+
+    @field_validator("auto_backfill_ticks", mode="before")
+    @classmethod
+    def _null_auto_backfill_is_off(cls, value: Any) -> Any:
+        return 0 if value is None else value  # a row written before the column existed
 
     @field_validator("parameters", "retry_config", mode="before")
     @classmethod

@@ -14,6 +14,7 @@ SELECT
   TO_JSON_STRING(retry_config) AS retry_config,
   max_execution_duration_minutes,
   sla_breach_threshold_minutes,
+  auto_backfill_ticks,
   version,
   created_at,
   updated_at

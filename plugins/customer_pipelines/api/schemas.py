@@ -28,6 +28,12 @@ class ConfigBody(BaseModel):
     retry_config: RetryConfig | None = None
     max_execution_duration_minutes: int | None = Field(default=None, ge=1, le=24 * 60)
     sla_breach_threshold_minutes: int | None = Field(default=None, ge=1, le=7 * 24 * 60)
+    auto_backfill_ticks: int | None = Field(
+        default=None,
+        ge=0,
+        le=24,
+        description="after missed ticks, also run up to this many of the latest (0: only the latest)",
+    )
 
 
 class ConfigCreate(ConfigBody):
@@ -52,6 +58,12 @@ class ConfigPatch(BaseModel):
     retry_config: RetryConfig | None = None
     max_execution_duration_minutes: int | None = Field(default=None, ge=1, le=24 * 60)
     sla_breach_threshold_minutes: int | None = Field(default=None, ge=1, le=7 * 24 * 60)
+    auto_backfill_ticks: int | None = Field(
+        default=None,
+        ge=0,
+        le=24,
+        description="after missed ticks, also run up to this many of the latest (0: only the latest)",
+    )
 
 
 class StateChange(BaseModel):

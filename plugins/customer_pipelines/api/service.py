@@ -79,6 +79,7 @@ CONFIG_COLUMNS = (
     "retry_config",
     "max_execution_duration_minutes",
     "sla_breach_threshold_minutes",
+    "auto_backfill_ticks",
     "version",
     "deleted_at",
     "created_at",

@@ -115,6 +115,7 @@ def _doc_md(config: PipelineConfig, customer: Customer | None) -> str:
             f"| retries | {retry.max_attempts} attempts, {retry.base_delay_minutes} min x{retry.backoff_multiplier} |",
             f"| max duration | {config.max_execution_duration_minutes or '-'} min |",
             f"| SLA | {config.sla_breach_threshold_minutes or '-'} min |",
+            f"| missed ticks run after an outage | {config.auto_backfill_ticks or 1} latest |",
             f"| parameters | {params or '(defaults)'} |",
             f"| active | {config.is_active} |",
         ]
@@ -161,7 +162,12 @@ def build_dag(
         dag_id=config.dag_id,
         # The first tick is the first at or after runnable_since (see timetables.py); ticks missed
         # before it are recovered by backfills, never fired by surprise.
-        schedule=CustomerCronTimetable(config.schedule_cron, timezone=config.timezone, runnable_since=runnable_since),
+        schedule=CustomerCronTimetable(
+            config.schedule_cron,
+            timezone=config.timezone,
+            runnable_since=runnable_since,
+            auto_backfill_ticks=config.auto_backfill_ticks,
+        ),
         catchup=False,
         max_active_runs=1,
         is_paused_upon_creation=not is_runnable(config, customer),

@@ -8,7 +8,9 @@ minute). ``runnable_since`` comes from the snapshot (see snapshot.runnable_ancho
 move between parses, so the first run is the first tick at or after it, however late the scheduler
 gets to it, and never a tick from before the config existed or was last made runnable.
 
-After the first run Airflow's own catchup=False rule applies (the latest tick not run yet). A DAG
+After the first run Airflow's own catchup=False rule applies (the latest tick not run yet), unless
+the config's ``auto_backfill_ticks`` K > 0: then the scheduler also runs up to the K latest ticks it
+missed (a scheduler outage, a slow queue) in order, the older ones staying for backfills. A DAG
 whose config must not run (``runnable_since`` None) has no next run at all: it is paused, and when
 it is made runnable again the next parse gives it a new anchor, so re-enabling never fires a tick
 that passed while it was off. Those are recovered with backfills: Airflow's backfill asks the
@@ -25,9 +27,12 @@ from airflow.timetables.trigger import CronTriggerTimetable
 
 
 class CustomerCronTimetable(CronTriggerTimetable):
-    def __init__(self, cron: str, *, timezone: Any, runnable_since: datetime | None = None) -> None:
+    def __init__(
+        self, cron: str, *, timezone: Any, runnable_since: datetime | None = None, auto_backfill_ticks: int = 0
+    ) -> None:
         super().__init__(cron, timezone=timezone)
         self.runnable_since = coerce_datetime(runnable_since) if runnable_since is not None else None
+        self.auto_backfill_ticks = auto_backfill_ticks
 
     @classmethod
     def deserialize(cls, data: dict[str, Any]) -> CustomerCronTimetable:
@@ -36,11 +41,13 @@ class CustomerCronTimetable(CronTriggerTimetable):
             data["expression"],
             timezone=parse_timezone(data["timezone"]),
             runnable_since=datetime.fromisoformat(since) if since else None,
+            auto_backfill_ticks=int(data.get("auto_backfill_ticks") or 0),
         )
 
     def serialize(self) -> dict[str, Any]:
         data = super().serialize()
         data["runnable_since"] = self.runnable_since.isoformat() if self.runnable_since else None
+        data["auto_backfill_ticks"] = self.auto_backfill_ticks
         return data
 
     def next_dagrun_info(
@@ -61,10 +68,24 @@ class CustomerCronTimetable(CronTriggerTimetable):
         earliest = self.runnable_since
         if restriction.earliest is not None:
             earliest = max(earliest, restriction.earliest)
+        if self.auto_backfill_ticks and last_automated_data_interval is not None:
+            return self._catch_up(last_automated_data_interval, earliest, restriction.latest)
         return super().next_dagrun_info(
             last_automated_data_interval=last_automated_data_interval,
             restriction=TimeRestriction(earliest=earliest, latest=restriction.latest, catchup=restriction.catchup),
         )
+
+    def _catch_up(self, last: DataInterval, earliest: datetime, latest: datetime | None) -> DagRunInfo | None:
+        """The tick after the last run, but none older than the K-th latest tick due now."""
+        from airflow.timetables import trigger  # its clock, as Airflow's own catchup=False rule reads it
+
+        oldest = self._align_to_prev(coerce_datetime(trigger.utcnow()))
+        for _ in range(self.auto_backfill_ticks - 1):
+            oldest = self._get_prev(oldest)
+        start = max(self._get_next(last.end), oldest, self._align_to_next(coerce_datetime(earliest)))
+        if latest is not None and latest < start:
+            return None
+        return DagRunInfo.interval(coerce_datetime(start - self._interval), start)
 
     def next_tick(self, moment: datetime) -> datetime:
         """The tick the scheduler runs next at ``moment``, the previous tick having run: Airflow's

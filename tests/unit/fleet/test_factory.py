@@ -576,7 +576,7 @@ def test_doc_md_of_hostile_names_renders_no_image_link_or_html_and_keeps_the_rea
     labels = [cells[0] for cells in rows[1:]]
     assert labels == [
         "config", "provider / domain", "template", "schedule", "priority", "retries", "max duration", "SLA",
-        "parameters", "active",
+        "missed ticks run after an outage", "parameters", "active",
     ]  # fmt: skip
     assert rows[-1] == ["active", "True"]
-    assert "\n" not in doc.splitlines()[0] and len(doc.splitlines()) == 16
+    assert "\n" not in doc.splitlines()[0] and len(doc.splitlines()) == 17

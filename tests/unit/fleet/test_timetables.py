@@ -139,3 +139,55 @@ def test_a_backfill_recovers_the_ticks_missed_before_the_anchor_while_the_schedu
     missed = _backfill_ticks(timetable, datetime(2026, 12, 1, tzinfo=UTC), datetime(2026, 12, 4, 23, 59, tzinfo=UTC))
 
     assert missed == [datetime(2026, 12, day, 2, tzinfo=UTC) for day in (1, 2, 3, 4)]
+
+
+def _hourly(k: int) -> CustomerCronTimetable:
+    return CustomerCronTimetable(
+        "0 * * * *", timezone="UTC", runnable_since=datetime(2026, 12, 1, tzinfo=UTC), auto_backfill_ticks=k
+    )
+
+
+def _interval_at(tick: datetime) -> DataInterval:
+    return DataInterval(pendulum.instance(tick), pendulum.instance(tick))
+
+
+def test_after_an_outage_the_scheduler_runs_the_k_latest_missed_ticks_in_order_then_carries_on(clock):
+    # Last run 03:00; the scheduler is back at 09:30: ticks 04:00 .. 09:00 were missed.
+    last = datetime(2026, 12, 1, 3, tzinfo=UTC)
+    clock(datetime(2026, 12, 1, 9, 30, tzinfo=UTC))
+    timetable = _hourly(3)
+    runs = []
+    for _ in range(4):
+        runs.append(_next_run(timetable, _interval_at(last)))
+        last = runs[-1]
+    hour = [datetime(2026, 12, 1, h, tzinfo=UTC) for h in (7, 8, 9, 10)]
+    assert runs == hour  # 07:00, 08:00, 09:00 (the three latest missed), then the next tick
+
+
+def test_without_the_policy_only_the_latest_missed_tick_runs(clock):
+    clock(datetime(2026, 12, 1, 9, 30, tzinfo=UTC))
+    assert _next_run(_hourly(0), _interval_at(datetime(2026, 12, 1, 3, tzinfo=UTC))) == datetime(
+        2026, 12, 1, 9, tzinfo=UTC
+    )
+
+
+def test_the_policy_changes_nothing_when_no_tick_was_missed_and_never_reaches_before_the_anchor(clock):
+    clock(datetime(2026, 12, 1, 9, 30, tzinfo=UTC))
+    on_time = _next_run(_hourly(5), _interval_at(datetime(2026, 12, 1, 9, tzinfo=UTC)))
+    assert on_time == datetime(2026, 12, 1, 10, tzinfo=UTC)
+    anchored = CustomerCronTimetable(
+        "0 * * * *", timezone="UTC", runnable_since=datetime(2026, 12, 1, 8, 30, tzinfo=UTC), auto_backfill_ticks=5
+    )
+    assert _next_run(anchored, _interval_at(datetime(2026, 12, 1, 3, tzinfo=UTC))) == datetime(
+        2026, 12, 1, 9, tzinfo=UTC
+    )
+
+
+def test_the_policy_survives_serialisation():
+    timetable = _hourly(4)
+    again = CustomerCronTimetable.deserialize(timetable.serialize())
+    assert again.auto_backfill_ticks == 4
+    assert (
+        CustomerCronTimetable.deserialize({**timetable.serialize(), "auto_backfill_ticks": None}).auto_backfill_ticks
+        == 0
+    )
