@@ -11,6 +11,7 @@ import pytest
 
 from customer_pipelines.bigquery.sql import load_sql
 from customer_pipelines.bigquery.store import BigQueryStore, split_statements
+from customer_pipelines.models import PipelineConfig
 from customer_pipelines.seed import Dataset, config_row, customer_rows, load_dataset
 from customer_pipelines.snapshot import Snapshot, refresh_snapshot
 from tests_support import rows_of_customer
@@ -216,3 +217,22 @@ def test_a_config_streamed_in_can_be_paused_at_once_by_set_config_active(store):
     versions = _versions(store, "cust_ver_stream", "streamed_cost")
     assert [(v["version"], v["is_active"], v["updated_by"]) for v in versions] == [(1, True, "seed"), (2, False, "api")]
     assert _current(store, "cust_ver_stream")["streamed_cost"]["is_active"] is False
+
+
+def test_a_configs_catch_up_policy_survives_every_copy_of_it_and_reaches_the_snapshot(store, tmp_path):
+    now = datetime.now(UTC)
+    customer_id = "cust_ver_catchup"
+    _load(store, [customer_id], [_config("catchup", customer_id, now, auto_backfill_ticks=3)], now)
+    _set_active(store, customer_id, "catchup", False)
+    _set_active(store, customer_id, "catchup", True)
+    store.query("queries/auto_pause_configs.sql", {"dag_ids": [f"{customer_id}.catchup"]})
+    assert [(v["version"], v["auto_backfill_ticks"]) for v in _versions(store, customer_id, "catchup")] == [
+        (1, 3),
+        (2, 3),
+        (3, 3),
+        (4, 3),
+    ]
+    refresh_snapshot(store, tmp_path / "snapshot.sqlite")
+    with Snapshot.open_last_good(tmp_path / "snapshot.sqlite") as snapshot:
+        [row] = [r for r in snapshot.configs() if r.row["customer_id"] == customer_id]
+    assert PipelineConfig.model_validate(row.row).auto_backfill_ticks == 3
