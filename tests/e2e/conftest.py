@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -46,4 +48,7 @@ def stack() -> Iterator:
         yield info, stack_client(info.settings)
     finally:
         local_stack.down(info.settings)
+        keep = os.environ.get("CP_TEST_KEEP_LOGS")
+        if keep:  # the services' logs outlive the stack, e.g. to read why a run never started
+            shutil.copytree(state / "run", Path(keep) / state.name, ignore=shutil.ignore_patterns("*.pid", "*.sock"))
         shutil.rmtree(state, ignore_errors=True)
