@@ -55,6 +55,18 @@ def _wait_backfill_done(api: Any, customer_id: str, backfill_id: int, timeout: f
     return _wait(f"backfill {backfill_id} completed", done, timeout)
 
 
+def _customer_with_config(
+    api: Any, client: Any, customer_id: str, config_id: str, cron: str, plan: str = "SCALE", **limits: Any
+) -> tuple[str, dict[str, Any]]:
+    """A new customer with one config on ``cron``, its DAG parsed: (dag_id, the onboarding answer)."""
+    onboarded = onboard(api, customer_id, plan, **limits)
+    created = api.admin("POST", f"/customers/{customer_id}/configs", json=config_body(config_id, schedule_cron=cron))
+    assert created.status_code == 201, created.text
+    dag_id = f"{customer_id}.{config_id}"
+    client.wait_for_dags([dag_id], timeout=240)
+    return dag_id, onboarded
+
+
 def test_every_tick_of_a_config_gets_its_outcome_and_ticks_lost_while_the_scheduler_was_stopped_are_backfilled_once(
     api, stack
 ):
@@ -63,13 +75,7 @@ def test_every_tick_of_a_config_gets_its_outcome_and_ticks_lost_while_the_schedu
 
     info, client = stack
     customer_id, config_id = "cust_ticks_001", "every_minute"
-    onboard(api, customer_id, "SCALE")
-    created = api.admin(
-        "POST", f"/customers/{customer_id}/configs", json=config_body(config_id, schedule_cron="* * * * *")
-    )
-    assert created.status_code == 201, created.text
-    dag_id = f"{customer_id}.{config_id}"
-    client.wait_for_dags([dag_id], timeout=240)
+    dag_id, _ = _customer_with_config(api, client, customer_id, config_id, "* * * * *")
     began = datetime.now(UTC)
     base = f"/customers/{customer_id}/configs/{config_id}"
 
@@ -168,13 +174,10 @@ def _hours_ago(hours: int) -> datetime:
 def test_a_backfill_beyond_the_daily_quota_runs_up_to_it_and_skips_the_rest_for_quota(api, stack):
     _info, client = stack
     customer_id, config_id = "cust_bf_quota", "hourly"
-    key = onboard(api, customer_id, "STARTER", daily_run_limit=2, max_concurrent_runs=2)["api_key"]
-    created = api.admin(
-        "POST", f"/customers/{customer_id}/configs", json=config_body(config_id, schedule_cron="0 * * * *")
+    dag_id, onboarded = _customer_with_config(
+        api, client, customer_id, config_id, "0 * * * *", "STARTER", daily_run_limit=2, max_concurrent_runs=2
     )
-    assert created.status_code == 201, created.text
-    dag_id = f"{customer_id}.{config_id}"
-    client.wait_for_dags([dag_id], timeout=240)
+    key = onboarded["api_key"]
     body = {"from": _hours_ago(5).isoformat(), "to": _hours_ago(2).isoformat()}
 
     dry = api.call("POST", f"/customers/{customer_id}/backfills", key=key, json={**body, "dry_run": True})
@@ -204,13 +207,7 @@ def test_a_backfill_beyond_the_daily_quota_runs_up_to_it_and_skips_the_rest_for_
 def test_cancelling_a_backfill_leaves_none_of_its_runs_queued_or_running_and_the_pause_flag_as_it_was(api, stack):
     _info, client = stack
     customer_id, config_id = "cust_bf_cancel", "hourly"
-    onboard(api, customer_id, "SCALE")
-    created = api.admin(
-        "POST", f"/customers/{customer_id}/configs", json=config_body(config_id, schedule_cron="0 * * * *")
-    )
-    assert created.status_code == 201, created.text
-    dag_id = f"{customer_id}.{config_id}"
-    client.wait_for_dags([dag_id], timeout=240)
+    dag_id, _ = _customer_with_config(api, client, customer_id, config_id, "0 * * * *")
     paused_before = client.dag(dag_id)["is_paused"]
     body = {"from": _hours_ago(12).isoformat(), "to": _hours_ago(1).isoformat()}
     made = api.admin("POST", f"/customers/{customer_id}/backfills", json=body).json()
