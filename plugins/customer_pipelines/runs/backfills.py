@@ -278,7 +278,7 @@ def cancel_backfill(session: Any, backfill_id: int) -> dict[str, Any] | None:
     from airflow.models.dagrun import DagRun
     from airflow.models.taskinstance import TaskInstance
     from airflow.utils.state import DagRunState, State, TaskInstanceState
-    from sqlalchemy import select, update
+    from sqlalchemy import or_, select, update
 
     backfill = session.get(Backfill, backfill_id)
     if backfill is None:
@@ -297,7 +297,9 @@ def cancel_backfill(session: Any, backfill_id: int) -> dict[str, Any] | None:
             .where(
                 TaskInstance.dag_id == run.dag_id,
                 TaskInstance.run_id == run.run_id,
-                TaskInstance.state.in_([*State.unfinished, None]),
+                or_(
+                    TaskInstance.state.in_([s for s in State.unfinished if s is not None]), TaskInstance.state.is_(None)
+                ),
             )
             .values(state=TaskInstanceState.FAILED, end_date=timezone.utcnow())
             .execution_options(synchronize_session=False)
