@@ -216,18 +216,18 @@ def cmd_ticks(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_backfill(args: argparse.Namespace, settings: Settings) -> int:
     import time
 
+    if args.action in ("status", "cancel") and args.id is None:
+        raise ValueError(f"backfill {args.action} needs --id")
+    if args.action == "create" and (args.since is None or args.until is None):
+        raise ValueError("backfill create needs --from and --to (ISO times with a timezone)")
     recovery, caller = _recovery(settings)
     if args.action in ("status", "cancel"):
-        if args.id is None:
-            raise ValueError(f"backfill {args.action} needs --id")
         if args.action == "cancel":
             status = recovery.cancel(caller, args.customer, args.id)
         else:
             status = recovery.backfill_status(args.customer, args.id)
         print(json.dumps(status, indent=2))
         return 0
-    if args.since is None or args.until is None:
-        raise ValueError("backfill create needs --from and --to")
     body = {
         "config_ids": args.config or None,
         "from_": _when(args.since),

@@ -86,3 +86,13 @@ def test_a_variable_the_user_sets_wins_over_the_recorded_one(demo_snapshot_path:
 
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert json.loads(proc.stdout)["path"] == str(demo_snapshot_path)
+
+
+def test_backfill_commands_missing_their_arguments_say_which_before_touching_anything(
+    tmp_path: Path, monkeypatch, capsys
+):
+    monkeypatch.setenv("CP_STATE_DIR", str(tmp_path / "state"))
+    assert cli.main(["backfill", "create", "--customer", "cust_a", "--from", "2026-12-01T00:00:00Z"]) == 1
+    assert "needs --from and --to" in capsys.readouterr().err
+    assert cli.main(["backfill", "cancel", "--customer", "cust_a"]) == 1
+    assert "backfill cancel needs --id" in capsys.readouterr().err
