@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -86,15 +87,36 @@ def _check_snapshot_refresh(out: str, info) -> None:
     )
 
 
+_HOURS = {"-PT30H": -timedelta(hours=30), "-PT1H": -timedelta(hours=1)}
+
+
+def _check_ticks(out: str, info) -> None:
+    # the demo customer's ticks without a successful run in the last day, per config (maybe none)
+    assert re.match(r"cust_acme_001: \d+ tick\(s\) without a successful run since ", out), out
+
+
+def _check_backfill_dry_run(out: str, info) -> None:
+    lines = out.splitlines()
+    assert lines[0].split()[:2] == ["config", "runs"], out
+    assert lines[1].split()[0] == "acme_gcp_cost_daily", out  # a daily config: its tick of the last 30 hours
+    assert re.search(r"\d+ run\(s\); today's quota left: (\d+|unlimited).*\(dry run: nothing created\)", out), out
+
+
 @pytest.mark.parametrize(
     ("args", "check"),
     [
         (["validate"], _check_validate),
+        (["ticks", "--customer", "cust_acme_001"], _check_ticks),
+        (
+            ["backfill", "create", "--customer", "cust_acme_001", "--config", "acme_gcp_cost_daily"]
+            + ["--from", "-PT30H", "--to", "-PT1H", "--dry-run"],
+            _check_backfill_dry_run,
+        ),
         (["snapshot", "show"], _check_snapshot_show),
         (["reconcile", "--hours", "1"], _check_reconcile),
         (["snapshot", "refresh"], _check_snapshot_refresh),
     ],
-    ids=["validate", "snapshot-show", "reconcile", "snapshot-refresh"],
+    ids=["validate", "ticks", "backfill-dry-run", "snapshot-show", "reconcile", "snapshot-refresh"],
 )
 def test_a_read_only_command_works_against_the_stack_with_no_extra_environment_and_leaves_home_alone(
     stack, home, args, check
@@ -104,6 +126,11 @@ def test_a_read_only_command_works_against_the_stack_with_no_extra_environment_a
         client.wait_for_dags([DEMO_DAG_ID], timeout=240)
         _wait_for_run_on_a_busy_machine(client, client.trigger(DEMO_DAG_ID)["dag_run_id"])
 
+    if args[0] == "backfill":  # a window of the last hours, in ISO times
+        client.wait_for_dags([DEMO_DAG_ID], timeout=240)
+        now = datetime.now(UTC)
+        args = [now + _HOURS[a] if a in _HOURS else a for a in args]
+        args = [a.isoformat() if isinstance(a, datetime) else a for a in args]
     proc = _run_as_a_user(info.settings.state_dir, home, *args)
 
     assert proc.returncode == 0, f"stdout:\n{proc.stdout[-2000:]}\nstderr:\n{proc.stderr[-4000:]}"
