@@ -87,6 +87,7 @@ def _check_snapshot_refresh(out: str, info) -> None:
     )
 
 
+_WINDOW = ("--from", "-PT30H", "--to", "-PT1H", "--dry-run")
 _HOURS = {"-PT30H": -timedelta(hours=30), "-PT1H": -timedelta(hours=1)}
 
 
@@ -108,8 +109,7 @@ def _check_backfill_dry_run(out: str, info) -> None:
         (["validate"], _check_validate),
         (["ticks", "--customer", "cust_acme_001"], _check_ticks),
         (
-            ["backfill", "create", "--customer", "cust_acme_001", "--config", "acme_gcp_cost_daily"]
-            + ["--from", "-PT30H", "--to", "-PT1H", "--dry-run"],
+            [*("backfill", "create", "--customer", "cust_acme_001", "--config", "acme_gcp_cost_daily"), *_WINDOW],
             _check_backfill_dry_run,
         ),
         (["snapshot", "show"], _check_snapshot_show),
