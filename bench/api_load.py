@@ -80,6 +80,9 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--writes", type=int, default=320)
     parser.add_argument("--reference-requests", type=int, default=200, help="Airflow's /api/v2/dags is slow")
+    parser.add_argument(
+        "--skip-reference", action="store_true", help="while iterating: no /api/v2/dags phase, no results file"
+    )
     args = parser.parse_args()
 
     from customer_pipelines.api.app import URL_PREFIX
@@ -156,6 +159,8 @@ def main() -> None:
                 api_calls,
             )
         )
+        if args.skip_reference:
+            return
         results.append(
             measure(
                 "Airflow GET /api/v2/dags (reference)",
