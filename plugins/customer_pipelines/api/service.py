@@ -34,7 +34,7 @@ from typing import Any, Generic, TypeVar
 from pydantic import ValidationError
 
 from customer_pipelines.api.airflow_control import AirflowControl
-from customer_pipelines.api.auth import Caller, RateLimiter
+from customer_pipelines.api.auth import Caller, RateLimiter, VerifiedTokens
 from customer_pipelines.api.errors import ApiError, field_errors, invalid, invalid_fields
 from customer_pipelines.api.keys import KeyRing, new_key
 from customer_pipelines.api.ledger import ApiLedger
@@ -289,6 +289,7 @@ class Services:
         self.patcher = SnapshotPatcher(settings.snapshot_file)
         self.keys = KeyRing(lambda: self.store.query("queries/api_keys.sql"), settings.api_key_refresh_seconds)
         self.rate_limiter = RateLimiter(settings.api_rate_limit_per_minute)
+        self.verified_tokens = VerifiedTokens(settings.api_token_cache_seconds)
 
     # -- reads --------------------------------------------------------------------------------
 
