@@ -32,8 +32,25 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def measure(name: str, calls: list[Any], send: Any, bigquery_calls: Any) -> dict[str, Any]:
+def session_cpu_seconds(leader: int | None) -> float | None:
+    """CPU time (user + system) of every process of the session ``leader`` started (the API server
+    and any workers of it); None when unknown."""
+    if leader is None:
+        return None
+    ticks = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(") ", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[3]) == leader:  # the session id (field 6 of proc(5); fields here start at 3)
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def measure(name: str, calls: list[Any], send: Any, bigquery_calls: Any, server: int | None = None) -> dict[str, Any]:
     before = bigquery_calls()
+    server_cpu = session_cpu_seconds(server)
     latencies: list[float] = []
     failures = 0
 
@@ -47,10 +64,13 @@ def measure(name: str, calls: list[Any], send: Any, bigquery_calls: Any) -> dict
         latencies.append(time.perf_counter() - began)
         failures += failed
 
-    began = time.perf_counter()
+    began, client_cpu = time.perf_counter(), time.process_time()
     with ThreadPoolExecutor(max_workers=CLIENTS) as pool:
         list(pool.map(one, calls))
     elapsed = time.perf_counter() - began
+    # The clients share the machine's cores with the server: what they cost is part of the picture.
+    client_cpu = time.process_time() - client_cpu
+    server_after = session_cpu_seconds(server)
     after = bigquery_calls()
     queries = after.get("query", 0) - before.get("query", 0)
     inserts = after.get("insert", 0) - before.get("insert", 0)
@@ -62,12 +82,19 @@ def measure(name: str, calls: list[Any], send: Any, bigquery_calls: Any) -> dict
         "rps": round(len(calls) / elapsed, 1),
         "p50_ms": round(statistics.median(latencies) * 1000, 1),
         "p99_ms": round(latencies[int(len(latencies) * 0.99) - 1] * 1000, 1),
+        "client_cpu_ms_per_request": round(client_cpu / len(calls) * 1000, 2),
+        "server_cpu_ms_per_request": (
+            round((server_after - server_cpu) / len(calls) * 1000, 2)
+            if server_cpu is not None and server_after is not None
+            else None
+        ),
         "bigquery_queries_per_request": round(queries / len(calls), 3) if bigquery_calls is not None else None,
         "bigquery_inserts_per_request": round(inserts / len(calls), 3) if bigquery_calls is not None else None,
     }
     print(
         f"{name:32s} {result['requests']:6d} req  {result['rps']:8.1f} req/s  p50 {result['p50_ms']:7.1f} ms  "
         f"p99 {result['p99_ms']:7.1f} ms  failed {failures}  "
+        f"CPU/req server {result['server_cpu_ms_per_request']} ms client {result['client_cpu_ms_per_request']} ms  "
         f"BigQuery queries/req {result['bigquery_queries_per_request']}  "
         f"inserts/req {result['bigquery_inserts_per_request']}"
     )
@@ -90,6 +117,7 @@ def main() -> None:
     from customer_pipelines.local import stack as local_stack
     from customer_pipelines.local.airflow import api_url
     from customer_pipelines.local.airflow import client as stack_client
+    from customer_pipelines.local.processes import read_pid
     from customer_pipelines.local.stack import run_module
     from customer_pipelines.seed import fleet_dataset, load_dataset
     from customer_pipelines.settings import Settings
@@ -129,6 +157,7 @@ def main() -> None:
         def api_calls() -> dict[str, int]:
             return http.get(f"{base}{URL_PREFIX}/fleet/status").json()["api_bigquery_calls"]
 
+        server = read_pid(info.settings.state_dir / "run" / "airflow-api-server.pid")
         rng = random.Random(5)
         configs = [(c["customer_id"], c["config_id"]) for c in data.configs]
         customers = sorted({c for c, _ in configs})
@@ -140,6 +169,7 @@ def main() -> None:
                 [rng.choice(customers) for _ in range(args.requests)],
                 lambda c: http.get(f"{base}{URL_PREFIX}/customers/{c}/configs"),
                 api_calls,
+                server,
             )
         )
         results.append(
@@ -148,6 +178,7 @@ def main() -> None:
                 [rng.choice(configs) for _ in range(args.requests)],
                 lambda cc: http.get(f"{base}{URL_PREFIX}/customers/{cc[0]}/configs/{cc[1]}"),
                 api_calls,
+                server,
             )
         )
         writes = [(rng.choice(configs), "pause" if i % 2 == 0 else "enable") for i in range(args.writes)]
@@ -157,6 +188,7 @@ def main() -> None:
                 writes,
                 lambda w: http.post(f"{base}{URL_PREFIX}/customers/{w[0][0]}/configs/{w[0][1]}/{w[1]}"),
                 api_calls,
+                server,
             )
         )
         if args.skip_reference:
@@ -167,6 +199,7 @@ def main() -> None:
                 list(range(args.reference_requests)),
                 lambda _: http.get(f"{base}/api/v2/dags", params={"limit": 100}),
                 lambda: {},
+                server,
             )
         )
         out = Path(__file__).parent / "results" / "api_load.json"
