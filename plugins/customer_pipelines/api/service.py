@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 import threading
 import uuid
 from collections.abc import Callable, Sequence
@@ -108,11 +109,16 @@ Generation = tuple[int, int, int]
 
 class SnapshotReader:
     """The current snapshot, opened once per generation and thread (SQLite connections are per
-    thread): a request costs a stat() and an indexed read."""
+    thread): a request costs a stat() and an indexed read. A generation's whole-file check runs
+    once, not in every thread (3-4 ms at 5,000 configs; a burst of writes makes a new generation
+    every few requests, and each of the server's threads opens each one it reads)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._local = threading.local()
+        self._checked: Generation | None = None
+        """The generation whose file passed Snapshot's whole-file check last."""
+        self._opening = threading.Lock()
 
     def generation(self) -> Generation | None:
         """Which file is the snapshot now: every write swaps in a new file (a new inode), so this
@@ -131,11 +137,29 @@ class SnapshotReader:
         if held is not None:
             held[1].close()
         try:
-            snapshot = Snapshot.open_last_good(self.path)
+            snapshot = self._open(generation)
         except SnapshotError as exc:
             raise ApiError(503, f"no config snapshot yet (the syncer writes it): {exc}") from None
         self._local.held = (generation, snapshot)
         return snapshot
+
+    def _open(self, generation: Generation | None) -> Snapshot:
+        # One thread checks a new generation while the others wait for it, then trust it. The file
+        # opened is the checked one only if the path named it before and after the open.
+        with self._opening:
+            if generation is not None and generation == self._checked:
+                try:
+                    snapshot = Snapshot(self.path, checked=True)
+                except sqlite3.Error:
+                    pass  # replaced or removed meanwhile: opened and checked below
+                else:
+                    if self.generation() == generation:
+                        return snapshot
+                    snapshot.close()
+            snapshot = Snapshot.open_last_good(self.path)
+            if snapshot.path == self.path and generation is not None and self.generation() == generation:
+                self._checked = generation
+            return snapshot
 
 
 class ReadCache:
