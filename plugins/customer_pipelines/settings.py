@@ -125,6 +125,11 @@ class Settings(ParseSettings):
     api_key_refresh_seconds: float = Field(default=30.0, ge=1, le=3600)
     """How often each API server reloads the API keys from BigQuery: a key issued or revoked through
     another server works, or stops working, here within this time (at once on the server that did it)."""
+    api_token_cache_seconds: float = Field(default=5.0, ge=0, le=300)
+    """How long an API server reuses an Airflow token it verified (and the permissions Airflow's auth
+    manager granted it), never past the token's own expiry; 0: verify every request. Verifying asks
+    Airflow's database whether the token was revoked, once per request otherwise; a token revoked by
+    Airflow's logout, or a permission withdrawn, takes effect here within this time."""
 
     emulator_port: int = 9050
     emulator_grpc_port: int = 9060

@@ -293,14 +293,16 @@ _CONFIG_COLUMNS = "config_id, dag_id, bucket, payload, runnable_since"
 class Snapshot:
     """A read-only view of one snapshot file."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, checked: bool = False) -> None:
+        """``checked``: this very file passed the whole-file check already (the API's reader, opening
+        a generation another of its threads checked); never changed in place, it still passes."""
         self.path = path
         # immutable=1: the file is never changed in place (only replaced), so no locking is needed.
         self._conn = sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True)
         # A whole-file check: a file whose meta is readable but whose config pages are damaged must
         # fall back to the previous generation, not serve zero DAGs.
-        check = self._conn.execute("PRAGMA quick_check").fetchone()
-        if not check or check[0] != "ok":
+        check = None if checked else self._conn.execute("PRAGMA quick_check").fetchone()
+        if not checked and (not check or check[0] != "ok"):
             raise sqlite3.DatabaseError(f"integrity check failed: {check}")
         self.meta = dict(self._conn.execute("SELECT key, value FROM meta").fetchall())
         if int(self.meta.get("schema_version", 0)) != SCHEMA_VERSION:

@@ -10,10 +10,12 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+import jwt
 from fastapi import Request
+from starlette.concurrency import run_in_threadpool
 
 from customer_pipelines.api.errors import ApiError
 
@@ -40,6 +42,8 @@ class Caller:
     user: Any = None
     key_id: str | None = None
     customer_id: str | None = None
+    allowed: dict[tuple[str, str], bool] = field(default_factory=dict, compare=False, repr=False)
+    """Airflow's answers for this user, by (check, method): kept as long as the caller is (see VerifiedTokens)."""
 
     @property
     def is_api_key(self) -> bool:
@@ -73,6 +77,45 @@ class RateLimiter:
             return (1 - tokens) / self.rate
 
 
+class VerifiedTokens:
+    """Airflow tokens this API server verified lately, by the exact token string: the caller each one
+    authenticated, for CP_API_TOKEN_CACHE_SECONDS and never past the token's ``exp``. Verifying a
+    token costs a query of Airflow's database on the event loop (its revoked-token check), which
+    every request of a client would otherwise repeat. At most ``max_entries`` tokens are held."""
+
+    def __init__(self, seconds: float, max_entries: int = 1024) -> None:
+        self.seconds = seconds
+        self.max_entries = max_entries
+        self._held: dict[str, tuple[Caller, float]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, token: str) -> Caller | None:
+        with self._lock:
+            held = self._held.get(token)
+            if held is None:
+                return None
+            if time.monotonic() < held[1]:
+                return held[0]
+            del self._held[token]
+            return None
+
+    def put(self, token: str, caller: Caller) -> None:
+        """Hold the caller of a token Airflow has just verified (its signature and ``exp`` checked)."""
+        if self.seconds <= 0:
+            return
+        try:
+            expires_in = float(jwt.decode(token, options={"verify_signature": False})["exp"]) - time.time()
+        except (jwt.InvalidTokenError, KeyError, TypeError, ValueError):
+            return  # no readable exp: not held, verified again next time
+        now = time.monotonic()
+        with self._lock:
+            if len(self._held) >= self.max_entries:
+                self._held = {t: held for t, held in self._held.items() if held[1] > now}
+                if len(self._held) >= self.max_entries:
+                    self._held.pop(next(iter(self._held)))  # the oldest held
+            self._held[token] = (caller, now + min(self.seconds, expires_in))
+
+
 async def authenticate(request: Request) -> Caller:
     """The app-level dependency: every route runs it before its own code."""
     if AUTH_UNAVAILABLE is not None:
@@ -94,11 +137,16 @@ async def authenticate(request: Request) -> Caller:
                 f"send an Airflow token (Authorization: Bearer) or an API key ({API_KEY_HEADER})",
                 headers={"WWW-Authenticate": "Bearer"},
             )
-        try:
-            user = await resolve_user_from_token(token)
-        except Exception as exc:  # noqa: BLE001 - Airflow's HTTPException (expired, invalid) or worse
-            raise ApiError(401, f"Airflow token refused: {getattr(exc, 'detail', exc)}") from None
-        caller = Caller(name=str(user.get_name()), user=user)
+        held = services.verified_tokens.get(token)
+        if held is not None:
+            caller = held
+        else:
+            try:
+                user = await resolve_user_from_token(token)
+            except Exception as exc:  # noqa: BLE001 - Airflow's HTTPException (expired, invalid) or worse
+                raise ApiError(401, f"Airflow token refused: {getattr(exc, 'detail', exc)}") from None
+            caller = Caller(name=str(user.get_name()), user=user)
+            services.verified_tokens.put(token, caller)
     wait = services.rate_limiter.retry_after(caller.audit_name)
     if wait > 0:
         raise ApiError(429, "too many requests from this caller", headers={"Retry-After": str(max(1, round(wait)))})
@@ -106,18 +154,28 @@ async def authenticate(request: Request) -> Caller:
     return caller
 
 
-def _airflow_allows(caller: Caller, check: str, method: str) -> bool:
+def _ask_airflow(user: Any, check: str, method: str) -> bool:
     manager = get_auth_manager()
     if check == "dag":
-        return bool(manager.is_authorized_dag(method=method, user=caller.user))
-    return bool(manager.is_authorized_pool(method=method, user=caller.user))
+        return bool(manager.is_authorized_dag(method=method, user=user))
+    return bool(manager.is_authorized_pool(method=method, user=user))
+
+
+async def _airflow_allows(caller: Caller, check: str, method: str) -> bool:
+    allowed = caller.allowed.get((check, method))
+    if allowed is None:
+        # An auth manager may ask a database or an identity provider: not on the event loop. The
+        # answer is kept with the caller, which VerifiedTokens holds for a few seconds at most.
+        allowed = await run_in_threadpool(_ask_airflow, caller.user, check, method)
+        caller.allowed[(check, method)] = allowed
+    return allowed
 
 
 def _method_of(request: Request) -> str:
     return "GET" if request.method in ("GET", "HEAD") else "PUT" if request.method == "PATCH" else request.method
 
 
-def customer_access(request: Request) -> Caller:
+async def customer_access(request: Request) -> Caller:
     """A customer's own data (configs, runs, usage): its API key, or an Airflow user with the DAG
     permission of the request's method (read: GET; a change: PUT, POST or DELETE)."""
     caller: Caller = request.state.caller
@@ -127,18 +185,18 @@ def customer_access(request: Request) -> Caller:
             # Not 403: another customer's ids are not revealed, even whether they exist.
             raise ApiError(404, f"customer {customer_id} not found")
         return caller
-    if not _airflow_allows(caller, "dag", _method_of(request)):
+    if not await _airflow_allows(caller, "dag", _method_of(request)):
         raise ApiError(403, f"Airflow user {caller.name} may not {_method_of(request)} customer pipelines")
     return caller
 
 
-def operator_access(request: Request) -> Caller:
+async def operator_access(request: Request) -> Caller:
     """The platform's own operations (customers, plans, keys, fleet status): Airflow users only,
     with the pool permission of the request's method (a customer's plan is its pool's slots)."""
     caller: Caller = request.state.caller
     if caller.is_api_key:
         raise ApiError(403, "this route is for the platform's operators (an Airflow user), not an API key")
-    if not _airflow_allows(caller, "pool", _method_of(request)):
+    if not await _airflow_allows(caller, "pool", _method_of(request)):
         raise ApiError(403, f"Airflow user {caller.name} may not {_method_of(request)} customers (pool permission)")
     return caller
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from fastapi.responses import JSONResponse
 from fastapi.testclient import TestClient
 
 from customer_pipelines.api import auth
@@ -22,6 +23,12 @@ class StandInServices:
     def __init__(self, key_row: dict[str, Any], per_minute: int) -> None:
         self.keys = KeyRing(lambda: [key_row], refresh_seconds=3600)
         self.rate_limiter = RateLimiter(per_minute)
+
+    def cached_answer(self, key: tuple[Any, ...]) -> bytes | None:
+        return None
+
+    def answer(self, key: tuple[Any, ...], read: Any) -> bytes:
+        return JSONResponse(read()).body
 
     def list_configs(self, customer_id: str, **_: Any) -> dict[str, Any]:
         return {"items": [], "next_cursor": None}

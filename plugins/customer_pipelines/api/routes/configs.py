@@ -3,9 +3,11 @@ preview, and trigger a run now."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Path, Query, Request
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
+from starlette.concurrency import run_in_threadpool
 
 from customer_pipelines.api.auth import Caller, customer_access
 from customer_pipelines.api.idempotency import once
@@ -37,8 +39,19 @@ def expected_version(body_version: int | None, if_match: str | None) -> int | No
     return None
 
 
-@router.get("/configs", summary="List a customer's configs (cursor pagination)")
-def list_configs(
+async def cached_read(request: Request, key: tuple[Any, ...], read: Callable[[], dict[str, Any]]) -> Response:
+    """A read answered from the snapshot generation's cache when it was answered already (a stat and a
+    dict lookup, on the event loop: cheaper than a worker thread's round trip), else read in a worker
+    thread (SQLite; a new generation's file is opened and checked) and cached. Reached only after the
+    route's access check, and the key starts with the customer: an answer never crosses customers."""
+    body = services(request).cached_answer(key)
+    if body is None:
+        body = await run_in_threadpool(services(request).answer, key, read)
+    return Response(body, media_type="application/json")
+
+
+@router.get("/configs", summary="List a customer's configs (cursor pagination)", response_model=dict[str, Any])
+async def list_configs(
     request: Request,
     customer_id: CustomerId,
     caller: Access,
@@ -47,14 +60,18 @@ def list_configs(
     active: bool | None = None,
     cursor: Annotated[str | None, Query(max_length=128)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-) -> dict[str, Any]:
-    return services(request).list_configs(
-        customer_id,
-        provider=provider.value if provider else None,
-        domain=domain.value if domain else None,
-        active=active,
-        cursor=cursor,
-        limit=limit,
+) -> Response:
+    filters = {
+        "provider": provider.value if provider else None,
+        "domain": domain.value if domain else None,
+        "active": active,
+        "cursor": cursor,
+        "limit": limit,
+    }
+    return await cached_read(
+        request,
+        (customer_id, "configs", *filters.values()),
+        lambda: services(request).list_configs(customer_id, **filters),
     )
 
 
@@ -69,9 +86,11 @@ def preview_config(request: Request, customer_id: CustomerId, body: ConfigPrevie
     return services(request).preview(customer_id, body.model_dump(mode="json", exclude_none=True))
 
 
-@router.get("/configs/{config_id}", summary="Get one config")
-def get_config(request: Request, customer_id: CustomerId, config_id: ConfigId, caller: Access) -> dict[str, Any]:
-    return services(request).get_config(customer_id, config_id)
+@router.get("/configs/{config_id}", summary="Get one config", response_model=dict[str, Any])
+async def get_config(request: Request, customer_id: CustomerId, config_id: ConfigId, caller: Access) -> Response:
+    return await cached_read(
+        request, (customer_id, "config", config_id), lambda: services(request).get_config(customer_id, config_id)
+    )
 
 
 @router.patch("/configs/{config_id}", summary="Change fields of a config (optimistic concurrency on version)")
