@@ -196,7 +196,9 @@ def main() -> None:
         began, seen = time.monotonic(), -1
         while time.monotonic() - began < 900:
             total = http.get(f"{base}/api/v2/dags", params={"limit": 1}).json()["total_entries"]
-            if total >= len(data.configs) or total == seen:
+            # done when all are there, or when a parse added none (0 is not done: the first parse
+            # writes nothing until it ends)
+            if total >= len(data.configs) or (total == seen and total > 0):
                 break
             seen = total
             time.sleep(20)
