@@ -89,3 +89,24 @@ def config_body(config_id: str, **fields: Any) -> dict[str, Any]:
         "timezone": "UTC",
         **fields,
     }
+
+
+FLEET_DIR = Path(__file__).resolve().parents[1] / "dags" / "customer_pipelines_fleet"
+"""The fleet's shard files (plugins/customer_pipelines/fleet/shards.py)."""
+
+
+def run_fleet_files(run_name: str = "unit_test_fleet") -> dict[str, Any]:
+    """Every shard file run as Airflow runs a DAG file; the DAGs they define together (a DAG defined
+    by two files fails the test: a config belongs to one shard)."""
+    import runpy
+
+    from airflow.sdk import DAG
+
+    dags: dict[str, Any] = {}
+    for shard_file in sorted(FLEET_DIR.glob("shard_*.py")):
+        namespace = runpy.run_path(str(shard_file), run_name=run_name)
+        for name, value in namespace.items():
+            if isinstance(value, DAG):
+                assert name not in dags, f"{name} is defined by two shard files"
+                dags[name] = value
+    return dags

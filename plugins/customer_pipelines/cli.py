@@ -61,16 +61,18 @@ def cmd_seed(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_snapshot(args: argparse.Namespace, settings: Settings) -> int:
     from customer_pipelines.snapshot import RefreshGuard, Snapshot, refresh_lock, refresh_snapshot
-    from customer_pipelines.syncer import converge_paused
+    from customer_pipelines.syncer import converge_paused, request_parses
 
     if args.action == "refresh":
         guard = RefreshGuard.of(settings)
         with refresh_lock(settings.snapshot_file):
             result = refresh_snapshot(_store(settings), settings.snapshot_file, guard=guard, force=args.force)
             pauses = converge_paused(settings)  # as a sync round would: the ledger knows the syncer's pauses
+            parsed = request_parses(result, settings)  # the changed shards are live in seconds
         print(
             f"snapshot {result.path}: {result.configs} configs, {result.customers} customers, "
-            f"{len(result.invalid)} invalid; paused {len(pauses.paused)}, unpaused {len(pauses.unpaused)}"
+            f"{len(result.invalid)} invalid; paused {len(pauses.paused)}, unpaused {len(pauses.unpaused)}; "
+            f"parse asked for {parsed} file(s)"
         )
         for error in result.invalid:
             print(f"  invalid: {error}")

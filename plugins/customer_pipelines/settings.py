@@ -44,6 +44,10 @@ class ParseSettings(BaseSettings):
     """The local config snapshot DAG files read; default ``<state_dir>/snapshot/configs.sqlite``."""
     pool_prefix: str = Field(default="cp_", pattern=r"^[A-Za-z0-9_.-]{0,64}$")
     max_retry_delay_minutes: int = Field(default=60, ge=1)
+    fleet_shards: int = Field(default=16, ge=1, le=64)
+    """Shard files the fleet's DAGs are spread over (``dags/customer_pipelines_fleet/shard_NN.py``,
+    64 shipped): about one per 1,500 configs keeps each file's parse within seconds (README,
+    "Fleet scale"). Every Airflow process and the syncer must see the same value."""
 
     @property
     def snapshot_file(self) -> Path:

@@ -408,6 +408,8 @@ class RefreshResult:
     configs: int
     customers: int
     invalid: list[Any]
+    changed_dag_ids: frozenset[str] | None = None
+    """The DAGs that may differ after this refresh (their shards are parsed again); None: any."""
 
 
 class RefreshRefused(RuntimeError):

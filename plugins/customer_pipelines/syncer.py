@@ -62,6 +62,8 @@ class SyncReport:
     """Ticks newly found missed with no cause (alerted TICK_MISSED)."""
     ticks_late: int = 0
     """Configs newly late (alerted LATE_START)."""
+    files_parsed: int = 0
+    """DAG files the round asked the DAG processor to parse (the shards whose configs changed)."""
 
     def summary(self) -> str:
         return (
@@ -71,6 +73,7 @@ class SyncReport:
             f"mirror: {self.spool_delivered} spooled delivered, {self.reconciled} reconciled, "
             f"backlog {self.mirror_backlog}, rejected {self.mirror_rejected}; "
             f"ticks: {self.ticks_missed} missed unexplained, {self.ticks_late} late; "
+            f"parse asked for {self.files_parsed} file(s); "
             f"auto-paused {len(self.auto_paused)} ({self.seconds:.2f}s)"
             + (
                 f"; REFRESH REFUSED, serving the last good snapshot: {self.refresh_refused}"
@@ -176,6 +179,24 @@ def _check_ticks(watch: TickWatch, fleet: Fleet, anchors: dict[str, datetime], s
         return TickCheck()
 
 
+def request_parses(refreshed: RefreshResult | None, settings: Settings) -> int:
+    """Ask the DAG processor to parse the shard files whose configs this refresh changed (none when
+    nothing changed, every one when the refresh cannot tell); returns how many files. A request that
+    fails is logged: the DAG processor's periodic re-parse still converges (fleet/parsing.py)."""
+    from customer_pipelines.fleet.parsing import request_reparse
+
+    if refreshed is None:
+        return 0
+    changed = refreshed.changed_dag_ids
+    if changed is not None and not changed:
+        return 0
+    try:
+        return len(request_reparse(settings, changed))
+    except Exception:
+        log.exception("re-parse not requested; the DAG processor's periodic parse converges")
+        return 0
+
+
 def _refresh(store: Any, settings: Settings) -> tuple[RefreshResult | None, str | None]:
     """Refresh the snapshot; a refresh the guard refuses is logged and alerted, and the round goes
     on with the last good snapshot."""
@@ -211,6 +232,8 @@ def run_sync(settings: Settings | None = None, store: Any = None, watch: TickWat
             anchors = {dag_id: since for dag_id, (since, _) in snapshot.anchors().items()}
         pools = sync_pools(desired_pools(fleet.customers, settings.pool_prefix), settings.pool_prefix, settings)
         pauses = _sync_paused(runnable_dags(fleet), settings)
+        # After the paused flags: a parse writes the shard's DAG rows while it runs (api/service.py).
+        files_parsed = request_parses(refreshed, settings)
         ticks = _check_ticks(watch, fleet, anchors, settings)
         _write_next_runs(store, fleet)
         delivered, reconciled, backlog, rejected = _mirror_housekeeping(store, settings)
@@ -229,6 +252,7 @@ def run_sync(settings: Settings | None = None, store: Any = None, watch: TickWat
         refresh_refused=refused,
         ticks_missed=len(ticks.missed),
         ticks_late=len(ticks.late),
+        files_parsed=files_parsed,
     )
 
 

@@ -21,9 +21,9 @@ from customer_pipelines.fleet import factory
 from customer_pipelines.models import ConfigError, PipelineConfig, parse_config
 from customer_pipelines.settings import get_settings
 from customer_pipelines.snapshot import Snapshot
+from tests_support import FLEET_DIR
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-FLEET_FILE = REPO_ROOT / "dags" / "customer_pipelines_fleet.py"
 MB = 1_000_000
 ATTACKER = "cust_attacker"
 
@@ -189,12 +189,12 @@ def fleet_with_corpus(tmp_path_factory, corpus, customer_rows_of) -> tuple[Path,
 
 
 def _fill_dagbag(snapshot: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[float, DagBag]:
-    """The fleet file as Airflow's DAG processor imports it (DagBag, its import timeout armed)."""
+    """The fleet's shard files as Airflow's DAG processor imports it (DagBag, its import timeout armed)."""
     monkeypatch.setenv("CP_SNAPSHOT_PATH", str(snapshot))
     monkeypatch.setenv("CP_STATE_DIR", str(snapshot.parent / "state"))
     get_settings.cache_clear()
     started = time.perf_counter()
-    bag = DagBag(dag_folder=str(FLEET_FILE), safe_mode=False)
+    bag = DagBag(dag_folder=str(FLEET_DIR), safe_mode=False)
     return time.perf_counter() - started, bag
 
 

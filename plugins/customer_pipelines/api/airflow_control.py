@@ -1,22 +1,21 @@
 """What the API changes and reads in Airflow itself, from inside Airflow's API server (which, unlike
 task code, has the metadata database): paused flags by the syncer's own rules, a customer's pool, a
-priority re-parse of the fleet file, a manual run, and the running figures."""
+priority re-parse of a config's shard file, a manual run, and the running figures."""
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
 from customer_pipelines.airflow_db import metadata_session
+from customer_pipelines.fleet.parsing import request_reparse
 from customer_pipelines.settings import Settings
 
 log = logging.getLogger(__name__)
 
-FLEET_FILE = "customer_pipelines_fleet.py"
-DEFAULT_BUNDLE = "dags-folder"
 CONVERGE_SECONDS = 12.0
 """How long a write keeps trying to set a DAG's paused flag before leaving it to the sync round."""
 
@@ -48,34 +47,11 @@ class AirflowControl:
                 log.warning("paused flags of %s waited for a lock; trying again", sorted(runnable)[:3])
                 time.sleep(0.2)
 
-    def request_reparse(self) -> None:
-        """Ask the DAG processor to parse the fleet file next, ahead of its timer (what Airflow's
-        ``PUT /api/v2/parseDagFile/{file_token}`` does): a config created, changed or paused is a
-        DAG as the snapshot says within seconds."""
-        from airflow.models.dag import DagModel
-        from airflow.models.dagbag import DagPriorityParsingRequest
-        from sqlalchemy import select
-
-        with metadata_session(self.settings) as session:
-            found = session.execute(
-                select(DagModel.bundle_name, DagModel.relative_fileloc)
-                .where(DagModel.relative_fileloc.like(f"%{FLEET_FILE}"))
-                .limit(1)
-            ).first()
-            bundle, relative = (found[0], found[1]) if found else (DEFAULT_BUNDLE, FLEET_FILE)
-            # One request per file can be pending (its id is Airflow's hash of bundle and file): a
-            # request already waiting covers this change too, since the parse reads the newest snapshot.
-            request_id = hashlib.md5(f"{bundle}:{relative}".encode()).hexdigest()  # as dagbag.generate_md5_hash
-            if session.get_bind().dialect.name == "postgresql":
-                from sqlalchemy.dialects.postgresql import insert
-
-                session.execute(
-                    insert(DagPriorityParsingRequest)
-                    .values(id=request_id, bundle_name=bundle, relative_fileloc=relative)
-                    .on_conflict_do_nothing()
-                )
-            elif session.get(DagPriorityParsingRequest, request_id) is None:
-                session.add(DagPriorityParsingRequest(bundle_name=bundle, relative_fileloc=relative))
+    def request_reparse(self, dag_ids: Iterable[str]) -> None:
+        """Ask the DAG processor to parse the shard files of these DAGs next, ahead of its timer: a
+        config created, changed or paused is a DAG as the snapshot says within seconds, and only
+        its shard is parsed again (fleet/parsing.py)."""
+        request_reparse(self.settings, dag_ids)
 
     def set_pool(self, pool: str, slots: int, description: str) -> None:
         """One customer's pool (a plan change, a suspension) without waiting for the sync round."""

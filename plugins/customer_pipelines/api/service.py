@@ -524,7 +524,7 @@ class Services:
             # writes them. Unpausing before the parse fires no missed tick: a held config's DAG has
             # no next run until the parse gives it its new anchor.
             result.paused, result.unpaused = self.airflow.converge({dag_id: hold_reason(config, customer) is None})
-            self.airflow.request_reparse()
+            self.airflow.request_reparse([dag_id])
         except Exception as exc:
             log.exception("config %s written to BigQuery, not yet applied in Airflow", dag_id)
             result.applied_in_airflow = False
@@ -860,7 +860,7 @@ class Services:
                     runnable[parsed.dag_id] = hold_reason(parsed, customer) is None
             if runnable:
                 self.airflow.converge(runnable)
-                self.airflow.request_reparse()
+                self.airflow.request_reparse(runnable)
             return True
         except Exception:
             log.exception("customer %s written to BigQuery, not yet applied in Airflow", customer_id)

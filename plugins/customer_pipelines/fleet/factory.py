@@ -229,6 +229,9 @@ def build_dags(
     shard: int | None = None,
     shards: int = 1,
 ) -> FactoryResult:
+    """The DAGs of the whole snapshot, of one shard, or (``only_dag_id``, a worker) of one config.
+    Customers are read as their configs need them (a shard reads its own, a worker one), and the
+    duplicates report belongs to the whole-fleet build (the errors file), not to every shard."""
     settings = settings or get_parse_settings()
     result = FactoryResult()
     if only_dag_id is not None:
@@ -236,16 +239,18 @@ def build_dags(
         rows = [found] if found else []
     else:
         rows = list(snapshot.configs(shard=shard, shards=shards))
-    customers = snapshot.customers() if only_dag_id is None else {}
-    if only_dag_id is None:
+    if only_dag_id is None and shard is None:
         result.errors += duplicate_config_errors(snapshot)
+    customers: dict[str, Customer | None] = {}
     seen: set[str] = set()
     for config_row in rows:
         parsed = parse_config(config_row.row)
         if isinstance(parsed, ConfigError):
             result.errors.append(parsed)
             continue
-        customer = customers.get(parsed.customer_id) if only_dag_id is None else snapshot.customer(parsed.customer_id)
+        if parsed.customer_id not in customers:
+            customers[parsed.customer_id] = snapshot.customer(parsed.customer_id)
+        customer = customers[parsed.customer_id]
         if customer is None:
             result.errors.append(no_such_customer(parsed))
             continue

@@ -11,6 +11,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from customer_pipelines.fleet.parsing import PERIODIC_REPARSE_SECONDS
 from customer_pipelines.local.airflow_api import AirflowClient
 from customer_pipelines.local.processes import (
     PortError,
@@ -89,9 +90,11 @@ def airflow_env(
         "AIRFLOW__API__PORT": str(settings.airflow_port),
         "AIRFLOW__API__HOST": "127.0.0.1",
         "AIRFLOW__API_AUTH__JWT_SECRET": _secret(home / "jwt.secret", lambda: secrets.token_urlsafe(32)),
-        # New DAG files and changed snapshots are seen within seconds, not minutes.
+        # Change-driven parsing: a shard file is parsed again when the syncer, the API or the command
+        # line asks for it (fleet/parsing.py), within seconds; the timer only converges a request
+        # that was lost, so it is long and the DAG processor rests between changes.
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "20",
-        "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "15",
+        "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": str(PERIODIC_REPARSE_SECONDS),
         "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "True",
         # Loopback only (Airflow's default is every interface). The log servers have no host setting
         # in Airflow 3.3 (they bind every interface): the scheduler and triggerer run without them
@@ -107,6 +110,7 @@ def airflow_env(
         "CP_BQ_LOCATION": settings.bq_location,
         "CP_AIRFLOW_PORT": str(settings.airflow_port),
         "CP_SYNC_INTERVAL_SECONDS": str(settings.sync_interval_seconds),
+        "CP_FLEET_SHARDS": str(settings.fleet_shards),
     }
     if settings.bigquery_emulator_host:
         env["BIGQUERY_EMULATOR_HOST"] = settings.bigquery_emulator_host

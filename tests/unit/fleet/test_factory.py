@@ -14,9 +14,11 @@ from airflow.timetables.base import DataInterval, TimeRestriction
 from airflow.timetables.trigger import CronTriggerTimetable
 
 from customer_pipelines.fleet import factory
+from customer_pipelines.fleet.shards import MAX_SHARDS
 from customer_pipelines.models import ConfigError, Customer, PipelineConfig, parse_config
 from customer_pipelines.settings import get_settings
 from customer_pipelines.snapshot import Snapshot
+from tests_support import FLEET_DIR, run_fleet_files
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 DAG_FILES = sorted((REPO_ROOT / "dags").glob("*.py"))
@@ -477,8 +479,11 @@ def dag_file_env(monkeypatch, tmp_path):
     return use
 
 
-def test_the_dags_folder_holds_the_fleet_and_the_errors_files():
-    assert {"customer_pipelines_config_errors.py", "customer_pipelines_fleet.py"} <= {p.name for p in DAG_FILES}
+def test_the_dags_folder_holds_the_errors_file_and_every_shard_file_alike():
+    assert "customer_pipelines_config_errors.py" in {p.name for p in DAG_FILES}
+    shard_files = sorted(FLEET_DIR.glob("*.py"))
+    assert [p.name for p in shard_files] == [f"shard_{i:02d}.py" for i in range(MAX_SHARDS)]
+    assert len({p.read_text() for p in shard_files}) == 1, "a shard file's name alone says which configs it builds"
 
 
 @pytest.mark.parametrize("dag_file", DAG_FILES, ids=[p.stem for p in DAG_FILES])
@@ -487,18 +492,16 @@ def test_dag_file_imports_cleanly_against_the_demo_snapshot(dag_file, dag_file_e
     runpy.run_path(str(dag_file), run_name=f"unit_test_{dag_file.stem}")
 
 
-def test_fleet_dag_file_defines_the_four_demo_dags(dag_file_env, demo_snapshot_path, demo_dag_ids):
+def test_the_shard_files_together_define_the_four_demo_dags(dag_file_env, demo_snapshot_path, demo_dag_ids):
     dag_file_env(demo_snapshot_path)
-    namespace = runpy.run_path(str(REPO_ROOT / "dags" / "customer_pipelines_fleet.py"), run_name="unit_test_fleet")
-    dags = {name: value for name, value in namespace.items() if isinstance(value, DAG)}
+    dags = run_fleet_files()
     assert set(dags) == demo_dag_ids
     assert all(dag.dag_id == name for name, dag in dags.items())
 
 
-def test_fleet_dag_file_without_a_snapshot_defines_no_dag_and_does_not_raise(dag_file_env, tmp_path):
+def test_the_shard_files_without_a_snapshot_define_no_dag_and_do_not_raise(dag_file_env, tmp_path):
     dag_file_env(tmp_path / "missing" / "configs.sqlite")
-    namespace = runpy.run_path(str(REPO_ROOT / "dags" / "customer_pipelines_fleet.py"), run_name="unit_test_fleet")
-    assert not [v for v in namespace.values() if isinstance(v, DAG)]
+    assert not run_fleet_files()
 
 
 def test_errors_dag_file_raises_listing_the_bad_configs(dag_file_env, snapshot_with_every_bad_row):
@@ -522,8 +525,7 @@ def test_a_bad_setting_never_hides_the_dags_and_is_one_clear_import_error(
     monkeypatch.setenv("CP_STATE_DIR", str(tmp_path))
     write_snapshot(tmp_path / "snapshot" / "configs.sqlite", demo_customers, demo_configs, source="test")
     monkeypatch.setenv(variable, value)
-    fleet = runpy.run_path(str(REPO_ROOT / "dags" / "customer_pipelines_fleet.py"))
-    assert demo_dag_ids <= {name for name, value in fleet.items() if isinstance(value, DAG)}
+    assert demo_dag_ids <= set(run_fleet_files())
     with pytest.raises(factory.InvalidPipelineConfigs) as raised:
         runpy.run_path(str(REPO_ROOT / "dags" / "customer_pipelines_config_errors.py"))
     problems = [line for line in str(raised.value).splitlines() if line.startswith("- ")]

@@ -1,0 +1,69 @@
+"""Change-driven parsing: ask Airflow's DAG processor to parse the shard files whose configs
+changed, ahead of its timer (what Airflow's ``PUT /api/v2/parseDagFile/{file_token}`` does: a row in
+``dag_priority_parsing_request``, which the DAG processor claims at its next loop).
+
+The snapshot refresh (syncer, command line) and the REST API's writes send these requests; the DAG
+processor's own timer (``min_file_process_interval``, ``PERIODIC_REPARSE_SECONDS`` on the shipped
+stacks) only converges a request that was lost (the metadata database down at that moment, a
+processor restarted while holding it), so it is long and the processor rests between changes."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Iterable, Sequence
+
+from customer_pipelines.fleet.shards import SHARD_DIR, files_to_reparse
+from customer_pipelines.settings import Settings
+
+log = logging.getLogger(__name__)
+
+PERIODIC_REPARSE_SECONDS = 900
+"""The DAG processor's periodic re-parse of every file on the shipped stacks: a lost request is
+converged within this time; changes themselves are parsed on request within seconds."""
+DEFAULT_BUNDLE = "dags-folder"
+
+
+def request_reparse(settings: Settings, dag_ids: Iterable[str] | None) -> list[str]:
+    """Ask for a parse of the files holding these DAGs (None: every shard file); returns the files
+    asked for, relative to the DAG bundle. Needs Airflow's metadata database (the syncer, the
+    command line and the API server have it; task code does not)."""
+    files = files_to_reparse(None if dag_ids is None else list(dag_ids), settings.fleet_shards)
+    if files:
+        request_files(settings, files)
+    return files
+
+
+def request_files(settings: Settings, files: Sequence[str]) -> None:
+    """One pending request per file (its id is Airflow's hash of bundle and path): a request already
+    waiting covers a newer change too, since the parse reads the newest snapshot."""
+    from airflow.models.dag import DagModel
+    from airflow.models.dagbag import DagPriorityParsingRequest
+    from sqlalchemy import select
+
+    from customer_pipelines.airflow_db import metadata_session
+
+    with metadata_session(settings) as session:
+        # Where the bundle has the shard folder (its root may be above dags/): from a parsed shard.
+        found = session.execute(
+            select(DagModel.bundle_name, DagModel.relative_fileloc)
+            .where(DagModel.relative_fileloc.like(f"%{SHARD_DIR}/%"))
+            .limit(1)
+        ).first()
+        bundle, prefix = DEFAULT_BUNDLE, ""
+        if found is not None:
+            bundle, prefix = found[0], found[1][: found[1].index(SHARD_DIR)]
+        for file in files:
+            relative = prefix + file
+            request_id = hashlib.md5(f"{bundle}:{relative}".encode()).hexdigest()  # as dagbag.generate_md5_hash
+            if session.get_bind().dialect.name == "postgresql":
+                from sqlalchemy.dialects.postgresql import insert
+
+                session.execute(
+                    insert(DagPriorityParsingRequest)
+                    .values(id=request_id, bundle_name=bundle, relative_fileloc=relative)
+                    .on_conflict_do_nothing()
+                )
+            elif session.get(DagPriorityParsingRequest, request_id) is None:
+                session.add(DagPriorityParsingRequest(bundle_name=bundle, relative_fileloc=relative))
+    log.info("asked the DAG processor to parse %d file(s): %s", len(files), ", ".join(files[:5]))
