@@ -82,6 +82,16 @@ def cmd_snapshot(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_parse(args: argparse.Namespace, settings: Settings) -> int:
+    from customer_pipelines.fleet.parsing import request_reparse
+
+    if not args.all and not args.dag:
+        raise ValueError("parse: give --all, or --dag DAG_ID (repeatable)")
+    files = request_reparse(settings, None if args.all else args.dag)
+    print(f"asked the DAG processor to parse {len(files)} file(s): {', '.join(files)}")
+    return 0
+
+
 def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
     from customer_pipelines.fleet.factory import InvalidPipelineConfigs, raise_config_errors
 
@@ -284,6 +294,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["refresh", "show"])
     p.add_argument("--force", action="store_true", help="refresh even if it would stop much of the fleet")
     p.set_defaults(func=cmd_snapshot)
+
+    p = sub.add_parser(
+        "parse", help="ask the DAG processor to parse shard files now (after a change of CP_FLEET_SHARDS)"
+    )
+    p.add_argument("--all", action="store_true", help="every shard file and the errors file")
+    p.add_argument("--dag", action="append", help="the shard file of this DAG id (repeat)")
+    p.set_defaults(func=cmd_parse)
 
     p = sub.add_parser("validate", help="list the configs of the snapshot that cannot become DAGs")
     p.set_defaults(func=cmd_validate)

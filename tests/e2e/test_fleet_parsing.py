@@ -1,0 +1,143 @@
+"""Change-driven parsing on the real stack: a refresh that changes nothing asks for no parse and, even
+when every shard is parsed again, writes no new DAG version; an edit of one config in BigQuery asks
+for its shard's parse only and adds exactly one version, to that DAG alone."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from customer_pipelines.bigquery.store import BigQueryStore
+from customer_pipelines.fleet.parsing import PERIODIC_REPARSE_SECONDS
+from customer_pipelines.fleet.shards import SHARD_DIR, shard_file, shard_of
+from customer_pipelines.local.stack import run_module
+from tests_support import add_customer, rows_of_customer
+
+pytestmark = pytest.mark.e2e
+
+CUSTOMER = "cust_parse_on_change"
+
+
+def _metadata(info: Any) -> Any:
+    import psycopg2
+
+    url = info.env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].replace("postgresql+psycopg2://", "postgresql://")
+    conn = psycopg2.connect(url)
+    conn.autocommit = True
+    return conn
+
+
+def _fleet_state(conn: Any) -> tuple[dict[str, int], dict[str, str]]:
+    """(dag_id -> dag_version rows, dag_id -> the serialized DAG's hash) of every fleet DAG."""
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT d.dag_id, count(v.id) FROM dag d JOIN dag_version v USING (dag_id)"
+            " WHERE d.relative_fileloc LIKE %s GROUP BY d.dag_id",
+            (f"{SHARD_DIR}/%",),
+        )
+        versions = dict(cur.fetchall())
+        cur.execute(
+            "SELECT DISTINCT ON (s.dag_id) s.dag_id, s.dag_hash FROM serialized_dag s JOIN dag d USING (dag_id)"
+            " WHERE d.relative_fileloc LIKE %s ORDER BY s.dag_id, s.last_updated DESC",
+            (f"{SHARD_DIR}/%",),
+        )
+        return versions, dict(cur.fetchall())
+
+
+def _parsed_at(conn: Any) -> dict[str, datetime]:
+    """shard file -> when the DAG processor last parsed it (its DAGs' last_parsed_time)."""
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT relative_fileloc, max(last_parsed_time) FROM dag WHERE relative_fileloc LIKE %s GROUP BY 1",
+            (f"{SHARD_DIR}/%",),
+        )
+        return dict(cur.fetchall())
+
+
+def _wait(condition: Callable[[], bool], what: str, timeout: float = 120) -> float:
+    began = time.monotonic()
+    while not condition():
+        if time.monotonic() - began > timeout:
+            raise TimeoutError(f"{what} not within {timeout:.0f}s")
+        time.sleep(1)
+    return time.monotonic() - began
+
+
+def _files_asked(sync_output: str) -> int:
+    found = re.search(r"parse asked for (\d+) file", sync_output)
+    assert found, sync_output
+    return int(found.group(1))
+
+
+def _parses_not_asked_for(before: dict[str, datetime], after: dict[str, datetime], asked: set[str]) -> set[str]:
+    """Shard files parsed again though nobody asked, and not due by the DAG processor's own timer."""
+    now = datetime.now(UTC)
+    return {
+        file
+        for file, parsed in after.items()
+        if file not in asked
+        and parsed != before.get(file)
+        and before.get(file) is not None
+        and before[file] + timedelta(seconds=PERIODIC_REPARSE_SECONDS) > now
+    }
+
+
+def test_a_no_op_refresh_writes_no_version_and_an_edit_versions_its_dag_only(stack):
+    info, client = stack
+    shards = info.settings.fleet_shards
+    dag_ids = add_customer(info, CUSTOMER, "PROFESSIONAL", [("edited_cost", 5), ("kept_cost", 5), ("other_cost", 3)])
+    client.wait_for_dags(dag_ids, timeout=240)
+    edited = dag_ids[0]
+    # A version a run used is kept: Airflow adds a new one for a change (an unused one is rewritten).
+    run = client.trigger(edited)
+    client.wait_for_run(edited, run["dag_run_id"], timeout=300)
+    conn = _metadata(info)
+    try:
+        versions, hashes = _fleet_state(conn)
+        assert set(dag_ids) <= set(versions) and len(versions) > 10
+
+        # No change in BigQuery: the round asks for no parse at all.
+        assert _files_asked(run_module(info.env, "sync")) == 0
+        # Even when every shard is parsed again, nothing new is written: same hash, same versions.
+        asked_at = datetime.now(UTC)
+        run_module(info.env, "parse", "--all")
+        _wait(
+            lambda: all(t > asked_at for t in _parsed_at(conn).values()),
+            "every shard file parsed after `parse --all`",
+            timeout=300,
+        )
+        assert _fleet_state(conn) == (versions, hashes), "a parse of unchanged configs wrote new DAG versions"
+
+        # One config edited in BigQuery (a new version row, as the API or a person writes it).
+        [row] = rows_of_customer(
+            BigQueryStore(info.settings), "customer_pipeline_configs", CUSTOMER, "config_id = 'edited_cost'"
+        )
+        edit = {
+            **row,
+            "display_name": "Edited cost pipeline",
+            "version": row["version"] + 1,
+            "updated_at": datetime.now(UTC),
+        }
+        BigQueryStore(info.settings).load_rows("customer_pipeline_configs", [edit])
+        before = _parsed_at(conn)
+        output = run_module(info.env, "sync")
+        assert _files_asked(output) == 2, "the edited config's shard and the errors file"
+        live_after = _wait(lambda: _fleet_state(conn)[1][edited] != hashes[edited], "the edited DAG re-serialised")
+        after_versions, after_hashes = _fleet_state(conn)
+
+        assert after_versions[edited] == versions[edited] + 1
+        assert {d: n for d, n in after_versions.items() if d != edited} == {
+            d: n for d, n in versions.items() if d != edited
+        }
+        assert {d: h for d, h in after_hashes.items() if d != edited} == {
+            d: h for d, h in hashes.items() if d != edited
+        }
+        assert _parses_not_asked_for(before, _parsed_at(conn), {shard_file(shard_of(edited, shards))}) == set()
+        assert live_after < 60, f"the edit took {live_after:.0f}s after the round to be live"
+    finally:
+        conn.close()
