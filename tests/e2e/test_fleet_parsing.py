@@ -99,7 +99,7 @@ def test_a_no_op_refresh_writes_no_version_and_an_edit_versions_its_dag_only(sta
     conn = _metadata(info)
     try:
         versions, hashes = _fleet_state(conn)
-        assert set(dag_ids) <= set(versions) and len(versions) > 10
+        assert set(dag_ids) <= set(versions) and len(versions) > len(dag_ids)  # the demo fleet too
 
         # No change in BigQuery: the round asks for no parse at all.
         assert _files_asked(run_module(info.env, "sync")) == 0
