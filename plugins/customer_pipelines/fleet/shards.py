@@ -60,11 +60,12 @@ def register_shard(namespace: MutableMapping[str, Any], file: str) -> None:
     """Put the DAGs of the shard ``file`` builds into its globals (how Airflow finds them). A file
     numbered at or above ``CP_FLEET_SHARDS`` defines nothing; on a worker running one task the
     factory builds only that task's DAG (load_fleet reads Airflow's parsing context)."""
-    from customer_pipelines.fleet.factory import register_dags
     from customer_pipelines.settings import get_parse_settings
 
     settings = get_parse_settings()
     index = shard_index(file)
     if index >= settings.fleet_shards:
-        return
+        return  # before importing the factory: an unused shard file costs next to nothing
+    from customer_pipelines.fleet.factory import register_dags
+
     register_dags(namespace, shard=index, shards=settings.fleet_shards, settings=settings)
