@@ -530,8 +530,8 @@ def _oldest_of(
     uniqueness): the oldest
     keeps the DAG and every newer row is rejected, so a row added later can never take over or
     remove an existing config; rows that cannot be ordered (same or no created_at) are all rejected."""
-    if len(clashing) == 1:
-        return clashing[0], []
+    if len(clashing) <= 1:
+        return (clashing[0] if clashing else None), []
     ordered = sorted(clashing, key=lambda row: str(row.get("created_at") or ""))
     first, second = (str(row.get("created_at") or "") for row in ordered[:2])
     if not first or first == second:
