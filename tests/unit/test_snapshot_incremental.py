@@ -64,7 +64,7 @@ class VersionLogStore:
 
     def edit(self, config_id: str, *, updated_at: datetime | None = None, **changes: Any) -> dict[str, Any]:
         """A new version of a config, written now (or at ``updated_at``)."""
-        [(key, row)] = [(k, r) for k, r in self._current().items() if k[1] == config_id]
+        [row] = [r for k, r in self._current().items() if k[1] == config_id]
         new = {**row, **changes, "version": row["version"] + 1, "updated_at": updated_at or datetime.now(UTC)}
         self.log.append(new)
         return new
