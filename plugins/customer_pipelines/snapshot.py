@@ -204,7 +204,13 @@ def record_verified(path: Path, identity: FileIdentity) -> None:
     try:
         _write_json(sidecar, {"verified": [i.as_json() for i in kept]})
     except OSError as exc:
-        log.warning("integrity record %s not written (the next open checks again): %s", sidecar, exc)
+        # Once per process and file: a worker that may not write beside the snapshot opens it often.
+        if sidecar not in _unrecorded:
+            _unrecorded.add(sidecar)
+            log.warning("integrity record %s not written (every open checks the file): %s", sidecar, exc)
+
+
+_unrecorded: set[Path] = set()
 
 
 def quick_check(conn: sqlite3.Connection) -> None:
