@@ -83,6 +83,11 @@ class Settings(ParseSettings):
     refresh_guard_min_dags: int = Field(default=100, ge=0)
     """A refresh that would stop more than max(min_dags, share x the running DAGs) is refused
     (and alerted) until forced with ``snapshot refresh --force``."""
+    full_refresh_minutes: int = Field(default=60, ge=0)
+    """The syncer's snapshot refresh reads only the configs changed since its last one (and every
+    customer); once this many minutes have passed since the last full read it reads every config
+    again, converging on what an incremental read cannot see (rows removed, or edited by hand with an
+    old ``updated_at``). 0: every refresh is full."""
 
     quota_db_url: str | None = None
     """PostgreSQL URL of the quota ledger (``postgresql://user@host/db``); the local stack sets it

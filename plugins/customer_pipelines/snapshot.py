@@ -9,7 +9,21 @@ unreadable.
 
 Each runnable config also carries the moment it became runnable (``runnable_since``), carried over
 from the previous generation while it stays runnable with the same schedule: the anchor of its DAG's
-first tick (see timetables.py), which must not move between parses or refreshes."""
+first tick (see timetables.py), which must not move between parses or refreshes.
+
+Integrity is verified once per generation, not per open: a new file is checked (SQLite's whole-file
+``PRAGMA quick_check``) before it is swapped in, and a file first opened without a record (written by
+an older version) is checked by its first reader; either records the file's identity in an
+owner-only sidecar (``.<name>.verified``, see :class:`FileIdentity`). A later open of a file whose
+identity matches the record skips the check (it costs ~45 ms at 50,000 configs, paid by every
+worker's one-DAG parse otherwise); a file changed in place no longer matches, is checked again and,
+if damaged, the previous generation is served.
+
+Each generation is numbered (meta ``generation``, +1 per new file) and carries the ``watermark`` of
+the incremental refresh (meta; the time of the BigQuery read it holds the changes up to) and when the
+last full read was (``full_refresh_at``). A refresh that finds nothing changed writes no file; it
+records in a second sidecar (``.<name>.confirmed``) that the current file was confirmed against
+BigQuery at that moment, which is what the next anchors count from (see runnable_anchors)."""
 
 from __future__ import annotations
 
@@ -26,7 +40,7 @@ import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -87,6 +101,197 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
+# -- the integrity record: whole-file check once per generation -----------------------------------
+
+VERIFIED_KEPT = 8
+"""Identities the integrity record keeps: the current generation, ``.prev`` (the same inode as the
+generation before) and a few more written meanwhile by other processes (the API's patches)."""
+_EDGE_BYTES = 4096
+
+
+@dataclass(frozen=True)
+class FileIdentity:
+    """Which file, in which state: inode, size and mtime (ns), and a CRC of its first and last
+    4 KiB. A snapshot is never changed in place (every generation is a new file, swapped in), so a
+    file whose identity matches the record is the very file that passed the check.
+
+    Why the CRC: a write in place within the file system's timestamp granularity (a kernel tick,
+    1-4 ms on Linux) can leave size and mtime as they were, as the tests' in-place damage does. The
+    CRC catches what SQLite itself writes in place (its header's change counter, at offset 24,
+    changes with every transaction) and any damage over the first or last page. Damage that keeps
+    size, mtime and both edges (media rot under the file system, which changes no mtime) is not
+    caught by any stat-based record; SQLite still refuses a malformed page when a read reaches it
+    (sqlite3.DatabaseError), so such a file fails the reads that touch the damage, not silently."""
+
+    ino: int
+    size: int
+    mtime_ns: int
+    edges: int
+
+    @classmethod
+    def of(cls, path: Path) -> FileIdentity | None:
+        """The identity of the file at ``path`` now; None when there is none."""
+        try:
+            with open(path, "rb") as fh:
+                st = os.fstat(fh.fileno())
+                head = fh.read(_EDGE_BYTES)
+                tail = b""
+                if st.st_size > _EDGE_BYTES:
+                    fh.seek(max(_EDGE_BYTES, st.st_size - _EDGE_BYTES))
+                    tail = fh.read(_EDGE_BYTES)
+        except OSError:
+            return None
+        return cls(st.st_ino, st.st_size, st.st_mtime_ns, zlib.crc32(tail, zlib.crc32(head)))
+
+    def as_json(self) -> list[int]:
+        return [self.ino, self.size, self.mtime_ns, self.edges]
+
+    @classmethod
+    def from_json(cls, value: Any) -> FileIdentity | None:
+        try:
+            ino, size, mtime_ns, edges = (int(v) for v in value)
+        except (TypeError, ValueError):
+            return None
+        return cls(ino, size, mtime_ns, edges)
+
+
+def _family(path: Path) -> Path:
+    """The snapshot a file belongs to: ``configs.sqlite`` for itself and its ``.prev``."""
+    return path.with_name(path.name.removesuffix(".prev"))
+
+
+def _sidecar(path: Path, kind: str) -> Path:
+    family = _family(path)
+    return family.with_name(f".{family.name}.{kind}")
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _write_json(path: Path, value: Any) -> None:
+    """``value`` as JSON in an owner-only file, replaced atomically (a temp name per thread: the
+    API's threads and the DAG processor's workers may record at once; the last one wins)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        with open_private(tmp, exclusive=True) as fh:
+            fh.write(json.dumps(value))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def is_verified(path: Path, identity: FileIdentity) -> bool:
+    """Whether the file ``path`` (or its ``.prev``) with this identity passed the whole-file check."""
+    recorded = _read_json(_sidecar(path, "verified"))
+    if not isinstance(recorded, dict) or not isinstance(recorded.get("verified"), list):
+        return False
+    return identity in {FileIdentity.from_json(item) for item in recorded["verified"]}
+
+
+def record_verified(path: Path, identity: FileIdentity) -> None:
+    """Record that the file of ``path``'s family with this identity passed the whole-file check. Best
+    effort: a reader that cannot write beside the snapshot only checks again next time."""
+    sidecar = _sidecar(path, "verified")
+    recorded = _read_json(sidecar)
+    held = recorded.get("verified") if isinstance(recorded, dict) else None
+    identities = [i for i in (FileIdentity.from_json(item) for item in held or []) if i is not None]
+    kept = [identity, *(i for i in identities if i != identity)][:VERIFIED_KEPT]
+    try:
+        _write_json(sidecar, {"verified": [i.as_json() for i in kept]})
+    except OSError as exc:
+        # Once per process and file: a worker that may not write beside the snapshot opens it often.
+        if sidecar not in _unrecorded:
+            _unrecorded.add(sidecar)
+            log.warning("integrity record %s not written (every open checks the file): %s", sidecar, exc)
+
+
+_unrecorded: set[Path] = set()
+
+
+def quick_check(conn: sqlite3.Connection) -> None:
+    """SQLite's whole-file check of the database of ``conn``; raises sqlite3.DatabaseError if damaged.
+    A file whose meta is readable but whose config pages are damaged must fall back to the previous
+    generation, not serve zero DAGs."""
+    check = conn.execute("PRAGMA quick_check").fetchone()
+    if not check or check[0] != "ok":
+        raise sqlite3.DatabaseError(f"integrity check failed: {check}")
+
+
+def _verify_new_file(tmp: Path, family: Path) -> None:
+    """Check a complete, closed new file before it is swapped in, and record it as verified."""
+    conn = sqlite3.connect(f"file:{tmp}?mode=ro", uri=True)
+    try:
+        quick_check(conn)
+    finally:
+        conn.close()
+    identity = FileIdentity.of(tmp)  # the rename keeps inode, size, mtime and content
+    if identity is not None:
+        record_verified(family, identity)
+
+
+# -- when the current generation was last confirmed against BigQuery -----------------------------
+
+
+@dataclass(frozen=True)
+class Confirmation:
+    """What the ``.confirmed`` sidecar says of one file: when it was last found to match BigQuery
+    (a refresh that changed nothing writes no file, only this), the watermark that read held the
+    changes up to, and when the last full read was."""
+
+    file: FileIdentity
+    confirmed_at: datetime
+    watermark: datetime | None
+    full_refresh_at: datetime | None
+
+
+def read_confirmation(snapshot: Snapshot) -> Confirmation | None:
+    """The confirmation of the file ``snapshot`` has open; None when the sidecar names another file
+    (a newer generation written by a patch, or none)."""
+    recorded = _read_json(_sidecar(snapshot.path, "confirmed"))
+    if not isinstance(recorded, dict):
+        return None
+    identity = FileIdentity.from_json(recorded.get("file"))
+    if identity is None or identity != FileIdentity.of(snapshot.path):
+        return None
+    try:
+        return Confirmation(
+            identity,
+            datetime.fromisoformat(recorded["confirmed_at"]),
+            _time_or_none(recorded.get("watermark")),
+            _time_or_none(recorded.get("full_refresh_at")),
+        )
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _write_confirmation(path: Path, identity: FileIdentity, confirmed_at: datetime, meta: Mapping[str, str]) -> None:
+    try:
+        _write_json(
+            _sidecar(path, "confirmed"),
+            {
+                "file": identity.as_json(),
+                "generation": meta.get("generation"),
+                "confirmed_at": confirmed_at.isoformat(),
+                "watermark": meta.get("watermark"),
+                "full_refresh_at": meta.get("full_refresh_at"),
+            },
+        )
+    except OSError as exc:
+        log.warning("snapshot confirmation not recorded: %s", exc)
+
+
+def _time_or_none(value: Any) -> datetime | None:
+    try:
+        return datetime.fromisoformat(value) if value else None
+    except (TypeError, ValueError):
+        return None
+
+
 @dataclass(frozen=True)
 class PreviousAnchors:
     """What the generation being replaced knew: when it was written, and each runnable DAG's anchor
@@ -142,7 +347,18 @@ def previous_anchors(path: Path) -> PreviousAnchors | None:
     except SnapshotError:
         return None
     with snapshot:
-        return PreviousAnchors(datetime.fromisoformat(snapshot.meta["written_at"]), snapshot.anchors())
+        return _previous_of(snapshot)
+
+
+def _previous_of(snapshot: Snapshot) -> PreviousAnchors:
+    """The anchors of ``snapshot``, and the last moment its state was confirmed against BigQuery:
+    when it was written, or later when a refresh found nothing changed (its ``.confirmed`` sidecar)."""
+    return PreviousAnchors(_confirmed_at(snapshot, read_confirmation(snapshot)), snapshot.anchors())
+
+
+def _confirmed_at(snapshot: Snapshot, confirmation: Confirmation | None) -> datetime:
+    written_at = _utc(datetime.fromisoformat(snapshot.meta["written_at"]))
+    return max(written_at, _utc(confirmation.confirmed_at)) if confirmation else written_at
 
 
 def _valid_customers(rows: Sequence[Mapping[str, Any]]) -> dict[str, Customer]:
@@ -164,10 +380,12 @@ def write_snapshot(
     source: str,
     now: datetime | None = None,
     anchors: Mapping[str, tuple[datetime, str]] | None = None,
+    meta: Mapping[str, str] | None = None,
 ) -> Path:
     """Write a complete snapshot and swap it in atomically; returns the path. ``anchors`` are the
     caller's if it computed them already (refresh_snapshot, for its guard), else computed here
-    against the generation being replaced."""
+    against the generation being replaced. ``meta``: more meta keys (refresh_snapshot's generation,
+    watermark and full_refresh_at); the generation is otherwise the last good one's + 1."""
     now = now or datetime.now(UTC)
     if anchors is None:
         parsed = [parse_config(dict(row)) for row in configs]
@@ -177,43 +395,97 @@ def write_snapshot(
             previous_anchors(path),
             now,
         )
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.unlink(missing_ok=True)
-    # Every tenant's configs: created owner-only (SQLite gives its journal the database's mode).
-    open_private(tmp, exclusive=True).close()
-    conn = sqlite3.connect(tmp)
+    rows = _snapshot_rows(customers, configs, anchors)
+    meta = {
+        **({} if meta and "generation" in meta else {"generation": str(_last_good_generation(path) + 1)}),
+        **(meta or {}),
+        "schema_version": str(SCHEMA_VERSION),
+        "written_at": now.isoformat(),
+        "source": source,
+        "configs": str(len(rows.configs)),
+        "customers": str(len(rows.customers)),
+    }
+    return _write_file(path, rows, meta)
+
+
+def _last_good_generation(path: Path) -> int:
     try:
-        conn.executescript(_DDL)
-        conn.executemany(
-            "INSERT INTO customers VALUES (?, ?)",
-            [(str(c["customer_id"]), json.dumps(dict(c), default=_json_default)) for c in customers],
-        )
-        rows, duplicates = [], []
-        for (customer_id, _), clashing in _group_by_identity(configs).items():
-            kept, rejected = _oldest_of(clashing)
-            duplicates += [(_config_id_of(row), customer_id, _payload(row)) for row in rejected]
-            if kept is None:
-                continue
-            config_id = _config_id_of(kept)
-            dag_id = dag_id_for(customer_id, config_id) if customer_id else None
-            since, schedule = anchors.get(dag_id or "", (None, None))
-            bucket = bucket_of(dag_id or config_id)
-            rows.append((config_id, customer_id, dag_id, bucket, _payload(kept), since and since.isoformat(), schedule))
-        conn.executemany("INSERT INTO configs VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
-        conn.executemany("INSERT INTO duplicate_configs VALUES (?, ?, ?)", duplicates)
-        meta = {
-            "schema_version": str(SCHEMA_VERSION),
-            "written_at": now.isoformat(),
-            "source": source,
-            "configs": str(len(rows)),
-            "customers": str(len(customers)),
-        }
-        conn.executemany("INSERT INTO meta VALUES (?, ?)", list(meta.items()))
-        conn.commit()
+        with Snapshot.open_last_good(path) as snapshot:
+            return snapshot.generation
+    except SnapshotError:
+        return 0
+
+
+ConfigTuple = tuple[str, str | None, str | None, int, str, str | None, str | None]
+"""A row of the configs table: config_id, customer_id, dag_id, bucket, payload, runnable_since,
+schedule."""
+
+
+@dataclass(frozen=True)
+class _Rows:
+    """The rows of a complete snapshot's tables (but meta)."""
+
+    customers: list[tuple[str, str]]
+    configs: list[ConfigTuple]
+    duplicates: list[tuple[str, str | None, str]]
+
+
+def _customer_payload(customer: Mapping[str, Any]) -> str:
+    return json.dumps(dict(customer), default=_json_default)
+
+
+def _snapshot_rows(
+    customers: Sequence[Mapping[str, Any]],
+    configs: Sequence[Mapping[str, Any]],
+    anchors: Mapping[str, tuple[datetime, str]],
+) -> _Rows:
+    rows: list[ConfigTuple] = []
+    duplicates: list[tuple[str, str | None, str]] = []
+    for (customer_id, _), clashing in _group_by_identity(configs).items():
+        kept, rejected = _oldest_of(clashing)
+        duplicates += [(_config_id_of(row), customer_id, _payload(row)) for row in rejected]
+        if kept is not None:
+            rows.append(_config_tuple(kept, customer_id, anchors))
+    return _Rows([(str(c["customer_id"]), _customer_payload(c)) for c in customers], rows, duplicates)
+
+
+def _config_tuple(
+    row: Mapping[str, Any], customer_id: str | None, anchors: Mapping[str, tuple[datetime, str]]
+) -> ConfigTuple:
+    config_id = _config_id_of(row)
+    dag_id = dag_id_for(customer_id, config_id) if customer_id else None
+    since, schedule = anchors.get(dag_id or "", (None, None))
+    bucket = bucket_of(dag_id or config_id)
+    return (config_id, customer_id, dag_id, bucket, _payload(row), since and since.isoformat(), schedule)
+
+
+def _new_tmp(path: Path) -> Path:
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    tmp.unlink(missing_ok=True)
+    return tmp
+
+
+def _write_file(path: Path, rows: _Rows, meta: Mapping[str, str]) -> Path:
+    """A new file of these rows, checked, recorded as verified and swapped in at ``path``."""
+    tmp = _new_tmp(path)
+    try:
+        # Every tenant's configs: created owner-only (SQLite gives its journal the database's mode).
+        open_private(tmp, exclusive=True).close()
+        conn = sqlite3.connect(tmp)
+        try:
+            conn.executescript(_DDL)
+            conn.executemany("INSERT INTO customers VALUES (?, ?)", rows.customers)
+            conn.executemany("INSERT INTO configs VALUES (?, ?, ?, ?, ?, ?, ?)", rows.configs)
+            conn.executemany("INSERT INTO duplicate_configs VALUES (?, ?, ?)", rows.duplicates)
+            conn.executemany("INSERT INTO meta VALUES (?, ?)", list(meta.items()))
+            conn.commit()
+        finally:
+            conn.close()
+        _verify_new_file(tmp, path)
+        return _swap_in(tmp, path)
     finally:
-        conn.close()
-    return _swap_in(tmp, path)
+        tmp.unlink(missing_ok=True)
 
 
 def _swap_in(tmp: Path, path: Path) -> Path:
@@ -264,8 +536,8 @@ def _oldest_of(
     uniqueness): the oldest
     keeps the DAG and every newer row is rejected, so a row added later can never take over or
     remove an existing config; rows that cannot be ordered (same or no created_at) are all rejected."""
-    if len(clashing) == 1:
-        return clashing[0], []
+    if len(clashing) <= 1:
+        return (clashing[0] if clashing else None), []
     ordered = sorted(clashing, key=lambda row: str(row.get("created_at") or ""))
     first, second = (str(row.get("created_at") or "") for row in ordered[:2])
     if not first or first == second:
@@ -294,19 +566,37 @@ class Snapshot:
     """A read-only view of one snapshot file."""
 
     def __init__(self, path: Path, *, checked: bool = False) -> None:
-        """``checked``: this very file passed the whole-file check already (the API's reader, opening
-        a generation another of its threads checked); never changed in place, it still passes."""
+        """Open ``path`` and verify its integrity once per generation: the whole-file check runs
+        unless this very file (its :class:`FileIdentity`) is recorded as verified, and a passing
+        file is recorded. ``checked``: the caller knows this file passed already (the API's reader,
+        opening a generation another of its threads opened); neither record nor check is read."""
         self.path = path
+        before = None if checked else FileIdentity.of(path)
         # immutable=1: the file is never changed in place (only replaced), so no locking is needed.
         self._conn = sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True)
-        # A whole-file check: a file whose meta is readable but whose config pages are damaged must
-        # fall back to the previous generation, not serve zero DAGs.
-        check = None if checked else self._conn.execute("PRAGMA quick_check").fetchone()
-        if not checked and (not check or check[0] != "ok"):
-            raise sqlite3.DatabaseError(f"integrity check failed: {check}")
-        self.meta = dict(self._conn.execute("SELECT key, value FROM meta").fetchall())
-        if int(self.meta.get("schema_version", 0)) != SCHEMA_VERSION:
-            raise sqlite3.DatabaseError(f"snapshot schema {self.meta.get('schema_version')} != {SCHEMA_VERSION}")
+        try:
+            self.meta = dict(self._conn.execute("SELECT key, value FROM meta").fetchall())
+            if not checked:
+                # The file the connection holds is the one identified only if the path named the
+                # same file before the open and after it (a swap in between: check, record nothing).
+                stable = before is not None and before == FileIdentity.of(path)
+                if not (stable and is_verified(path, before)):
+                    quick_check(self._conn)
+                    if stable:
+                        record_verified(path, before)
+            if int(self.meta.get("schema_version", 0)) != SCHEMA_VERSION:
+                raise sqlite3.DatabaseError(f"snapshot schema {self.meta.get('schema_version')} != {SCHEMA_VERSION}")
+        except BaseException:
+            self._conn.close()
+            raise
+
+    @property
+    def generation(self) -> int:
+        """The generation number (0: a file written before generations were counted)."""
+        try:
+            return int(self.meta.get("generation", 0))
+        except ValueError:
+            return 0
 
     @classmethod
     def open_last_good(cls, path: Path) -> Snapshot:
@@ -408,8 +698,19 @@ class RefreshResult:
     configs: int
     customers: int
     invalid: list[Any]
+    """Invalid configs among the rows read: every config on a full refresh, the changed ones on an
+    incremental one."""
     changed_dag_ids: frozenset[str] | None = None
-    """The DAGs that may differ after this refresh (their shards are parsed again); None: any."""
+    """The DAG ids whose DAG may differ after this refresh: a config added, removed, or whose payload
+    or first-tick anchor changed, and every config of a customer whose row changed (added, removed
+    or edited). Empty: nothing any DAG is built from changed. None: unknown, treat every DAG as
+    changed (no readable previous generation, or it was the ``.prev`` file)."""
+    full: bool = True
+    """Whether every config was read (a full refresh), or only the changes since the watermark."""
+    written: bool = True
+    """Whether a new generation was swapped in (a refresh that changed nothing writes no file)."""
+    generation: int = 0
+    """The generation at ``path`` after the refresh."""
 
 
 class RefreshRefused(RuntimeError):
@@ -470,33 +771,417 @@ def refresh_lock(path: Path, *, timeout: float = 120) -> Iterator[None]:
         os.close(fd)  # closing the descriptor releases the lock
 
 
+INCREMENTAL_OVERLAP = timedelta(minutes=5)
+"""An incremental refresh reads the configs changed since its watermark minus this: BigQuery's
+streaming inserts become visible to queries late, and a writer's clock may lag the syncer's. A row
+read again is compared with the one held and changes nothing."""
+
+
 def refresh_snapshot(
-    store: Any, path: Path, *, guard: RefreshGuard | None = None, force: bool = False
+    store: Any,
+    path: Path,
+    *,
+    guard: RefreshGuard | None = None,
+    force: bool = False,
+    full_every: timedelta | None = None,
+    overlap: timedelta = INCREMENTAL_OVERLAP,
+    now: datetime | None = None,
 ) -> RefreshResult:
-    """Read configs and customers from the store and swap in a new snapshot. If BigQuery fails, or
-    the guard refuses the new generation (unless ``force``), the exception propagates and the last
-    good snapshot stays in place untouched. The caller holds ``refresh_lock``."""
+    """Bring the snapshot at ``path`` up to date with the store; a new generation is swapped in only
+    if something changed. If BigQuery fails, or the guard refuses the new generation (unless
+    ``force``), the exception propagates and the last good snapshot stays in place untouched. The
+    caller holds ``refresh_lock``.
+
+    A full refresh reads every config and customer (``store.fetch_configs``/``fetch_customers``).
+    With ``full_every`` set (the syncer: CP_FULL_REFRESH_MINUTES) a refresh is incremental: it reads
+    the customers whole (their subscription in force changes with time, not only with rows) and the
+    latest version of each config with a version written after the watermark minus ``overlap``
+    (``store.fetch_config_changes``, soft-deleted ones included), and applies them to a copy of the
+    last good generation. A full refresh still runs when there is no readable generation (or only
+    ``.prev``), the generation has no watermark (written by an older version, or by
+    ``write_snapshot``), with ``force``, and once ``full_every`` has passed since the last full one:
+    it converges on what an incremental read cannot see (rows removed, or edited by hand with an old
+    ``updated_at``). ``full_every=None``: every refresh is full. ``now``: the moment taken as now for
+    anchors and confirmations (tests); the watermark is always the clock's time before the reads."""
+    read_at = datetime.now(UTC)
+    now = now or read_at
+    try:
+        last: Snapshot | None = Snapshot.open_last_good(path)
+    except SnapshotError:
+        last = None
+    try:
+        since = _incremental_since(path, last, force=force, full_every=full_every, overlap=overlap, now=now)
+        if last is None or since is None:
+            return _full_refresh(store, path, last, guard=guard, force=force, now=now, read_at=read_at)
+        return _incremental_refresh(store, path, last, guard=guard, since=since, now=now, read_at=read_at)
+    finally:
+        if last is not None:
+            last.close()
+
+
+def _source_of(store: Any) -> str:
+    return f"bigquery:{store.settings.bq_project}.{store.settings.bq_dataset}"
+
+
+def _refresh_marks(last: Snapshot) -> tuple[datetime | None, datetime | None]:
+    """(watermark, last full refresh) of the last good generation: its confirmation's if the
+    sidecar names this file (a no-op refresh writes only that), else its meta's."""
+    confirmation = read_confirmation(last)
+    watermark = confirmation.watermark if confirmation else None
+    full_at = confirmation.full_refresh_at if confirmation else None
+    return (
+        watermark or _time_or_none(last.meta.get("watermark")),
+        full_at or _time_or_none(last.meta.get("full_refresh_at")),
+    )
+
+
+def _incremental_since(
+    path: Path, last: Snapshot | None, *, force: bool, full_every: timedelta | None, overlap: timedelta, now: datetime
+) -> datetime | None:
+    """Where an incremental read starts; None: this refresh must be a full one."""
+    if force or full_every is None or last is None or last.path != path:
+        return None
+    watermark, full_at = _refresh_marks(last)
+    if watermark is None or full_at is None or now - _utc(full_at) >= full_every:
+        return None
+    return _utc(watermark) - overlap
+
+
+def _same_json(old: str | None, new: str | None) -> bool:
+    if old == new:
+        return True
+    if old is None or new is None:
+        return False
+    return json.loads(old) == json.loads(new)
+
+
+def _invalid_of(parsed: Sequence[Any]) -> list[ConfigError]:
+    invalid = [r for r in parsed if isinstance(r, ConfigError)]
+    for error in invalid:
+        log.warning("invalid pipeline config: %s", error)
+    return invalid
+
+
+def _confirm(path: Path, last: Snapshot, now: datetime, meta: Mapping[str, str]) -> None:
+    identity = FileIdentity.of(last.path)
+    if identity is not None:
+        _write_confirmation(path, identity, now, meta)
+
+
+def _full_refresh(
+    store: Any,
+    path: Path,
+    last: Snapshot | None,
+    *,
+    guard: RefreshGuard | None,
+    force: bool,
+    now: datetime,
+    read_at: datetime,
+) -> RefreshResult:
     customers = store.fetch_customers()
     configs = store.fetch_configs()
     parsed = [parse_config(row) for row in configs]
-    previous = previous_anchors(path)
-    now = datetime.now(UTC)
+    previous = _previous_of(last) if last is not None else None
     valid = [c for c in parsed if isinstance(c, PipelineConfig)]
     anchors = runnable_anchors(valid, _valid_customers(customers), previous, now)
     if previous is not None and not force:
         (guard or RefreshGuard()).check(set(previous.anchors), set(anchors), empty_result=not configs or not customers)
-    write_snapshot(
-        path,
-        customers,
-        configs,
-        source=f"bigquery:{store.settings.bq_project}.{store.settings.bq_dataset}",
-        now=now,
-        anchors=anchors,
+    invalid = _invalid_of(parsed)
+    rows = _snapshot_rows(customers, configs, anchors)
+    source = _source_of(store)
+    marks = {"watermark": read_at.isoformat(), "full_refresh_at": now.isoformat(), "refresh": "full"}
+    counts = {"configs": len(configs), "customers": len(customers), "invalid": invalid}
+    changed: frozenset[str] | None = None
+    if last is not None:
+        differs, changed_ids = _full_diff(last, rows)
+        current = last.path == path
+        changed = changed_ids if current else None
+        upgraded = all(key in last.meta for key in ("generation", "watermark", "full_refresh_at"))
+        if not differs and current and upgraded and last.meta.get("source") == source:
+            _confirm(path, last, now, {**marks, "generation": str(last.generation)})
+            return RefreshResult(path, **counts, changed_dag_ids=frozenset(), written=False, generation=last.generation)
+    generation = (last.generation if last is not None else 0) + 1
+    meta = {**marks, "generation": str(generation)}
+    write_snapshot(path, customers, configs, source=source, now=now, anchors=anchors, meta=meta)
+    identity = FileIdentity.of(path)
+    if identity is not None:
+        _write_confirmation(path, identity, now, meta)
+    return RefreshResult(path, **counts, changed_dag_ids=changed, generation=generation)
+
+
+def _full_diff(last: Snapshot, rows: _Rows) -> tuple[bool, frozenset[str]]:
+    """Whether ``rows`` differ from ``last`` at all, and the DAG ids that may differ (see
+    RefreshResult.changed_dag_ids)."""
+    old_customers = dict(last._conn.execute("SELECT customer_id, payload FROM customers"))
+    new_customers = dict(rows.customers)
+    changed_customers = {
+        c
+        for c in old_customers.keys() | new_customers.keys()
+        if not _same_json(old_customers.get(c), new_customers.get(c))
+    }
+    old_configs: dict[str, ConfigTuple] = {}
+    old_loose: list[ConfigTuple] = []  # no customer, so no DAG: only whether they changed counts
+    for found in last._conn.execute(
+        "SELECT config_id, customer_id, dag_id, bucket, payload, runnable_since, schedule FROM configs"
+    ):
+        if found[2] is None:
+            old_loose.append(found)
+        else:
+            old_configs[found[2]] = found
+    new_configs = {row[2]: row for row in rows.configs if row[2] is not None}
+    new_loose = [row for row in rows.configs if row[2] is None]
+    changed = {
+        dag_id
+        for dag_id in old_configs.keys() | new_configs.keys()
+        if not _same_config(old_configs.get(dag_id), new_configs.get(dag_id))
+    }
+    changed |= {
+        row[2]
+        for row in (*old_configs.values(), *new_configs.values())
+        if row[1] in changed_customers and row[2] is not None
+    }
+    old_duplicates = sorted(last._conn.execute("SELECT config_id, customer_id, payload FROM duplicate_configs"))
+    differs = bool(
+        changed
+        or changed_customers
+        or sorted(old_loose, key=repr) != sorted(new_loose, key=repr)
+        or old_duplicates != sorted(rows.duplicates, key=repr)
     )
-    invalid = [r for r in parsed if isinstance(r, ConfigError)]
-    for error in invalid:
-        log.warning("invalid pipeline config: %s", error)
-    return RefreshResult(path=path, configs=len(configs), customers=len(customers), invalid=invalid)
+    return differs, frozenset(changed)
+
+
+def _same_config(old: ConfigTuple | None, new: ConfigTuple | None) -> bool:
+    if old is None or new is None:
+        return old is new
+    return old[:4] == new[:4] and old[5:] == new[5:] and _same_json(old[4], new[4])
+
+
+def _version_key(row: Mapping[str, Any]) -> tuple[int, datetime] | None:
+    try:
+        return int(row["version"]), _utc(datetime.fromisoformat(str(row["updated_at"])))
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _older(incoming: Mapping[str, Any], held: Mapping[str, Any] | None) -> bool:
+    """Whether ``incoming`` is an older version than the row held: BigQuery has not yet shown a
+    query the version the API patched in (its streaming buffer); the held one is kept."""
+    if held is None:
+        return False
+    new, old = _version_key(incoming), _version_key(held)
+    return new is not None and old is not None and new < old
+
+
+def _incremental_refresh(
+    store: Any,
+    path: Path,
+    last: Snapshot,
+    *,
+    guard: RefreshGuard | None,
+    since: datetime,
+    now: datetime,
+    read_at: datetime,
+) -> RefreshResult:
+    customers = store.fetch_customers()
+    changes = store.fetch_config_changes(since)
+    source = _source_of(store)
+    confirmation = read_confirmation(last)
+    confirmed_at = _confirmed_at(last, confirmation)
+    _, full_at = _refresh_marks(last)
+    conn = last._conn
+
+    # Customers: read whole, compared with the snapshot's.
+    old_customers = dict(conn.execute("SELECT customer_id, payload FROM customers"))
+    new_customers = {str(c["customer_id"]): _customer_payload(c) for c in customers}
+    changed_customers = {
+        c
+        for c in old_customers.keys() | new_customers.keys()
+        if not _same_json(old_customers.get(c), new_customers.get(c))
+    }
+
+    # Configs: the latest version of each one changed since the watermark, as JSON like the
+    # snapshot holds it; ``deleted_at`` marks a removal and is not part of the payload.
+    incoming: dict[tuple[str, str], list[tuple[dict[str, Any], bool]]] = {}
+    parsed_changes = []
+    for change in changes:
+        row = json.loads(_payload(change))
+        deleted = row.pop("deleted_at", None) is not None
+        if not deleted:
+            parsed_changes.append(parse_config(dict(row)))
+        key = (str(row.get("customer_id")), config_id_key(_config_id_of(row)))
+        incoming.setdefault(key, []).append((row, deleted))
+    invalid = _invalid_of(parsed_changes)
+
+    duplicates_of: dict[tuple[str | None, str], dict[str, dict[str, Any]]] = {}
+    for config_id, customer_id, payload in conn.execute(
+        "SELECT config_id, customer_id, payload FROM duplicate_configs"
+    ):
+        duplicates_of.setdefault((customer_id, config_id_key(config_id)), {}).setdefault(config_id, json.loads(payload))
+    old_rows_of: dict[str, list[ConfigTuple]] = {}  # by customer, of the customers with changes
+    for customer_id in {key[0] for key in incoming} | changed_customers:
+        old_rows_of[customer_id] = list(
+            conn.execute(
+                "SELECT config_id, customer_id, dag_id, bucket, payload, runnable_since, schedule"
+                " FROM configs WHERE customer_id = ?",
+                (customer_id,),
+            )
+        )
+
+    # Each identity (customer, config id ignoring case) with a change: its rows as the full path
+    # would group them, the oldest keeping the DAG.
+    replaced: dict[tuple[str, str], tuple[list[ConfigTuple], dict[str, dict[str, Any]], Any, list[Any]]] = {}
+    for key, rows in incoming.items():
+        customer_id, id_key = key
+        old_kept = [row for row in old_rows_of[customer_id] if config_id_key(row[0]) == id_key]
+        old_members = {row[0]: json.loads(row[4]) for row in old_kept}
+        old_duplicates = duplicates_of.get(key, {})
+        for config_id, row in old_duplicates.items():
+            old_members.setdefault(config_id, row)
+        members = dict(old_members)
+        for row, deleted in rows:
+            config_id = _config_id_of(row)
+            if _older(row, members.get(config_id)):
+                continue
+            if deleted:
+                members.pop(config_id, None)
+            else:
+                members[config_id] = row
+        if members == old_members:
+            continue
+        kept, rejected = _oldest_of(list(members.values()))
+        replaced[key] = (old_kept, old_duplicates, kept, rejected)
+
+    if not replaced and not changed_customers:
+        marks = {"generation": str(last.generation), "watermark": read_at.isoformat()}
+        _confirm(path, last, now, {**marks, "full_refresh_at": full_at.isoformat() if full_at else ""})
+        return RefreshResult(
+            path,
+            int(last.meta.get("configs", 0)),
+            len(customers),
+            invalid,
+            changed_dag_ids=frozenset(),
+            full=False,
+            written=False,
+            generation=last.generation,
+        )
+
+    touched: set[str] = set()
+    for customer_id in changed_customers:
+        touched |= {row[2] for row in old_rows_of.get(customer_id, []) if row[2] is not None}
+    for old_kept, _, kept, _ in replaced.values():
+        touched |= {row[2] for row in old_kept if row[2] is not None}
+        if kept is not None:
+            touched.add(dag_id_for(str(kept["customer_id"]), _config_id_of(kept)))
+    old_state = _config_states(conn, touched)
+    running_before = {
+        dag_id for (dag_id,) in conn.execute("SELECT dag_id FROM configs WHERE runnable_since IS NOT NULL")
+    }
+
+    tmp = _new_tmp(path)
+    try:
+        with open(last.path, "rb") as src, open_private(tmp, "wb", exclusive=True) as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
+        out = sqlite3.connect(tmp)
+        try:
+            for customer_id in changed_customers:
+                if customer_id in new_customers:
+                    out.execute(
+                        "INSERT OR REPLACE INTO customers VALUES (?, ?)", (customer_id, new_customers[customer_id])
+                    )
+                else:
+                    out.execute("DELETE FROM customers WHERE customer_id = ?", (customer_id,))
+            for (customer_id, _), (old_kept, old_duplicates, kept, rejected) in replaced.items():
+                for row in old_kept:
+                    out.execute("DELETE FROM configs WHERE customer_id = ? AND config_id = ?", (customer_id, row[0]))
+                for config_id in old_duplicates:
+                    out.execute(
+                        "DELETE FROM duplicate_configs WHERE customer_id = ? AND config_id = ?",
+                        (customer_id, config_id),
+                    )
+                out.executemany(
+                    "INSERT INTO duplicate_configs VALUES (?, ?, ?)",
+                    [(_config_id_of(row), customer_id, _payload(row)) for row in rejected],
+                )
+                if kept is not None:
+                    out.execute(
+                        "INSERT INTO configs VALUES (?, ?, ?, ?, ?, ?, ?)", _config_tuple(kept, customer_id, {})
+                    )
+            # The first-tick anchors of every touched DAG, as a full refresh would compute them.
+            present = _config_states(out, touched)
+            owners = {state[1] for state in present.values() if state[1] is not None}
+            valid_customers = _valid_customers([json.loads(new_customers[c]) for c in owners if c in new_customers])
+            parsed = [parse_config(json.loads(state[4])) for state in present.values()]
+            kept_anchors = {
+                dag_id: (datetime.fromisoformat(state[5]), state[6])
+                for dag_id, state in old_state.items()
+                if state[5] is not None
+            }
+            anchors = runnable_anchors(
+                [c for c in parsed if isinstance(c, PipelineConfig)],
+                valid_customers,
+                PreviousAnchors(confirmed_at, kept_anchors),
+                now,
+            )
+            for dag_id in present:
+                since_, schedule = anchors.get(dag_id, (None, None))
+                out.execute(
+                    "UPDATE configs SET runnable_since = ?, schedule = ? WHERE dag_id = ?",
+                    (since_ and since_.isoformat(), schedule, dag_id),
+                )
+            new_state = _config_states(out, touched)
+            changed = {d for d in touched if not _same_config(old_state.get(d), new_state.get(d))}
+            for customer_id in changed_customers:
+                changed |= {d for d in touched if (old_state.get(d) or new_state.get(d) or ())[1:2] == (customer_id,)}
+            running_after = (running_before - touched) | {d for d, state in new_state.items() if state[5] is not None}
+            (guard or RefreshGuard()).check(running_before, running_after, empty_result=not customers)
+            generation = last.generation + 1
+            meta = {
+                "generation": str(generation),
+                "written_at": now.isoformat(),
+                "watermark": read_at.isoformat(),
+                "full_refresh_at": (full_at or now).isoformat(),
+                "refresh": "incremental",
+                "source": source,
+            }
+            out.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", list(meta.items()))
+            out.execute("DELETE FROM meta WHERE key = 'patched_by'")
+            for table in ("configs", "customers"):
+                out.execute(f"INSERT OR REPLACE INTO meta VALUES (?, (SELECT COUNT(*) FROM {table}))", (table,))
+            configs_count = out.execute("SELECT COUNT(*) FROM configs").fetchone()[0]
+            out.commit()
+        finally:
+            out.close()
+        _verify_new_file(tmp, path)
+        _swap_in(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    identity = FileIdentity.of(path)
+    if identity is not None:
+        _write_confirmation(path, identity, now, meta)
+    return RefreshResult(
+        path,
+        configs_count,
+        len(customers),
+        invalid,
+        changed_dag_ids=frozenset(changed),
+        full=False,
+        generation=generation,
+    )
+
+
+def _config_states(conn: sqlite3.Connection, dag_ids: set[str]) -> dict[str, ConfigTuple]:
+    """dag_id -> its configs row, of these DAG ids (an indexed read per hundred ids)."""
+    ids = sorted(dag_ids)
+    found: dict[str, ConfigTuple] = {}
+    for start in range(0, len(ids), 500):
+        part = ids[start : start + 500]
+        for row in conn.execute(
+            "SELECT config_id, customer_id, dag_id, bucket, payload, runnable_since, schedule FROM configs"
+            f" WHERE dag_id IN ({','.join('?' * len(part))})",
+            part,
+        ):
+            found[row[2]] = row
+    return found
 
 
 def patch_snapshot(
@@ -516,24 +1201,28 @@ def patch_snapshot(
     now = now or datetime.now(UTC)
     with Snapshot.open_last_good(path) as snapshot:
         source_file = snapshot.path
-        written_at = datetime.fromisoformat(snapshot.meta["written_at"])
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    tmp.unlink(missing_ok=True)
-    with open(source_file, "rb") as src, open_private(tmp, "wb", exclusive=True) as dst:
-        shutil.copyfileobj(src, dst, 1 << 20)
-    conn = sqlite3.connect(tmp)
+        written_at = _confirmed_at(snapshot, read_confirmation(snapshot))
+        generation = snapshot.generation + 1
+    tmp = _new_tmp(path)
     try:
-        _apply_patch(conn, configs, customers, written_at, now)
-        conn.execute("UPDATE meta SET value = ? WHERE key = 'written_at'", (now.isoformat(),))
-        # ``source`` stays where the rows came from (a BigQuery dataset); the patch is recorded apart.
-        conn.execute("INSERT OR REPLACE INTO meta VALUES ('patched_by', ?)", (source,))
-        for table in ("configs", "customers"):  # meta counts each table's rows under its name
-            conn.execute(f"UPDATE meta SET value = (SELECT COUNT(*) FROM {table}) WHERE key = ?", (table,))
-        conn.commit()
+        with open(source_file, "rb") as src, open_private(tmp, "wb", exclusive=True) as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
+        conn = sqlite3.connect(tmp)
+        try:
+            _apply_patch(conn, configs, customers, written_at, now)
+            conn.execute("UPDATE meta SET value = ? WHERE key = 'written_at'", (now.isoformat(),))
+            conn.execute("INSERT OR REPLACE INTO meta VALUES ('generation', ?)", (str(generation),))
+            # ``source`` stays where the rows came from (a BigQuery dataset); the patch is recorded apart.
+            conn.execute("INSERT OR REPLACE INTO meta VALUES ('patched_by', ?)", (source,))
+            for table in ("configs", "customers"):  # meta counts each table's rows under its name
+                conn.execute(f"UPDATE meta SET value = (SELECT COUNT(*) FROM {table}) WHERE key = ?", (table,))
+            conn.commit()
+        finally:
+            conn.close()
+        _verify_new_file(tmp, path)
+        return _swap_in(tmp, path)
     finally:
-        conn.close()
-    return _swap_in(tmp, path)
+        tmp.unlink(missing_ok=True)
 
 
 def _apply_patch(

@@ -11,7 +11,7 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from customer_pipelines.fleet.sync import (
@@ -131,8 +131,6 @@ def _apply_failure_policy(store: Any, settings: Settings) -> list[str]:
 def _mirror_housekeeping(store: Any, settings: Settings) -> tuple[int, int, int, int]:
     """Deliver this host's spooled transitions, then fill gaps from Airflow's records (last 2 h);
     returns (delivered, reconciled, backlog still spooled, rejected rows set aside)."""
-    from datetime import timedelta
-
     from customer_pipelines.runs.mirror import RunStateMirror
     from customer_pipelines.runs.reconcile import reconcile
     from customer_pipelines.runs.sla import sla_spool
@@ -204,7 +202,8 @@ def _refresh(store: Any, settings: Settings) -> tuple[RefreshResult | None, str 
 
     guard = RefreshGuard.of(settings)
     try:
-        return refresh_snapshot(store, settings.snapshot_file, guard=guard), None
+        full_every = timedelta(minutes=settings.full_refresh_minutes)
+        return refresh_snapshot(store, settings.snapshot_file, guard=guard, full_every=full_every), None
     except RefreshRefused as exc:
         log.error("%s", exc)
         notifier_from_settings(settings)(Alert("REFRESH_REFUSED", "", "", 0, str(exc)))

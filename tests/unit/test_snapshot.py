@@ -71,7 +71,12 @@ def test_write_swaps_in_a_new_inode_and_an_open_reader_keeps_reading_the_old_gen
     with Snapshot(path) as fresh:
         assert fresh.meta["source"] == "gen2"
         assert len(list(fresh.configs())) == 1
-    assert sorted(p.name for p in path.parent.iterdir()) == ["configs.sqlite", "configs.sqlite.prev"]
+    # No temporary file is left; beside the two generations only the integrity record.
+    assert sorted(p.name for p in path.parent.iterdir()) == [
+        ".configs.sqlite.verified",
+        "configs.sqlite",
+        "configs.sqlite.prev",
+    ]
 
 
 def test_previous_generation_is_kept_as_prev(write_snap, demo_customers, demo_configs):

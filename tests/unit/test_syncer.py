@@ -29,6 +29,9 @@ class SnapshotStore:
     def fetch_configs(self) -> list[dict[str, Any]]:
         return self.configs
 
+    def fetch_config_changes(self, since: Any) -> list[dict[str, Any]]:
+        return [c for c in self.configs if c["updated_at"] > since]
+
 
 @pytest.fixture
 def alerts(monkeypatch: pytest.MonkeyPatch) -> list[Alert]:
@@ -74,7 +77,9 @@ def test_a_refused_refresh_is_alerted_and_the_round_serves_the_last_good_snapsho
     tmp_path: Path, settings, demo_customers, demo_configs, alerts
 ):
     refresh_snapshot(SnapshotStore(demo_customers, demo_configs), settings.snapshot_file)
-    refreshed, refused = syncer._refresh(SnapshotStore(demo_customers, []), settings)
+    # The round's refresh is incremental (no config changed: the configs it reads are none), and
+    # reads the customers whole: none at all is refused.
+    refreshed, refused = syncer._refresh(SnapshotStore([], demo_configs), settings)
     assert refreshed is None and refused and "snapshot refresh --force" in refused
     assert [a.level for a in alerts] == ["REFRESH_REFUSED"]
     with Snapshot(settings.snapshot_file) as snap:

@@ -328,3 +328,8 @@ class BigQueryStore:
 
     def fetch_customers(self) -> list[dict[str, Any]]:
         return self.query("queries/snapshot_customers.sql")
+
+    def fetch_config_changes(self, since: datetime) -> list[dict[str, Any]]:
+        """The latest version of each config with a version written after ``since``, soft-deleted
+        ones included (``deleted_at`` set): what an incremental snapshot refresh applies."""
+        return self.query("queries/snapshot_config_changes.sql", {"since": since})
