@@ -45,6 +45,7 @@ def main() -> None:
     parser.add_argument("--sync-interval", type=int, default=60)
     parser.add_argument("--timeout", type=float, default=300, help="per edit, until live")
     parser.add_argument("--parse-timeout-minutes", type=float, default=20, help="for the initial parse")
+    parser.add_argument("--stall-minutes", type=float, default=5, help="initial parse: give up after no new DAG")
     parser.add_argument("--seed", type=int, default=22)
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "change_latency.json"))
     args = parser.parse_args()
@@ -67,24 +68,35 @@ def main() -> None:
             shards = info.settings.fleet_shards
             results["shards"] = shards
             conn = metadata(info)
-            seconds, count, _ = wait_for_dags(conn, len(data.configs), args.parse_timeout_minutes * 60)
+            seconds, count, _ = wait_for_dags(
+                conn, len(data.configs), args.parse_timeout_minutes * 60, stall=args.stall_minutes * 60
+            )
+            results["initial_parse"] = {"seconds": round(seconds, 1) if seconds else None, "dags": count}
             if seconds is None:
-                raise RuntimeError(f"initial parse not complete: {count} of {len(data.configs)} DAGs")
-            print(f"initial parse: {count} DAGs in {seconds:.0f} s")
-            results["initial_parse_seconds"] = round(seconds, 1)
+                # Measured anyway, on the DAGs that are there (a config needs its DAG's first hash).
+                print(f"initial parse NOT complete: {count} of {len(data.configs)} DAGs; edits only of those")
+            else:
+                print(f"initial parse: {count} DAGs in {seconds:.0f} s")
             store = BigQueryStore(info.settings)
-            picked = rng.sample(data.configs, len(data.configs))
+            with conn.cursor() as cur:
+                cur.execute("SELECT DISTINCT dag_id FROM serialized_dag")
+                built = {dag_id for (dag_id,) in cur.fetchall()}
+            picked = [
+                r
+                for r in rng.sample(data.configs, len(data.configs))
+                if f"{r['customer_id']}.{r['config_id']}" in built
+            ]
             used_shards: set[int] = set()
 
             def next_config() -> dict:
-                """A config of a shard not edited yet (while there are such)."""
-                for row in picked:
-                    shard = shard_of(f"{row['customer_id']}.{row['config_id']}", shards)
-                    if shard not in used_shards or len(used_shards) >= shards:
-                        used_shards.add(shard)
-                        picked.remove(row)
-                        return row
-                raise RuntimeError("no config left to edit")
+                """A config of a shard not edited yet, while there is one."""
+                fresh = [
+                    r for r in picked if shard_of(f"{r['customer_id']}.{r['config_id']}", shards) not in used_shards
+                ]
+                row = (fresh or picked)[0]
+                picked.remove(row)
+                used_shards.add(shard_of(f"{row['customer_id']}.{row['config_id']}", shards))
+                return row
 
             for n in range(args.repeats):
                 for mode in ("syncer_interval", "cli_refresh"):

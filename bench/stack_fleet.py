@@ -114,22 +114,31 @@ def parsed_at(conn: Any) -> dict[str, datetime]:
         return dict(cur.fetchall())
 
 
-def wait_for_dags(conn: Any, expected: int, timeout: float, every: float = 10) -> tuple[float | None, int, list]:
-    """Wait until the fleet's ``expected`` DAGs are in the ``dag`` table; returns (seconds or None on
-    timeout, DAGs seen, [(seconds, DAGs)] progress)."""
+def wait_for_dags(
+    conn: Any, expected: int, timeout: float, *, stall: float | None = None, every: float = 10
+) -> tuple[float | None, int, list]:
+    """Wait until the fleet's ``expected`` DAGs are in the ``dag`` table, at most ``timeout`` seconds,
+    or ``stall`` seconds without a new DAG (shard files starved: parse requests for files already
+    parsed keep coming first); returns (seconds, or None when not all came, DAGs seen,
+    [(seconds, DAGs)] progress)."""
     began = time.monotonic()
     progress: list[tuple[float, int]] = []
-    last = -1
+    last, changed = -1, began
     while True:
         count = fleet_dag_count(conn)
-        elapsed = time.monotonic() - began
+        now = time.monotonic()
+        elapsed = now - began
         if count != last:
             progress.append((round(elapsed, 1), count))
             print(f"  {elapsed:6.0f} s: {count} of {expected} DAGs")
-            last = count
+            last, changed = count, now
         if count >= expected:
             return elapsed, count, progress
-        if elapsed > timeout:
+        if elapsed > timeout or (stall is not None and now - changed > stall):
+            print(
+                f"  {elapsed:6.0f} s: gave up waiting, {count} of {expected} DAGs "
+                f"({now - changed:.0f} s without a new one)"
+            )
             return None, count, progress
         time.sleep(every)
 
