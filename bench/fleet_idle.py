@@ -92,6 +92,9 @@ def idle_window(info, conn, seconds: float) -> dict:
     processor = run_pid(info, "airflow-dag-processor")
     others = {name: run_pid(info, name) for name in ("customer-pipelines-syncer", "airflow-scheduler")}
     versions_before = scalar(conn, "SELECT count(*) FROM dag_version")
+    # versions beyond each DAG's first: a DAG parsed for the first time in the window adds its first
+    re_versions = "SELECT count(*) - count(DISTINCT dag_id) FROM dag_version"
+    re_versions_before = scalar(conn, re_versions)
     serialized_before = scalar(conn, "SELECT count(*) FROM serialized_dag")
     offset = syncer_log_offset(info)
     last = parsed_at(conn)
@@ -120,6 +123,7 @@ def idle_window(info, conn, seconds: float) -> dict:
         "shard_files_parsed": parses,
         "dag_versions_before": versions_before,
         "dag_versions_after": scalar(conn, "SELECT count(*) FROM dag_version"),
+        "new_versions_of_existing_dags": scalar(conn, re_versions) - re_versions_before,
         "serialized_dags_before": serialized_before,
         "serialized_dags_after": scalar(conn, "SELECT count(*) FROM serialized_dag"),
         "fleet_dags_after": fleet_dag_count(conn),
@@ -155,7 +159,7 @@ def report(results: dict) -> None:
         )
         print(
             f"dag_version rows                  {idle['dag_versions_before']} -> {idle['dag_versions_after']} "
-            f"({new_versions} new; goal 0)"
+            f"({new_versions} new, {idle['new_versions_of_existing_dags']} of them of a DAG that had one; goal 0)"
         )
     sizes = results.get("metadata")
     if sizes:
