@@ -115,7 +115,7 @@ def test_a_no_op_refresh_writes_no_version_and_an_edit_versions_its_dag_only(sta
 
         # One config edited in BigQuery (a new version row, as the API or a person writes it).
         [row] = rows_of_customer(
-            BigQueryStore(info.settings), "customer_pipeline_configs", CUSTOMER, "config_id = 'edited_cost'"
+            BigQueryStore(info.settings), "customer_pipeline_configs", CUSTOMER, "AND config_id = 'edited_cost'"
         )
         edit = {
             **row,
