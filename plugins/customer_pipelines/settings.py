@@ -46,7 +46,7 @@ class ParseSettings(BaseSettings):
     max_retry_delay_minutes: int = Field(default=60, ge=1)
     fleet_shards: int = Field(default=16, ge=1, le=64)
     """Shard files the fleet's DAGs are spread over (``dags/customer_pipelines_fleet/shard_NN.py``,
-    64 shipped): about one per 1,500 configs keeps each file's parse within seconds (README,
+    64 shipped): about one per 800 configs keeps each file's parse within seconds (README,
     "Fleet scale"). Every Airflow process and the syncer must see the same value."""
 
     @property
