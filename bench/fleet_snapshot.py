@@ -10,9 +10,10 @@ import os
 import sqlite3
 import statistics
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from customer_pipelines.seed import snapshot_customer_rows
 
 REPO = Path(__file__).resolve().parents[1]
 DAGS_DIR = REPO / "dags"
@@ -21,35 +22,8 @@ WORK_DIR = Path("/var/tmp/cp-fleetbench")
 """Snapshots and Airflow's home of the benchmarks (outside the repo; reused between runs)."""
 
 
-def customer_rows(dataset: Any) -> list[dict[str, Any]]:
-    """Customers as queries/snapshot_customers.sql returns them: the customer row LEFT JOINed with
-    its subscription in force (the latest whose window holds now), NULLs without one. The same
-    shaping as tests/unit/conftest.py::snapshot_customer_rows (copied: a bench imports no test)."""
-    now = datetime.now(UTC)
-    in_force = sorted(
-        (
-            s
-            for s in dataset.subscriptions
-            if s["valid_from"] <= now and (s["valid_until"] is None or s["valid_until"] > now)
-        ),
-        key=lambda s: s["valid_from"],
-    )
-    subscriptions = {s["customer_id"]: s for s in in_force}  # the latest wins
-    rows = []
-    for customer in dataset.customers:
-        sub = subscriptions.get(customer["customer_id"], {})
-        rows.append(
-            {
-                "customer_id": customer["customer_id"],
-                "company_name": customer["company_name"],
-                "status": customer["status"],
-                "plan": sub.get("plan"),
-                "daily_run_limit": sub.get("daily_run_limit"),
-                "monthly_run_limit": sub.get("monthly_run_limit"),
-                "max_concurrent_runs": sub.get("max_concurrent_runs"),
-            }
-        )
-    return rows
+customer_rows = snapshot_customer_rows
+"""Customers as the snapshot holds them (one shaping for the benches and the tests)."""
 
 
 def snapshot_count(path: Path) -> int | None:

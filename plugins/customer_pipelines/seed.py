@@ -298,3 +298,34 @@ def load_dataset(store: BigQueryStore, data: Dataset, *, replace: bool = True) -
         "compliance_controls": data_plane.load_rows("compliance_controls", data.controls),
     }
     return counts
+
+
+def snapshot_customer_rows(dataset: Any) -> list[dict[str, Any]]:
+    """Customers as queries/snapshot_customers.sql returns them: the customer row LEFT JOINed with
+    the plan and limits of its subscription in force (views/005_customer_subscriptions_current.sql:
+    the latest whose window holds now), all NULL for a customer without one."""
+    now = datetime.now(UTC)
+    in_force = sorted(
+        (
+            s
+            for s in dataset.subscriptions
+            if s["valid_from"] <= now and (s["valid_until"] is None or s["valid_until"] > now)
+        ),
+        key=lambda s: s["valid_from"],
+    )
+    subscriptions = {s["customer_id"]: s for s in in_force}  # the latest wins
+    rows = []
+    for customer in dataset.customers:
+        sub = subscriptions.get(customer["customer_id"], {})
+        rows.append(
+            {
+                "customer_id": customer["customer_id"],
+                "company_name": customer["company_name"],
+                "status": customer["status"],
+                "plan": sub.get("plan"),
+                "daily_run_limit": sub.get("daily_run_limit"),
+                "monthly_run_limit": sub.get("monthly_run_limit"),
+                "max_concurrent_runs": sub.get("max_concurrent_runs"),
+            }
+        )
+    return rows

@@ -17,6 +17,8 @@ from typing import Any
 
 import pytest
 
+from customer_pipelines.seed import snapshot_customer_rows
+
 PARSING_CONTEXT_VARS = ("_AIRFLOW_PARSING_CONTEXT_DAG_ID", "_AIRFLOW_PARSING_CONTEXT_TASK_ID")
 
 DEMO_DAG_IDS = frozenset(
@@ -58,37 +60,6 @@ def split_settings(tmp_path: Path) -> Any:
         bq_data_dataset="data_ds",
         data_bigquery_emulator_host="127.0.0.1:9051",
     )
-
-
-def snapshot_customer_rows(dataset: Any) -> list[dict[str, Any]]:
-    """Customers as queries/snapshot_customers.sql returns them: the customer row LEFT JOINed with
-    the plan and limits of its subscription in force (views/005_customer_subscriptions_current.sql:
-    the latest whose window holds now), all NULL for a customer without one."""
-    now = datetime.now(UTC)
-    in_force = sorted(
-        (
-            s
-            for s in dataset.subscriptions
-            if s["valid_from"] <= now and (s["valid_until"] is None or s["valid_until"] > now)
-        ),
-        key=lambda s: s["valid_from"],
-    )
-    subscriptions = {s["customer_id"]: s for s in in_force}  # the latest wins
-    rows = []
-    for customer in dataset.customers:
-        sub = subscriptions.get(customer["customer_id"], {})
-        rows.append(
-            {
-                "customer_id": customer["customer_id"],
-                "company_name": customer["company_name"],
-                "status": customer["status"],
-                "plan": sub.get("plan"),
-                "daily_run_limit": sub.get("daily_run_limit"),
-                "monthly_run_limit": sub.get("monthly_run_limit"),
-                "max_concurrent_runs": sub.get("max_concurrent_runs"),
-            }
-        )
-    return rows
 
 
 @pytest.fixture(scope="session")
