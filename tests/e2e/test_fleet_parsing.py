@@ -53,7 +53,8 @@ def _parsed_at(conn: Any) -> dict[str, datetime]:
     """shard file -> when the DAG processor last parsed it (its DAGs' last_parsed_time)."""
     with conn.cursor() as cur:
         cur.execute(
-            "SELECT relative_fileloc, max(last_parsed_time) FROM dag WHERE relative_fileloc LIKE %s GROUP BY 1",
+            "SELECT relative_fileloc, max(last_parsed_time) FROM dag"
+            " WHERE relative_fileloc LIKE %s AND NOT is_stale GROUP BY 1",
             (f"{SHARD_DIR}/%",),
         )
         return dict(cur.fetchall())

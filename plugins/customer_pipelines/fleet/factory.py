@@ -235,8 +235,12 @@ def build_dags(
     settings = settings or get_parse_settings()
     result = FactoryResult()
     if only_dag_id is not None:
+        # Only in its own shard file: a parse of the whole folder under one DAG's parsing context
+        # (`airflow dags test`) must not see it defined by every shard (Airflow would report the
+        # duplicate as an import error in the others and mark their DAGs stale).
         found = snapshot.config_by_dag_id(only_dag_id)
-        rows = [found] if found else []
+        in_shard = shard is None or (found is not None and found.bucket % shards == shard)
+        rows = [found] if found and in_shard else []
     else:
         rows = list(snapshot.configs(shard=shard, shards=shards))
     if only_dag_id is None and shard is None:

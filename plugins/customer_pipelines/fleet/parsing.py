@@ -66,4 +66,4 @@ def request_files(settings: Settings, files: Sequence[str]) -> None:
                 )
             elif session.get(DagPriorityParsingRequest, request_id) is None:
                 session.add(DagPriorityParsingRequest(bundle_name=bundle, relative_fileloc=relative))
-    log.info("asked the DAG processor to parse %d file(s): %s", len(files), ", ".join(files[:5]))
+    log.debug("asked the DAG processor to parse %d file(s): %s", len(files), ", ".join(files[:5]))

@@ -145,6 +145,20 @@ def test_a_worker_parse_builds_exactly_one_dag_and_reads_no_other_configs_rows(f
     assert not [s for s in reads.statements if "FROM customers" in s and "WHERE customer_id" not in s]
 
 
+def test_a_folder_parse_under_one_dags_context_defines_it_in_its_own_shard_file_only(fleet_env, monkeypatch):
+    """`airflow dags test` parses every file of the bundle with the DAG's parsing context: a DAG
+    defined by every shard would be a duplicate (an import error that marks the other files' DAGs stale)."""
+    path = fleet_env(4)
+    with Snapshot(path) as snap:
+        target = sorted(snap.anchors())[0]
+    monkeypatch.setenv("_AIRFLOW_PARSING_CONTEXT_DAG_ID", target)
+
+    built = {i: _dags_of(FLEET_DIR / f"shard_{i:02d}.py") for i in range(4)}
+
+    assert built[shard_of(target, 4)] == {target}
+    assert {i: dags for i, dags in built.items() if dags} == {shard_of(target, 4): {target}}
+
+
 def test_the_twin_a_shard_parse_reads_every_config_of_its_shard(fleet_env, monkeypatch):
     """The counting above can see reads: the DAG processor's parse of the same file reads its slice."""
     path = fleet_env(4)
