@@ -373,3 +373,41 @@ def test_a_customer_without_a_subscription_keeps_its_dags_paused_with_the_reason
     assert set(factory.load_fleet(snapshot_path=path, settings=settings).dags) == {
         "cust_globex_001.globex_aws_cost_daily"
     }
+
+
+def test_a_shard_parse_that_a_refresh_overtook_builds_again_from_the_new_generation(
+    settings, write_snap, demo_customers, demo_configs, monkeypatch
+):
+    """Airflow drops a parse request for a file it is parsing at that moment: the parse that read
+    the old generation must not be the last word, so it builds again from the swapped-in one."""
+    path = write_snap(demo_customers, demo_configs[:2], path=settings.snapshot_file)
+    original = factory.build_dags
+    built_from: list[int] = []
+
+    def build_while_a_refresh_swaps(snap: Snapshot, *args, **kwargs):
+        built_from.append(len(list(snap.configs())))
+        if len(built_from) == 1:  # the refresh lands during the first build
+            write_snap(demo_customers, demo_configs, path=path)
+        return original(snap, *args, **kwargs)
+
+    monkeypatch.setattr(factory, "build_dags", build_while_a_refresh_swaps)
+    result = factory.load_fleet(settings=settings, shard=0, shards=1)
+
+    assert built_from == [2, len(demo_configs)]
+    assert len(result.dags) == len(demo_configs)
+
+
+def test_the_twin_a_parse_no_refresh_overtook_builds_once(
+    settings, write_snap, demo_customers, demo_configs, monkeypatch
+):
+    write_snap(demo_customers, demo_configs, path=settings.snapshot_file)
+    original = factory.build_dags
+    calls: list[int] = []
+
+    def counted(snap: Snapshot, *args, **kwargs):
+        calls.append(1)
+        return original(snap, *args, **kwargs)
+
+    monkeypatch.setattr(factory, "build_dags", counted)
+    assert len(factory.load_fleet(settings=settings, shard=0, shards=1).dags) == len(demo_configs)
+    assert calls == [1]

@@ -32,7 +32,7 @@ from customer_pipelines.models import (
 from customer_pipelines.runs.operators import CustomerPipelineOperator
 from customer_pipelines.runs.sla import record_sla_breach
 from customer_pipelines.settings import ParseSettings, Settings, get_parse_settings, settings_problems
-from customer_pipelines.snapshot import Snapshot, SnapshotError, config_id_key
+from customer_pipelines.snapshot import FileIdentity, Snapshot, SnapshotError, config_id_key
 from customer_pipelines.templates import TEMPLATES
 
 log = logging.getLogger(__name__)
@@ -273,6 +273,10 @@ def build_dags(
     return result
 
 
+_SWAPS_FOLLOWED = 3
+"""How many snapshot swaps during one parse the parse follows before it publishes what it built."""
+
+
 def load_fleet(
     snapshot_path: Path | None = None,
     *,
@@ -286,8 +290,15 @@ def load_fleet(
         settings = settings or get_parse_settings()
         path = snapshot_path or settings.snapshot_file
         only_dag_id = get_parsing_context().dag_id
-        with Snapshot.open_last_good(path) as snapshot:
-            result = build_dags(snapshot, settings, only_dag_id=only_dag_id, shard=shard, shards=shards)
+        for _ in range(_SWAPS_FOLLOWED + 1):
+            opened = FileIdentity.of(path)
+            with Snapshot.open_last_good(path) as snapshot:
+                result = build_dags(snapshot, settings, only_dag_id=only_dag_id, shard=shard, shards=shards)
+            # A refresh swapped a new generation in while this parse built from the old one: its
+            # parse request may have been dropped (Airflow drops a request for a file it is parsing
+            # at that moment), so this parse builds again from the new one rather than publish the old.
+            if only_dag_id is not None or FileIdentity.of(path) == opened:
+                break
     except SnapshotError as exc:
         log.error("customer pipelines: %s; no customer DAGs are built until a snapshot is refreshed", exc)
         return FactoryResult(snapshot_error=str(exc))
