@@ -21,6 +21,12 @@ log = logging.getLogger(__name__)
 PERIODIC_REPARSE_SECONDS = 900
 """The DAG processor's periodic re-parse of every file on the shipped stacks: a lost request is
 converged within this time; changes themselves are parsed on request within seconds."""
+SERIALIZED_DAG_MIN_UPDATE_SECONDS = 0
+"""Airflow's ``[core] min_serialized_dag_update_interval`` on the shipped stacks. Airflow's default
+(30 s) skips writing a DAG parsed again within 30 s of its last write, changed or not: the parse a
+change asked for would publish nothing, and with change-driven parsing the next parse is the
+periodic one, 15 minutes later. The fleet's DAGs are byte-identical unless their config changed and
+are parsed only on change, so the interval saves no writes here; 0 publishes every change."""
 DEFAULT_BUNDLE = "dags-folder"
 
 

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from customer_pipelines.fleet.parsing import PERIODIC_REPARSE_SECONDS
+from customer_pipelines.fleet.parsing import PERIODIC_REPARSE_SECONDS, SERIALIZED_DAG_MIN_UPDATE_SECONDS
 from customer_pipelines.local.airflow_api import AirflowClient
 from customer_pipelines.local.processes import (
     PortError,
@@ -95,6 +95,8 @@ def airflow_env(
         # that was lost, so it is long and the DAG processor rests between changes.
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "20",
         "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": str(PERIODIC_REPARSE_SECONDS),
+        # A parse a change asked for publishes it, however soon after the DAG's last write.
+        "AIRFLOW__CORE__MIN_SERIALIZED_DAG_UPDATE_INTERVAL": str(SERIALIZED_DAG_MIN_UPDATE_SECONDS),
         "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "True",
         # Loopback only (Airflow's default is every interface). The log servers have no host setting
         # in Airflow 3.3 (they bind every interface): the scheduler and triggerer run without them

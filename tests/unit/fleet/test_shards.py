@@ -189,7 +189,9 @@ def test_the_shard_count_is_bounded_by_the_shipped_files():
         Settings(fleet_shards=MAX_SHARDS + 1)
 
 
-def test_the_shipped_periodic_reparse_interval_is_at_least_ten_minutes(tmp_path):
+def test_the_shipped_periodic_reparse_interval_is_at_least_ten_minutes_and_a_requested_parse_always_publishes(
+    tmp_path,
+):
     import yaml
 
     from customer_pipelines.local.airflow import airflow_env
@@ -200,3 +202,6 @@ def test_the_shipped_periodic_reparse_interval_is_at_least_ten_minutes(tmp_path)
     common = compose["x-airflow-common"]["environment"]
     assert int(common["AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL"]) >= 600
     assert PERIODIC_REPARSE_SECONDS >= 600
+    # Airflow's 30 s default would drop the write of a change parsed soon after the DAG's last one.
+    assert env["AIRFLOW__CORE__MIN_SERIALIZED_DAG_UPDATE_INTERVAL"] == "0"
+    assert str(common["AIRFLOW__CORE__MIN_SERIALIZED_DAG_UPDATE_INTERVAL"]) == "0"
