@@ -140,5 +140,16 @@ def test_a_no_op_refresh_writes_no_version_and_an_edit_versions_its_dag_only(sta
         }
         assert _parses_not_asked_for(before, _parsed_at(conn), {shard_file(shard_of(edited, shards))}) == set()
         assert live_after < 60, f"the edit took {live_after:.0f}s after the round to be live"
+
+        # Edited again at once, seconds after the DAG's last write (Airflow's default 30 s
+        # min_serialized_dag_update_interval would skip this write until the periodic parse).
+        again = {**edit, "display_name": "Edited twice", "version": edit["version"] + 1}
+        store = BigQueryStore(info.settings)
+        store.load_rows("customer_pipeline_configs", [{**again, "updated_at": datetime.now(UTC)}])
+        assert _files_asked(run_module(info.env, "sync")) == 2
+        live_again = _wait(lambda: _fleet_state(conn)[1][edited] != after_hashes[edited], "the second edit serialised")
+        # no run used the first edit's version: Airflow rewrites it rather than add one
+        assert _fleet_state(conn)[0][edited] == versions[edited] + 1
+        assert live_again < 60, f"the second edit took {live_again:.0f}s after the round to be live"
     finally:
         conn.close()
