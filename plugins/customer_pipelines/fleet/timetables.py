@@ -18,19 +18,31 @@ timetable with catchup=True, which the anchor leaves alone."""
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime
 from typing import Any
 
-from airflow._shared.timezones.timezone import coerce_datetime, parse_timezone
+from airflow._shared.timezones.timezone import coerce_datetime
 from airflow.timetables.base import DagRunInfo, DataInterval, TimeRestriction
 from airflow.timetables.trigger import CronTriggerTimetable
+
+
+@functools.lru_cache(maxsize=4096)
+def _cron_part(cron: str, timezone: str) -> dict[str, Any]:
+    """What Airflow's CronTriggerTimetable computes from the expression and timezone alone (its
+    croniter expansion check and the human description): about 1.2 ms each time, while a fleet of
+    50,000 configs has a few hundred distinct (cron, timezone) pairs. Its values are immutable."""
+    return dict(CronTriggerTimetable(cron, timezone=timezone).__dict__)
 
 
 class CustomerCronTimetable(CronTriggerTimetable):
     def __init__(
         self, cron: str, *, timezone: Any, runnable_since: datetime | None = None, auto_backfill_ticks: int = 0
     ) -> None:
-        super().__init__(cron, timezone=timezone)
+        if isinstance(timezone, str):
+            self.__dict__.update(_cron_part(cron, timezone))
+        else:
+            super().__init__(cron, timezone=timezone)
         self.runnable_since = coerce_datetime(runnable_since) if runnable_since is not None else None
         self.auto_backfill_ticks = auto_backfill_ticks
 
@@ -39,7 +51,7 @@ class CustomerCronTimetable(CronTriggerTimetable):
         since = data.get("runnable_since")
         return cls(
             data["expression"],
-            timezone=parse_timezone(data["timezone"]),
+            timezone=data["timezone"],
             runnable_since=datetime.fromisoformat(since) if since else None,
             auto_backfill_ticks=int(data.get("auto_backfill_ticks") or 0),
         )

@@ -191,3 +191,28 @@ def test_the_policy_survives_serialisation():
         CustomerCronTimetable.deserialize({**timetable.serialize(), "auto_backfill_ticks": None}).auto_backfill_ticks
         == 0
     )
+
+
+@pytest.mark.parametrize(
+    ("cron", "timezone"),
+    [
+        ("0 2 * * *", "UTC"),
+        ("*/15 9-17 * * 1-5", "Europe/Paris"),
+        ("0 0 1,15 * 3", "America/New_York"),
+        ("@daily", "UTC"),
+    ],
+)
+def test_a_timetable_from_the_shared_cron_part_equals_one_airflow_builds_afresh(clock, cron, timezone):
+    """The expansion check and description are computed once per (cron, timezone) and shared."""
+    from airflow._shared.timezones.timezone import parse_timezone
+
+    clock(datetime(2026, 3, 28, 12, 0, tzinfo=UTC))  # a DST change in Europe the next night
+    since = datetime(2026, 3, 28, 11, 0, tzinfo=UTC)
+    shared = [CustomerCronTimetable(cron, timezone=timezone, runnable_since=since) for _ in range(2)]
+    fresh = CustomerCronTimetable(cron, timezone=parse_timezone(timezone), runnable_since=since)  # Airflow's own path
+
+    for timetable in shared:
+        assert timetable.serialize() == fresh.serialize()
+        assert timetable.description == fresh.description and timetable.description
+        assert _next_run(timetable) == _next_run(fresh)
+    assert shared[0].runnable_since == since and shared[0] is not shared[1]
