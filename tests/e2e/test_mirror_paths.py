@@ -366,15 +366,22 @@ def test_reconcile_of_a_try_waiting_for_its_retry_writes_retrying_only(stack):
     info, client = stack
     customer_id = "cust_recon_wait_001"
     dag_id = _retrying_customer(info, client, customer_id, "recon_wait_cost", retry_delay_minutes=60)
+    from customer_pipelines.local import airflow as local_airflow
+    from customer_pipelines.local.processes import stop
+
     spool = info.settings.spool_dir
     emulator.stop_emulator(info.settings)  # BigQuery down: the scheduler's listener can only spool RETRYING
     try:
         run_id = _killed_run(info, client, customer_id, dag_id)
         time.sleep(INSERT_DEADLINE_SECONDS + 3)  # the listener's background delivery gives up
-        for path in spool.glob("*.json"):  # the spool is lost with the disk
+        # The scheduler's machine is lost with its disk: neither its spool nor a delivery it may
+        # still retry in memory (a slow machine starts it late) ever reaches BigQuery.
+        assert stop("airflow-scheduler", info.settings.state_dir / "run")
+        for path in spool.glob("*.json"):
             path.unlink()
     finally:
         emulator.start(info.settings)
+        local_airflow.start(info.settings, info.env, components=("scheduler",))
 
     out = run_module(info.env, "reconcile", "--hours", "1")
 
