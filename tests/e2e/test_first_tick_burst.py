@@ -20,7 +20,7 @@ pytestmark = pytest.mark.e2e
 
 CUSTOMERS = [f"cust_burst_{i:02d}" for i in range(20)]
 CONFIGS_PER_CUSTOMER = 10
-LEAD = timedelta(minutes=5)
+LEAD = timedelta(minutes=4)
 """How far ahead of the load the tick is: loading, one sync and the parse of 200 new DAGs fit in it."""
 
 
