@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -32,7 +31,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from fleet_snapshot import REPO, WORK_DIR, airflow_env, ensure_snapshot
+from fleet_snapshot import REPO, WORK_DIR, airflow_env, ensure_snapshot, rss_mb
 
 DAGFACTORY_DIR = REPO / "bench" / ".dagfactory"
 RESULT_MARK = "FACTORY_COST_RESULT "
@@ -41,10 +40,6 @@ DAGFACTORY_CANNOT_SET = {"deadline", "dag_display_name"}
 """DAG arguments dag-factory 1.1.0 does not pass to ``DAG()`` (it has no ``deadline`` key, and sets
 ``dag_display_name`` to the DAG id): left out of the equality check for its DAGs, as are the
 ``dagfactory`` tag and the DAG's YAML source it adds to every DAG (to tags and doc_md)."""
-
-
-def rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _dag_arguments(snapshot: Path) -> list[tuple[dict[str, Any], dict[str, Any]]]:

@@ -23,21 +23,15 @@ _STARTED = time.time()  # first thing a child runs: interpreter start ends here
 import argparse  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
-import resource  # noqa: E402
 import sqlite3  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
-from fleet_snapshot import DAGS_DIR, airflow_env, ensure_snapshot, med  # noqa: E402
+from fleet_snapshot import DAGS_DIR, airflow_env, ensure_snapshot, med, rss_mb  # noqa: E402
 
 RESULT_MARK = "FLEET_PARSE_RESULT "
-
-
-def rss_mb() -> float:
-    """Peak resident set size of this process so far (Linux reports ru_maxrss in KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def child(shard_file: str) -> dict[str, Any]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import os
+import resource
 import sqlite3
 import statistics
 import time
@@ -24,6 +25,11 @@ WORK_DIR = Path("/var/tmp/cp-fleetbench")
 
 customer_rows = snapshot_customer_rows
 """Customers as the snapshot holds them (one shaping for the benches and the tests)."""
+
+
+def rss_mb() -> float:
+    """Peak resident set size of this process so far (Linux reports ru_maxrss in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def snapshot_count(path: Path) -> int | None:

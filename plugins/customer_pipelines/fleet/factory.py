@@ -16,6 +16,7 @@ from typing import Any
 
 from airflow.sdk import DAG, AsyncCallback, DeadlineAlert, DeadlineReference, get_parsing_context
 
+from customer_pipelines.fleet.shards import shard_of
 from customer_pipelines.fleet.timetables import CustomerCronTimetable
 from customer_pipelines.models import (
     ConfigError,
@@ -238,9 +239,10 @@ def build_dags(
         # Only in its own shard file: a parse of the whole folder under one DAG's parsing context
         # (`airflow dags test`) must not see it defined by every shard (Airflow would report the
         # duplicate as an import error in the others and mark their DAGs stale).
-        found = snapshot.config_by_dag_id(only_dag_id)
-        in_shard = shard is None or (found is not None and found.bucket % shards == shard)
-        rows = [found] if found and in_shard else []
+        found = (
+            snapshot.config_by_dag_id(only_dag_id) if shard is None or shard_of(only_dag_id, shards) == shard else None
+        )
+        rows = [found] if found else []
     else:
         rows = list(snapshot.configs(shard=shard, shards=shards))
     if only_dag_id is None and shard is None:
