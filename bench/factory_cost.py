@@ -6,7 +6,10 @@ variant's own), builds the same DAGs three ways and reports ms per DAG and peak 
 - ours: ``factory.load_fleet`` on the snapshot: the snapshot read, every config's validation, the
   customer lookups and the DAG construction (what a shard file's parse pays);
 - plain: a hand loop calling Airflow's ``DAG(...)`` and the operator with the very arguments our
-  factory passes, prepared before the timer (Airflow's own construction cost, the floor);
+  factory passes (Airflow's own construction cost, the floor). The arguments are prepared by the
+  parent and unpickled before the timer, so the loop's process starts as cold as ours: building
+  them in the timed process would warm the caches ours pays to fill (the timetables' per-cron
+  work, Airflow's configuration lookups) and flatter the loop;
 - dag-factory 1.1.0: ``load_yaml_dags`` on a YAML file describing the same DAGs (the same
   arguments, the timetable by ``__type__``), installed apart (``bench/requirements-dagfactory.txt``
   into ``bench/.dagfactory``, only for this benchmark).
@@ -23,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pickle
 import statistics
 import subprocess
 import sys
@@ -139,7 +143,18 @@ def _yaml_config(arguments: list[tuple[dict[str, Any], dict[str, Any]]]) -> dict
     return config
 
 
-def child(variant: str, snapshot: Path, yaml_path: Path) -> dict[str, Any]:
+def write_arguments(snapshot: Path, configs: int) -> Path:
+    """The plain loop's arguments, pickled (built here, in the parent, not in the timed process)."""
+    path = WORK_DIR / f"plain-arguments-{configs}.pickle"
+    path.write_bytes(pickle.dumps(_dag_arguments(snapshot)))
+    return path
+
+
+def read_arguments(path: Path) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    return pickle.loads(path.read_bytes())  # noqa: S301 - the file this benchmark wrote a moment ago
+
+
+def child(variant: str, snapshot: Path, yaml_path: Path, arguments_path: Path) -> dict[str, Any]:
     from airflow.sdk import DAG
 
     from customer_pipelines.fleet import factory
@@ -148,7 +163,7 @@ def child(variant: str, snapshot: Path, yaml_path: Path) -> dict[str, Any]:
     if variant == "dagfactory":
         sys.path.insert(0, str(DAGFACTORY_DIR))
         import dagfactory
-    arguments = _dag_arguments(snapshot) if variant == "plain" else None
+    arguments = read_arguments(arguments_path) if variant == "plain" else None
     rss_before = rss_mb()
     began, cpu = time.perf_counter(), time.process_time()
     if variant == "ours":
@@ -171,7 +186,7 @@ def child(variant: str, snapshot: Path, yaml_path: Path) -> dict[str, Any]:
     }
 
 
-def check_same_dags(snapshot: Path, yaml_path: Path, sample: int = 200) -> int:
+def check_same_dags(snapshot: Path, yaml_path: Path, arguments_path: Path, sample: int = 200) -> int:
     """The three build equal serialised DAGs (a sample of ``sample``); returns how many compared."""
     from airflow.sdk import DAG
     from airflow.serialization.serialized_objects import DagSerialization
@@ -182,7 +197,7 @@ def check_same_dags(snapshot: Path, yaml_path: Path, sample: int = 200) -> int:
     import dagfactory
 
     ours = factory.load_fleet(snapshot_path=snapshot).dags
-    plain = _plain(_dag_arguments(snapshot))
+    plain = _plain(read_arguments(arguments_path))
     namespace: dict[str, Any] = {}
     dagfactory.load_yaml_dags(namespace, config_filepath=str(yaml_path))
     from_yaml = {d.dag_id: d for d in namespace.values() if isinstance(d, DAG)}
@@ -262,12 +277,13 @@ def main() -> None:
     parser.add_argument("--check", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--snapshot", help=argparse.SUPPRESS)
     parser.add_argument("--yaml", help=argparse.SUPPRESS)
+    parser.add_argument("--arguments", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.check:
-        print(RESULT_MARK + json.dumps({"compared": check_same_dags(Path(args.snapshot), Path(args.yaml))}))
+        print(RESULT_MARK + json.dumps({"compared": check_same_dags(Path(args.snapshot), Path(args.yaml), Path(args.arguments))}))
         return
     if args.child:
-        print(RESULT_MARK + json.dumps(child(args.child, Path(args.snapshot), Path(args.yaml))))
+        print(RESULT_MARK + json.dumps(child(args.child, Path(args.snapshot), Path(args.yaml), Path(args.arguments))))
         return
 
     ensure_dagfactory()
@@ -277,7 +293,8 @@ def main() -> None:
         env = airflow_env(snapshot, 1)
         os.environ.update({k: v for k, v in env.items() if k.startswith(("CP_", "AIRFLOW"))})
         yaml_path = write_yaml(snapshot, configs)
-        common = ["--snapshot", str(snapshot), "--yaml", str(yaml_path)]
+        arguments_path = write_arguments(snapshot, configs)
+        common = ["--snapshot", str(snapshot), "--yaml", str(yaml_path), "--arguments", str(arguments_path)]
         compared = run_child(["--check", *common], env)["compared"]
         runs: dict[str, list[dict[str, Any]]] = {v: [] for v in VARIANTS}
         for _ in range(args.repeats):

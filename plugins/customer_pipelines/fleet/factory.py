@@ -69,7 +69,17 @@ def md_code(value: object, *, in_table: bool = True) -> str:
     """A customer-supplied value as one inline code span: never a link, image, HTML or heading,
     whatever it holds; newlines and control characters become spaces, long values are cut, and a
     ``|`` cannot end a table cell early."""
-    text = _CONTROL.sub(" ", str(value)).strip()
+    text = value if isinstance(value, str) else str(value)
+    # Most values (ids, names, crons) need none of the rewriting: one C-level scan decides, with the
+    # same result (every character _CONTROL matches is one isprintable() rejects).
+    if len(text) <= DOC_VALUE_MAX and text.isprintable() and "`" not in text and not (in_table and "|" in text):
+        text = text.strip()
+        return f"` {text} `" if text else "-"
+    return _md_code_rewritten(text, in_table=in_table)
+
+
+def _md_code_rewritten(text: str, *, in_table: bool) -> str:
+    text = _CONTROL.sub(" ", text).strip()
     if len(text) > DOC_VALUE_MAX:
         text = text[:DOC_VALUE_MAX] + "..."
     if in_table:

@@ -582,3 +582,18 @@ def test_doc_md_of_hostile_names_renders_no_image_link_or_html_and_keeps_the_rea
     ]  # fmt: skip
     assert rows[-1] == ["active", "True"]
     assert "\n" not in doc.splitlines()[0] and len(doc.splitlines()) == 17
+
+
+@pytest.mark.parametrize("in_table", [True, False])
+def test_md_code_shortcut_for_plain_values_renders_exactly_what_the_full_rewrite_does(in_table):
+    values = [
+        "cust_a", "daily_sales", "30 2 * * *", "America/New_York", "  padded  ", "", "   ", "Ünïcödé ✓",
+        "a|b", "tick`s", "``", "line\nbreak", "tab\there", "\x1b[31mred", "sep\u2028x", "para\u2029x",
+        "nbsp\u00a0x", "zero\u200bwidth", "x" * 200, "x" * 201, " " + "y" * 199 + " ", 42, None, 2.5,
+        HOSTILE_NAME, HOSTILE_NAME[:200],
+    ]  # fmt: skip
+    for value in values:
+        expected = factory._md_code_rewritten(str(value), in_table=in_table)
+        assert factory.md_code(value, in_table=in_table) == expected, repr(value)
+    # and the shortcut is taken for the common case: an ordinary id is one span, nothing rewritten
+    assert factory.md_code("cust_a") == "` cust_a `"
