@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import MutableMapping
+from collections.abc import Iterable, MutableMapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -33,7 +33,7 @@ from customer_pipelines.models import (
 from customer_pipelines.runs.operators import CustomerPipelineOperator
 from customer_pipelines.runs.sla import record_sla_breach
 from customer_pipelines.settings import ParseSettings, Settings, get_parse_settings, settings_problems
-from customer_pipelines.snapshot import FileIdentity, Snapshot, SnapshotError, config_id_key
+from customer_pipelines.snapshot import ConfigRow, FileIdentity, Snapshot, SnapshotError, config_id_key
 from customer_pipelines.templates import TEMPLATES
 
 log = logging.getLogger(__name__)
@@ -252,9 +252,10 @@ def build_dags(
         found = (
             snapshot.config_by_dag_id(only_dag_id) if shard is None or shard_of(only_dag_id, shards) == shard else None
         )
-        rows = [found] if found else []
+        rows: Iterable[ConfigRow] = [found] if found else []
     else:
-        rows = list(snapshot.configs(shard=shard, shards=shards))
+        # Read as built, not listed first: a row and its parsed config are garbage once its DAG is.
+        rows = snapshot.configs(shard=shard, shards=shards)
     if only_dag_id is None and shard is None:
         result.errors += duplicate_config_errors(snapshot)
     customers: dict[str, Customer | None] = {}
