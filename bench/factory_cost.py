@@ -156,7 +156,7 @@ def write_arguments(snapshot: Path, configs: int) -> Path:
 
 
 def read_arguments(path: Path) -> list[tuple[dict[str, Any], dict[str, Any]]]:
-    return pickle.loads(path.read_bytes())  # noqa: S301 - the file this benchmark wrote a moment ago
+    return pickle.loads(path.read_bytes())  # the file this benchmark wrote a moment ago
 
 
 def child(variant: str, snapshot: Path, yaml_path: Path, arguments_path: Path) -> dict[str, Any]:
@@ -289,7 +289,8 @@ def main() -> None:
     parser.add_argument("--arguments", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.check:
-        print(RESULT_MARK + json.dumps({"compared": check_same_dags(Path(args.snapshot), Path(args.yaml), Path(args.arguments))}))
+        compared = check_same_dags(Path(args.snapshot), Path(args.yaml), Path(args.arguments))
+        print(RESULT_MARK + json.dumps({"compared": compared}))
         return
     if args.child:
         print(RESULT_MARK + json.dumps(child(args.child, Path(args.snapshot), Path(args.yaml), Path(args.arguments))))
@@ -331,7 +332,10 @@ def main() -> None:
             f"ours {row['ours']['peak_rss_mb']:.0f}, dag-factory {row['dagfactory']['peak_rss_mb']:.0f}",
             flush=True,
         )
-    print("\n| configs (runs, median) | ms/DAG plain | ours (vs plain) | dag-factory (vs plain) | peak RSS MB plain / ours / d-f |")
+    print(
+        "\n| configs (runs, median) | ms/DAG plain | ours (vs plain) | dag-factory (vs plain) "
+        "| peak RSS MB plain / ours / d-f |"
+    )
     print("|---|---|---|---|---|")
     for row in rows:
         plain, ours, other = row["plain"], row["ours"], row["dagfactory"]
