@@ -21,6 +21,7 @@ import time
 _STARTED = time.time()  # first thing a child runs: interpreter start ends here
 
 import argparse  # noqa: E402
+import gc  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import sqlite3  # noqa: E402
@@ -53,6 +54,7 @@ def child(shard_file: str) -> dict[str, Any]:
     plugins = [p.name for p in plugins_manager._get_plugins()[0]]
     plugin_load = time.perf_counter() - t
     preloaded_cp = sorted(m for m in sys.modules if m.startswith("customer_pipelines"))
+    gc.freeze()  # as the DAG processor's manager does before it forks a parser (manager.before_run)
     rss_before = rss_mb()
 
     # The file's own work (register_shard: snapshot open, the shard's rows, its DAGs), inside the
