@@ -193,6 +193,19 @@ def test_a_customer_change_reports_every_config_of_that_customer(fleet, path):
     assert refresh(fleet, path).changed_dag_ids == own
 
 
+def test_many_customers_changed_at_once_report_exactly_their_configs(fleet, path):
+    refresh(fleet, path)
+    customers = sorted({row["customer_id"] for row in fleet.current_configs()})
+    renamed = customers[::2]  # every other customer: the rest must not be reported
+    for customer_id in renamed:
+        fleet.set_customer(customer_id, company_name=f"Renamed {customer_id}")
+    result = refresh(fleet, path)
+    owners = {d: d.split(".", 1)[0] for d in _rows(path)}
+    expected = {d for d, owner in owners.items() if owner in set(renamed)}
+    assert len(renamed) > 1 and expected and expected != set(owners)
+    assert result.changed_dag_ids == expected
+
+
 def test_a_subscription_lapsing_with_time_alone_is_seen(fleet, path):
     refresh(fleet, path)
     target = _runnable_config(fleet)
