@@ -7,11 +7,13 @@ module that drives them both."""
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from customer_pipelines.fleet.sync import (
@@ -25,6 +27,7 @@ from customer_pipelines.fleet.sync import (
     sync_pools,
 )
 from customer_pipelines.models import ConfigError
+from customer_pipelines.private_files import private_dir, write_private
 from customer_pipelines.settings import Settings, get_settings
 from customer_pipelines.snapshot import (
     RefreshGuard,
@@ -177,22 +180,52 @@ def _check_ticks(watch: TickWatch, fleet: Fleet, anchors: dict[str, datetime], s
         return TickCheck()
 
 
+PENDING_PARSES_FILE = "reparse-pending.json"
+"""In the state directory: the files whose parse request could not be sent, sent with the next round's."""
+
+
 def request_parses(refreshed: RefreshResult | None, settings: Settings) -> int:
     """Ask the DAG processor to parse the shard files whose configs this refresh changed (none when
-    nothing changed, every one when the refresh cannot tell); returns how many files. A request that
-    fails is logged: the DAG processor's periodic re-parse still converges (fleet/parsing.py)."""
-    from customer_pipelines.fleet.parsing import request_reparse
+    nothing changed, every one when the refresh cannot tell), plus any an earlier round could not
+    ask for; returns how many files. A request that fails (Airflow's database down) is kept in
+    ``<state_dir>/reparse-pending.json`` and sent again next round, so a change is never left to the
+    DAG processor's hourly timer."""
+    from customer_pipelines.fleet.parsing import request_files
+    from customer_pipelines.fleet.shards import files_to_reparse
 
-    if refreshed is None:
-        return 0
-    changed = refreshed.changed_dag_ids
-    if changed is not None and not changed:
+    pending_path = settings.state_dir / PENDING_PARSES_FILE
+    pending = _pending_parses(pending_path, settings.fleet_shards)
+    files = set(pending)
+    changed = refreshed.changed_dag_ids if refreshed is not None else frozenset()
+    if changed is None or changed:
+        files.update(files_to_reparse(changed, settings.fleet_shards))
+    if not files:
         return 0
     try:
-        return len(request_reparse(settings, changed))
+        request_files(settings, sorted(files))
     except Exception:
-        log.exception("re-parse not requested; the DAG processor's periodic parse converges")
+        log.exception("re-parse of %d file(s) not requested; asking again next round", len(files))
+        write_private(private_dir(settings.state_dir) / PENDING_PARSES_FILE, json.dumps(sorted(files)))
         return 0
+    if pending:
+        pending_path.unlink(missing_ok=True)
+    return len(files)
+
+
+def _pending_parses(path: Path, shards: int) -> list[str]:
+    """The files an earlier round could not ask for; every file when the record is unreadable."""
+    from customer_pipelines.fleet.shards import files_to_reparse
+
+    try:
+        files = json.loads(path.read_text())
+    except FileNotFoundError:
+        return []
+    except (OSError, ValueError):
+        files = None
+    if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
+        log.error("unreadable %s: asking for every shard file", path)
+        return files_to_reparse(None, shards)
+    return files
 
 
 def _refresh(store: Any, settings: Settings) -> tuple[RefreshResult | None, str | None]:

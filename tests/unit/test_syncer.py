@@ -141,3 +141,30 @@ def test_a_failed_tick_check_is_logged_and_the_round_goes_on_with_no_findings(
     assert "tick check failed" in caplog.text
     report = syncer.SyncReport(0, 0, [], PoolSyncResult(), PauseSyncResult(), 0.0, ticks_missed=2, ticks_late=1)
     assert "ticks: 2 missed unexplained, 1 late" in report.summary()
+
+
+def test_a_parse_request_that_could_not_be_sent_is_sent_with_the_next_rounds_own(settings, monkeypatch):
+    """Airflow's database refusing the request is simulated (request_files raises, as it does when
+    the database is down: a fault a unit test cannot cause otherwise); the syncer's handling is real."""
+    from customer_pipelines.fleet.shards import files_to_reparse
+
+    sent: list[list[str]] = []
+    database_down = True
+
+    def request_files(_settings: Any, files: list[str]) -> None:
+        if database_down:
+            raise ConnectionError("could not connect to Airflow's metadata database")
+        sent.append(list(files))
+
+    monkeypatch.setattr("customer_pipelines.fleet.parsing.request_files", request_files)
+    first, second = "cust_a.daily_sales", "cust_b.weekly_costs"
+    assert syncer.request_parses(SimpleNamespace(changed_dag_ids=frozenset({first})), settings) == 0
+    assert sent == []
+    database_down = False
+    asked = syncer.request_parses(SimpleNamespace(changed_dag_ids=frozenset({second})), settings)
+    assert sent == [sorted(set(files_to_reparse([first, second], settings.fleet_shards)))]
+    assert asked == len(sent[0])
+    # Delivered: the next round without changes asks for nothing, and one with a change for its own.
+    assert syncer.request_parses(SimpleNamespace(changed_dag_ids=frozenset()), settings) == 0
+    syncer.request_parses(SimpleNamespace(changed_dag_ids=frozenset({first})), settings)
+    assert sent[1:] == [sorted(files_to_reparse([first], settings.fleet_shards))]
