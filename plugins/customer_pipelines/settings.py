@@ -46,9 +46,9 @@ class ParseSettings(BaseSettings):
     max_retry_delay_minutes: int = Field(default=60, ge=1)
     fleet_shards: int = Field(default=16, ge=1, le=64)
     """Shard files the fleet's DAGs are spread over (``dags/customer_pipelines_fleet/shard_NN.py``,
-    64 shipped): a shard's parse costs about 2 ms per DAG, so 16 keep 50,000 configs within a third
-    of Airflow's import timeout (README, "Fleet scale"). Every Airflow process and the syncer must
-    see the same value."""
+    64 shipped): about one per 800 configs keeps each file within the DAG processor's per-file
+    timeout while it writes a fleet's first parse (README, "Fleet scale"). Every Airflow process and
+    the syncer must see the same value."""
 
     @property
     def snapshot_file(self) -> Path:
