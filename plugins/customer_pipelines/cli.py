@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
+from datetime import timedelta
 
 from customer_pipelines.local.environment import apply_stack_environment
 from customer_pipelines.settings import Plane, Settings, get_settings
@@ -65,14 +66,22 @@ def cmd_snapshot(args: argparse.Namespace, settings: Settings) -> int:
 
     if args.action == "refresh":
         guard = RefreshGuard.of(settings)
+        # Incremental as the syncer's rounds are (the changed configs only), unless --full or --force.
+        full_every = None if args.full else timedelta(minutes=settings.full_refresh_minutes)
         with refresh_lock(settings.snapshot_file):
-            result = refresh_snapshot(_store(settings), settings.snapshot_file, guard=guard, force=args.force)
-            pauses = converge_paused(settings)  # as a sync round would: the ledger knows the syncer's pauses
-            parsed = request_parses(result, settings)  # the changed shards are live in seconds
+            result = refresh_snapshot(
+                _store(settings), settings.snapshot_file, guard=guard, force=args.force, full_every=full_every
+            )
+            parsed = request_parses(result, settings)  # first: the DAG processor parses while the flags converge
+            # As a sync round would, of the DAGs this refresh changed (the next round does them all):
+            # the ledger knows the syncer's pauses.
+            pauses = converge_paused(settings, only=None if result.full else result.changed_dag_ids)
+        read = "every config" if result.full else "the configs changed since the last refresh"
+        changed = "all" if result.changed_dag_ids is None else len(result.changed_dag_ids)
         print(
             f"snapshot {result.path}: {result.configs} configs, {result.customers} customers, "
-            f"{len(result.invalid)} invalid; paused {len(pauses.paused)}, unpaused {len(pauses.unpaused)}; "
-            f"parse asked for {parsed} file(s)"
+            f"{len(result.invalid)} invalid; read {read}, {changed} DAG(s) changed; "
+            f"paused {len(pauses.paused)}, unpaused {len(pauses.unpaused)}; parse asked for {parsed} file(s)"
         )
         for error in result.invalid:
             print(f"  invalid: {error}")
@@ -293,6 +302,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("snapshot", help="refresh the local config snapshot from BigQuery, or show it")
     p.add_argument("action", choices=["refresh", "show"])
     p.add_argument("--force", action="store_true", help="refresh even if it would stop much of the fleet")
+    p.add_argument(
+        "--full",
+        action="store_true",
+        help="read every config, not only those changed since the last refresh (as CP_FULL_REFRESH_MINUTES does)",
+    )
     p.set_defaults(func=cmd_snapshot)
 
     p = sub.add_parser(

@@ -13,6 +13,8 @@ from typing import Literal
 from pydantic import AliasChoices, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from customer_pipelines.fleet.shards import MAX_SHARDS
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SQL_DIR = REPO_ROOT / "include" / "sql"
 
@@ -44,11 +46,12 @@ class ParseSettings(BaseSettings):
     """The local config snapshot DAG files read; default ``<state_dir>/snapshot/configs.sqlite``."""
     pool_prefix: str = Field(default="cp_", pattern=r"^[A-Za-z0-9_.-]{0,64}$")
     max_retry_delay_minutes: int = Field(default=60, ge=1)
-    fleet_shards: int = Field(default=16, ge=1, le=64)
+    fleet_shards: int = Field(default=16, ge=1, le=MAX_SHARDS)
     """Shard files the fleet's DAGs are spread over (``dags/customer_pipelines_fleet/shard_NN.py``,
-    64 shipped): about one per 800 configs keeps each file within the DAG processor's per-file
-    timeout while it writes a fleet's first parse (README, "Fleet scale"). Every Airflow process and
-    the syncer must see the same value."""
+    128 shipped): at most about 800 configs per shard keeps each file within the DAG processor's
+    per-file timeout while it writes a fleet's first parse; about 400 makes a change live within
+    10 s, since Airflow writes every DAG of the re-parsed file (README, "Fleet scale"). Every
+    Airflow process and the syncer must see the same value."""
 
     @property
     def snapshot_file(self) -> Path:

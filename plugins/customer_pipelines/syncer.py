@@ -26,7 +26,7 @@ from customer_pipelines.fleet.sync import (
     sync_paused,
     sync_pools,
 )
-from customer_pipelines.models import ConfigError
+from customer_pipelines.models import ConfigError, PipelineConfig, is_runnable, parse_config
 from customer_pipelines.private_files import private_dir, write_private
 from customer_pipelines.settings import Settings, get_settings
 from customer_pipelines.snapshot import (
@@ -86,26 +86,36 @@ class SyncReport:
         )
 
 
-def _sync_paused(runnable: Mapping[str, bool], settings: Settings) -> PauseSyncResult:
+def _sync_paused(runnable: Mapping[str, bool], settings: Settings, only: set[str] | None = None) -> PauseSyncResult:
     """sync_paused on the ledger of the syncer's own pauses; with the ledger down (or none set) the
     paused flags wait for the next round: unpausing without the ledger could undo a person's pause."""
     from customer_pipelines.runs.quota import QuotaLedgerError, SyncerPauses
 
     try:
-        return sync_paused(runnable, SyncerPauses(settings), settings)
+        return sync_paused(runnable, SyncerPauses(settings), settings, only=only)
     except (QuotaLedgerError, RuntimeError):
         log.exception("paused flags not synced (the quota ledger records the syncer's pauses); next round")
         return PauseSyncResult()
 
 
-def converge_paused(settings: Settings) -> PauseSyncResult:
-    """The paused flags of the last good snapshot's fleet, as a sync round sets them. A snapshot
-    refreshed by hand calls it too: the DAG processor creates a held config's DAG paused from the
-    new snapshot, and only the ledger's record tells the next round that pause was the syncer's,
-    not a person's (a config enabled before that round would otherwise stay paused)."""
+def converge_paused(settings: Settings, only: frozenset[str] | None = None) -> PauseSyncResult:
+    """The paused flags of the last good snapshot's fleet, as a sync round sets them; ``only``: of
+    these DAGs alone (those a refresh changed; None: every DAG). A snapshot refreshed by hand calls
+    it too: the DAG processor creates a held config's DAG paused from the new snapshot, and only the
+    ledger's record tells the next round that pause was the syncer's, not a person's (a config
+    enabled before that round would otherwise stay paused)."""
     with Snapshot.open_last_good(settings.snapshot_file) as snapshot:
-        fleet = Fleet.of(snapshot)
-    return _sync_paused(runnable_dags(fleet), settings)
+        if only is None:
+            return _sync_paused(runnable_dags(Fleet.of(snapshot)), settings)
+        runnable: dict[str, bool] = {}
+        for dag_id in only:  # a DAG whose config is gone is left out: the ledger drops it
+            row = snapshot.config_by_dag_id(dag_id)
+            config = parse_config(row.row) if row else None
+            if isinstance(config, PipelineConfig):
+                runnable[dag_id] = is_runnable(config, snapshot.customer(config.customer_id))
+    if not only:
+        return PauseSyncResult()
+    return _sync_paused(runnable, settings, only=set(only))
 
 
 def _ensure_quota_schema(settings: Settings) -> None:

@@ -85,6 +85,13 @@ def _check_snapshot_refresh(out: str, info) -> None:
     assert re.match(
         rf"snapshot {re.escape(str(info.settings.snapshot_file))}: \d+ configs, \d+ customers, 0 invalid", out
     )
+    # As the syncer's rounds: the changes since the syncer's own full read, not every config again.
+    assert "read the configs changed since the last refresh" in out, out
+
+
+def _check_full_snapshot_refresh(out: str, info) -> None:
+    assert re.match(rf"snapshot {re.escape(str(info.settings.snapshot_file))}: \d+ configs", out), out
+    assert "read every config" in out, out
 
 
 _WINDOW = ("--from", "-PT30H", "--to", "-PT1H", "--dry-run")
@@ -116,8 +123,9 @@ def _check_backfill_dry_run(out: str, info) -> None:
         (["snapshot", "show"], _check_snapshot_show),
         (["reconcile", "--hours", "1"], _check_reconcile),
         (["snapshot", "refresh"], _check_snapshot_refresh),
+        (["snapshot", "refresh", "--full"], _check_full_snapshot_refresh),
     ],
-    ids=["validate", "ticks", "backfill-dry-run", "snapshot-show", "reconcile", "snapshot-refresh"],
+    ids=["validate", "ticks", "backfill-dry-run", "snapshot-show", "reconcile", "snapshot-refresh", "full-refresh"],
 )
 def test_a_read_only_command_works_against_the_stack_with_no_extra_environment_and_leaves_home_alone(
     stack, home, args, check

@@ -16,12 +16,12 @@ from typing import Any
 
 SHARD_DIR = "customer_pipelines_fleet"
 """The shard files' folder inside the DAGs folder (the DAG bundle)."""
-MAX_SHARDS = 64
+MAX_SHARDS = 128
 """Shard files shipped in ``dags/customer_pipelines_fleet/``: the largest ``CP_FLEET_SHARDS``."""
 ERRORS_FILE = "customer_pipelines_config_errors.py"
 """The DAG file listing invalid configs as import errors (re-parsed whenever any config changes)."""
 
-_SHARD_FILE = re.compile(r"shard_(\d{2})\.py$")
+_SHARD_FILE = re.compile(r"shard_(\d{2,3})\.py$")
 
 
 def shard_file(index: int) -> str:

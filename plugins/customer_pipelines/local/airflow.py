@@ -11,7 +11,11 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from customer_pipelines.fleet.parsing import PERIODIC_REPARSE_SECONDS, SERIALIZED_DAG_MIN_UPDATE_SECONDS
+from customer_pipelines.fleet.parsing import (
+    BUNDLE_REFRESH_SECONDS,
+    PERIODIC_REPARSE_SECONDS,
+    SERIALIZED_DAG_MIN_UPDATE_SECONDS,
+)
 from customer_pipelines.local.airflow_api import AirflowClient
 from customer_pipelines.local.processes import (
     PortError,
@@ -93,7 +97,7 @@ def airflow_env(
         # Change-driven parsing: a shard file is parsed again when the syncer, the API or the command
         # line asks for it (fleet/parsing.py), within seconds; the timer only converges a request
         # that was lost, so it is long and the DAG processor rests between changes.
-        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "20",
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": str(BUNDLE_REFRESH_SECONDS),
         "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": str(PERIODIC_REPARSE_SECONDS),
         # A parse a change asked for publishes it, however soon after the DAG's last write.
         "AIRFLOW__CORE__MIN_SERIALIZED_DAG_UPDATE_INTERVAL": str(SERIALIZED_DAG_MIN_UPDATE_SECONDS),

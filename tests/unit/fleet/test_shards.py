@@ -12,7 +12,7 @@ import pytest
 from airflow.sdk import DAG
 
 from customer_pipelines import seed, snapshot
-from customer_pipelines.fleet.parsing import PERIODIC_REPARSE_SECONDS
+from customer_pipelines.fleet.parsing import BUNDLE_REFRESH_SECONDS, PERIODIC_REPARSE_SECONDS
 from customer_pipelines.fleet.shards import (
     ERRORS_FILE,
     MAX_SHARDS,
@@ -205,3 +205,16 @@ def test_the_shipped_periodic_reparse_interval_is_at_least_ten_minutes_and_a_req
     # Airflow's 30 s default would drop the write of a change parsed soon after the DAG's last one.
     assert env["AIRFLOW__CORE__MIN_SERIALIZED_DAG_UPDATE_INTERVAL"] == "0"
     assert str(common["AIRFLOW__CORE__MIN_SERIALIZED_DAG_UPDATE_INTERVAL"]) == "0"
+
+
+def test_the_shipped_stacks_list_the_dags_folder_every_ten_minutes_at_most_not_every_twenty_seconds(tmp_path):
+    import yaml
+
+    from customer_pipelines.local.airflow import airflow_env
+
+    # Each listing loads every DAG of the bundle from the metadata database (seconds at 50,000 DAGs).
+    env = airflow_env(Settings(state_dir=tmp_path), "postgresql://u@127.0.0.1/db")
+    compose = yaml.safe_load((Path(__file__).resolve().parents[3] / "docker-compose.yaml").read_text())
+    common = compose["x-airflow-common"]["environment"]
+    assert int(env["AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL"]) == BUNDLE_REFRESH_SECONDS >= 600
+    assert int(common["AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL"]) == BUNDLE_REFRESH_SECONDS
