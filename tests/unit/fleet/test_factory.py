@@ -597,3 +597,37 @@ def test_md_code_shortcut_for_plain_values_renders_exactly_what_the_full_rewrite
         assert factory.md_code(value, in_table=in_table) == expected, repr(value)
     # and the shortcut is taken for the common case: an ordinary id is one span, nothing rewritten
     assert factory.md_code("cust_a") == "` cust_a `"
+
+
+def test_the_cyclic_collector_is_paused_while_dags_are_built_and_runs_again_after_even_a_failed_build(
+    monkeypatch, demo_snapshot_path, settings
+):
+    import gc
+
+    real_build = factory.build_dags
+    enabled_during: list[bool] = []
+
+    def build_and_look(*args: Any, **kwargs: Any) -> factory.FactoryResult:
+        enabled_during.append(gc.isenabled())
+        return real_build(*args, **kwargs)
+
+    monkeypatch.setattr(factory, "build_dags", build_and_look)
+    result = factory.load_fleet(snapshot_path=demo_snapshot_path, settings=settings)
+    assert result.dags and enabled_during == [False]
+    assert gc.isenabled(), "the collector runs again once the file's DAGs are built"
+
+    def failing_build(*args: Any, **kwargs: Any) -> factory.FactoryResult:
+        raise RuntimeError("a bug in the build")
+
+    monkeypatch.setattr(factory, "build_dags", failing_build)
+    result = factory.load_fleet(snapshot_path=demo_snapshot_path, settings=settings)
+    assert result.snapshot_error == "factory failed: a bug in the build"
+    assert gc.isenabled(), "a failed build never leaves the collector off"
+
+    gc.disable()  # a caller that runs without the collector keeps it off
+    try:
+        monkeypatch.setattr(factory, "build_dags", real_build)
+        assert factory.load_fleet(snapshot_path=demo_snapshot_path, settings=settings).dags
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
