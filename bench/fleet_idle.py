@@ -3,7 +3,9 @@ synthetic fleet of ``--configs`` configs, EVERY CONFIG INACTIVE (is_active=False
 paused, and no run starts); how long the initial parse of every DAG took; then, over
 ``--idle-minutes`` while the syncer runs its rounds (every CP_SYNC_INTERVAL_SECONDS), the DAG
 processor's CPU (its process and all its children), the parses asked for and done, and the new DAG
-versions (goals: < 5% of one core, 0 new versions); and the metadata tables' rows and sizes. Writes
+versions (goals: < 5% of one core, 0 new versions); then every file parsed again at once, as the
+periodic timer does (its CPU amortized over PERIODIC_REPARSE_SECONDS; ``--no-full-reparse`` skips
+it); and the metadata tables' rows and sizes. Writes
 bench/results/fleet_idle.json (``--out``).
 
     flock /tmp/cp-e2e.lock env PYTHONPATH=plugins .venv/bin/python bench/fleet_idle.py \
@@ -45,6 +47,12 @@ def main() -> None:
     parser.add_argument("--settle-seconds", type=float, default=60, help="after the initial parse, before the window")
     parser.add_argument("--sync-interval", type=int, default=60)
     parser.add_argument("--seed", type=int, default=22)
+    parser.add_argument(
+        "--no-full-reparse",
+        dest="full_reparse",
+        action="store_false",
+        help="skip the last part: every file parsed again, as the periodic timer does",
+    )
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "fleet_idle.json"))
     args = parser.parse_args()
 
@@ -80,6 +88,8 @@ def main() -> None:
                 print(f"initial parse: {count} DAGs in {seconds:.0f} s after the fleet's first sync")
                 time.sleep(args.settle_seconds)
             results["idle"] = idle_window(info, conn, args.idle_minutes * 60)
+            if args.full_reparse:
+                results["full_reparse"] = full_reparse(info, conn, args.parse_timeout_minutes * 60)
             results["metadata"] = table_sizes(conn)
             conn.close()
     finally:
@@ -131,6 +141,39 @@ def idle_window(info, conn, seconds: float) -> dict:
     }
 
 
+def full_reparse(info, conn, timeout: float) -> dict:
+    """What the DAG processor's periodic timer costs (PERIODIC_REPARSE_SECONDS): every file asked for
+    at once (``parse --all``) with nothing changed; the DAG processor's CPU and the wall time until
+    every shard file with DAGs was parsed again, and the new DAG versions it wrote (goal 0)."""
+    from customer_pipelines.fleet.parsing import PERIODIC_REPARSE_SECONDS
+    from customer_pipelines.local.stack import run_module
+
+    processor = run_pid(info, "airflow-dag-processor")
+    before = parsed_at(conn)
+    versions_before = scalar(conn, "SELECT count(*) FROM dag_version")
+    cpu_before = tree_cpu_seconds(processor)
+    began = time.monotonic()
+    run_module(info.env, "parse", "--all")
+    while True:
+        now = parsed_at(conn)
+        done = sum(1 for file, at in before.items() if now.get(file) != at)
+        if done >= len(before) or time.monotonic() - began > timeout:
+            break
+        time.sleep(2)
+    wall = time.monotonic() - began
+    cpu = tree_cpu_seconds(processor) - cpu_before
+    print(f"every file parsed again: {done} of {len(before)} shard files in {wall:.0f} s, {cpu:.0f} s of CPU")
+    return {
+        "shard_files": len(before),
+        "shard_files_parsed": done,
+        "seconds": round(wall, 1),
+        "dag_processor_cpu_seconds": round(cpu, 1),
+        "periodic_interval_seconds": PERIODIC_REPARSE_SECONDS,
+        "percent_of_one_core_amortized": round(cpu / PERIODIC_REPARSE_SECONDS * 100, 2),
+        "new_dag_versions": scalar(conn, "SELECT count(*) FROM dag_version") - versions_before,
+    }
+
+
 def report(results: dict) -> None:
     print()
     print(f"fleet: {results['configs']} configs (all inactive), {results.get('shards')} shard files")
@@ -160,6 +203,14 @@ def report(results: dict) -> None:
         print(
             f"dag_version rows                  {idle['dag_versions_before']} -> {idle['dag_versions_after']} "
             f"({new_versions} new, {idle['new_versions_of_existing_dags']} of them of a DAG that had one; goal 0)"
+        )
+    full = results.get("full_reparse")
+    if full:
+        print(
+            f"every file parsed again (the timer, every {full['periodic_interval_seconds']} s): "
+            f"{full['shard_files_parsed']} of {full['shard_files']} files in {full['seconds']:.0f} s, "
+            f"{full['dag_processor_cpu_seconds']:.0f} s of CPU ({full['percent_of_one_core_amortized']:.2f} % "
+            f"of one core amortized), {full['new_dag_versions']} new DAG versions"
         )
     sizes = results.get("metadata")
     if sizes:
