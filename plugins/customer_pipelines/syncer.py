@@ -199,7 +199,7 @@ def request_parses(refreshed: RefreshResult | None, settings: Settings) -> int:
     nothing changed, every one when the refresh cannot tell), plus any an earlier round could not
     ask for; returns how many files. A request that fails (Airflow's database down) is kept in
     ``<state_dir>/reparse-pending.json`` and sent again next round, so a change is never left to the
-    DAG processor's hourly timer."""
+    DAG processor's daily timer."""
     from customer_pipelines.fleet.parsing import request_files
     from customer_pipelines.fleet.shards import files_to_reparse
 
