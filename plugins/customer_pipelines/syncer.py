@@ -23,10 +23,11 @@ from customer_pipelines.fleet.sync import (
     _write_next_runs,
     desired_pools,
     runnable_dags,
+    runnable_dags_of,
     sync_paused,
     sync_pools,
 )
-from customer_pipelines.models import ConfigError, PipelineConfig, is_runnable, parse_config
+from customer_pipelines.models import ConfigError
 from customer_pipelines.private_files import private_dir, write_private
 from customer_pipelines.settings import Settings, get_settings
 from customer_pipelines.snapshot import (
@@ -104,17 +105,13 @@ def converge_paused(settings: Settings, only: frozenset[str] | None = None) -> P
     it too: the DAG processor creates a held config's DAG paused from the new snapshot, and only the
     ledger's record tells the next round that pause was the syncer's, not a person's (a config
     enabled before that round would otherwise stay paused)."""
+    if only is not None and not only:
+        return PauseSyncResult()
     with Snapshot.open_last_good(settings.snapshot_file) as snapshot:
         if only is None:
             return _sync_paused(runnable_dags(Fleet.of(snapshot)), settings)
-        runnable: dict[str, bool] = {}
-        for dag_id in only:  # a DAG whose config is gone is left out: the ledger drops it
-            row = snapshot.config_by_dag_id(dag_id)
-            config = parse_config(row.row) if row else None
-            if isinstance(config, PipelineConfig):
-                runnable[dag_id] = is_runnable(config, snapshot.customer(config.customer_id))
-    if not only:
-        return PauseSyncResult()
+        # A DAG whose config is gone is left out of runnable but not of only: the ledger drops it.
+        runnable = runnable_dags_of(snapshot, only)
     return _sync_paused(runnable, settings, only=set(only))
 
 

@@ -5,7 +5,7 @@ against what Airflow has and only changes are written, in one transaction each."
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -105,6 +105,18 @@ class Fleet:
 def runnable_dags(fleet: Fleet) -> dict[str, bool]:
     """dag_id -> whether it should be running."""
     return {config.dag_id: fleet.is_runnable(config) for config in fleet.configs}
+
+
+def runnable_dags_of(snapshot: Snapshot, dag_ids: Iterable[str]) -> dict[str, bool]:
+    """runnable_dags for these DAGs alone, each read from the snapshot's index with its customer; a
+    DAG whose config is gone, or invalid, is left out (it has no DAG to pause)."""
+    runnable: dict[str, bool] = {}
+    for dag_id in dag_ids:
+        row = snapshot.config_by_dag_id(dag_id)
+        config = parse_config(row.row) if row else None
+        if isinstance(config, PipelineConfig):
+            runnable[dag_id] = hold_reason(config, snapshot.customer(config.customer_id)) is None
+    return runnable
 
 
 @dataclass

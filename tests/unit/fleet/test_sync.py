@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from customer_pipelines.fleet.sync import Fleet, desired_pools, next_runs, runnable_dags
+from customer_pipelines.fleet.sync import Fleet, desired_pools, next_runs, runnable_dags, runnable_dags_of
 from customer_pipelines.models import Customer, PipelineConfig, parse_config
 from customer_pipelines.snapshot import Snapshot, write_snapshot
 
@@ -51,6 +51,20 @@ def test_configs_of_a_customer_without_a_subscription_are_kept_and_not_runnable(
         "cust_globex_001.globex_azure_compliance_monthly": False,
     }
     assert desired_pools(fleet.customers, "cp_")["cp_cust_globex_001"].slots == 0
+
+
+def test_the_runnable_state_of_some_dags_is_the_whole_fleets_for_them_and_a_gone_config_is_left_out(
+    tmp_path, demo_customers, demo_configs
+):
+    lapsed = [
+        {**c, "plan": None, "max_concurrent_runs": None} if c["customer_id"] == "cust_globex_001" else c
+        for c in demo_customers
+    ]
+    with Snapshot(write_snapshot(tmp_path / "configs.sqlite", lapsed, demo_configs, source="test")) as snapshot:
+        whole = runnable_dags(Fleet.of(snapshot))
+        some = ["cust_acme_001.acme_gcp_cost_daily", "cust_globex_001.globex_aws_cost_daily", "cust_gone.deleted"]
+        assert runnable_dags_of(snapshot, some) == {d: whole[d] for d in some[:2]}
+        assert runnable_dags_of(snapshot, whole) == whole
 
 
 def test_next_tick_is_computed_in_the_config_timezone_across_dst(tmp_path, demo_customers, demo_configs):
