@@ -42,6 +42,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,7 @@ from customer_pipelines.models import (
     first_errors,
     is_runnable,
     parse_config,
+    parse_config_json,
     printable,
 )
 from customer_pipelines.private_files import open_private
@@ -550,13 +552,23 @@ class ConfigRow:
     config_id: str
     dag_id: str | None
     bucket: int
-    row: dict[str, Any]
+    payload: str
+    """The config row as JSON text (decoded only when asked: ``row``, ``parse``)."""
     runnable_since: datetime | None = None
     """When the config became runnable (its DAG's first-tick anchor); None: it must not run."""
 
     @classmethod
     def of(cls, config_id: str, dag_id: str | None, bucket: int, payload: str, since: str | None) -> ConfigRow:
-        return cls(config_id, dag_id, bucket, json.loads(payload), datetime.fromisoformat(since) if since else None)
+        return cls(config_id, dag_id, bucket, payload, datetime.fromisoformat(since) if since else None)
+
+    @cached_property
+    def row(self) -> dict[str, Any]:
+        """The row as a dict."""
+        return json.loads(self.payload)
+
+    def parse(self) -> PipelineConfig | ConfigError:
+        """The validated config, or why it is not one (``models.parse_config_json``)."""
+        return parse_config_json(self.payload)
 
 
 _CONFIG_COLUMNS = "config_id, dag_id, bucket, payload, runnable_since"
@@ -631,6 +643,16 @@ class Snapshot:
         """One customer as ``customers()`` has it: None when missing or invalid."""
         found = self._conn.execute("SELECT payload FROM customers WHERE customer_id = ?", (customer_id,)).fetchone()
         return _customer_or_none(customer_id, found[0]) if found else None
+
+    def customers_of_shard(self, shard: int, shards: int) -> dict[str, Customer]:
+        """The valid customers of one shard's configs, in one query (a query per customer cost a
+        shard's parse more than validating its configs)."""
+        rows = self._conn.execute(
+            "SELECT customer_id, payload FROM customers"
+            " WHERE customer_id IN (SELECT customer_id FROM configs WHERE bucket % ? = ?)",
+            (shards, shard),
+        )
+        return {c: customer for c, payload in rows if (customer := _customer_or_none(c, payload)) is not None}
 
     def configs(self, *, shard: int | None = None, shards: int = 1) -> Iterator[ConfigRow]:
         if shard is None:

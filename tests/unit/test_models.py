@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
+from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 from customer_pipelines import models
-from customer_pipelines.models import ConfigError, PipelineConfig, parse_config
+from customer_pipelines.models import ConfigError, PipelineConfig, parse_config, parse_config_json
 
 
 def _row(**overrides: Any) -> dict[str, Any]:
@@ -125,6 +127,37 @@ def test_invalid_row_becomes_a_config_error_naming_the_field(overrides, field):
     assert parsed.customer_id == "cust_a"
 
 
+JSON_ROWS = {
+    "valid": _row(
+        created_at=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC).isoformat(),
+        parameters={"lookback_days": 3},
+        retry_config='{"max_attempts": 5}',
+        display_name=None,
+        auto_backfill_ticks=None,
+    ),
+    "valid-alias": _row(schedule_cron="@midnight", timezone="Europe/Berlin", is_active=False),
+    "minute-61": _row(schedule_cron="61 * * * *"),
+    "unknown-tz": _row(timezone="Mars/Olympus"),
+    "priority-text": _row(priority="high"),
+    "broken-json-text": _row(parameters="{not json"),
+    "missing-config-id": {k: v for k, v in _row().items() if k != "config_id"},
+    "too-deep": _row(parameters=json.loads('{"a": ' * 12 + "1" + "}" * 12)),
+}
+
+
+@pytest.mark.parametrize("name", list(JSON_ROWS))
+def test_a_row_read_as_json_text_parses_exactly_as_the_decoded_row(name):
+    row = JSON_ROWS[name]
+    assert parse_config_json(json.dumps(row)) == parse_config(row)
+
+
+@pytest.mark.parametrize(("payload", "reason"), [("{not json", "row: not JSON"), ("[1, 2]", "row: not a JSON object")])
+def test_a_snapshot_row_that_is_not_a_json_object_is_a_config_error_saying_so(payload, reason):
+    parsed = parse_config_json(payload)
+    assert isinstance(parsed, ConfigError)
+    assert parsed.reason.startswith(reason)
+
+
 def test_json_columns_arriving_as_text_are_decoded():
     parsed = parse_config(
         _row(parameters='{"lookback_days": 3}', retry_config='{"max_attempts": 5, "base_delay_minutes": 1}')
@@ -153,6 +186,22 @@ def test_host_specific_zoneinfo_files_are_not_accepted_as_timezones(name):
     parsed = parse_config(_row(timezone=name))
     assert isinstance(parsed, ConfigError)
     assert "timezone" in parsed.reason
+
+
+@pytest.mark.parametrize("name", ["America", "zone.tab", "tzdata.zi", "/usr/share/zoneinfo/UTC", "Europe/../UTC", ""])
+def test_directories_and_other_files_of_the_zone_database_are_not_timezones(name):
+    parsed = parse_config(_row(timezone=name))
+    assert isinstance(parsed, ConfigError)
+    assert "timezone" in parsed.reason
+
+
+def test_every_zone_of_the_database_is_accepted_and_its_host_specific_files_are_not():
+    from zoneinfo import available_timezones
+
+    listed = available_timezones()
+    accepted = {name for name in listed if models.is_iana_timezone(name)}
+    assert {"UTC", "Europe/Berlin", "America/New_York", "Asia/Kolkata", "Etc/GMT+5"} <= accepted
+    assert listed - accepted == {n for n in listed if n.startswith(("right/", "posix/")) or n in models._NOT_ZONES}
 
 
 def test_hostile_config_id_is_printed_quoted_and_truncated():
@@ -433,3 +482,13 @@ def test_a_customer_field_over_its_maximum_is_refused_as_too_long_and_at_it_acce
     assert models.Customer.model_validate(row).model_dump()[field] == "c" * at_most
     with pytest.raises(ValueError, match=f"{field}\n.*too long: {at_most + 1:,} characters \\(at most {at_most}\\)"):
         models.Customer.model_validate({**row, field: "c" * (at_most + 1)})
+
+
+def test_the_largest_flat_object_that_skips_the_walk_is_within_the_json_bounds():
+    largest = {f"{i:02d}" + "k" * 254: -1.2345678901234567e-300 for i in range(32)}
+    assert models._is_small_flat_object(largest)
+    assert len(json.dumps(largest)) <= models.JSON_MAX_CHARS
+    assert models.json_value_problem(largest) is None
+    assert not models._is_small_flat_object({**largest, "one more": 1})
+    assert not models._is_small_flat_object({"nested": {}})
+    assert not models._is_small_flat_object({"text": "x"})

@@ -28,7 +28,6 @@ from customer_pipelines.models import (
     SkipReason,
     hold_reason,
     is_runnable,
-    parse_config,
     pool_name_for,
     printable,
 )
@@ -243,8 +242,8 @@ def build_dags(
     shards: int = 1,
 ) -> FactoryResult:
     """The DAGs of the whole snapshot, of one shard, or (``only_dag_id``, a worker) of one config.
-    Customers are read as their configs need them (a shard reads its own, a worker one), and the
-    duplicates report belongs to the whole-fleet build (the errors file), not to every shard."""
+    Customers are read with their configs (a shard reads its own in one query, a worker its one),
+    and the duplicates report belongs to the whole-fleet build (the errors file), not to every shard."""
     settings = settings or get_parse_settings()
     result = FactoryResult()
     if only_dag_id is not None:
@@ -260,16 +259,22 @@ def build_dags(
         rows = snapshot.configs(shard=shard, shards=shards)
     if only_dag_id is None and shard is None:
         result.errors += duplicate_config_errors(snapshot)
-    customers: dict[str, Customer | None] = {}
+    customers: dict[str, Customer | None]
+    if only_dag_id is not None:
+        customers = {}  # its one customer, read below
+    elif shard is None:
+        customers = dict(snapshot.customers())
+    else:
+        customers = dict(snapshot.customers_of_shard(shard, shards))
     seen: set[str] = set()
     for config_row in rows:
-        parsed = parse_config(config_row.row)
+        parsed = config_row.parse()
         if isinstance(parsed, ConfigError):
             result.errors.append(parsed)
             continue
-        if parsed.customer_id not in customers:
+        if only_dag_id is not None:
             customers[parsed.customer_id] = snapshot.customer(parsed.customer_id)
-        customer = customers[parsed.customer_id]
+        customer = customers.get(parsed.customer_id)
         if customer is None:
             result.errors.append(no_such_customer(parsed))
             continue
@@ -369,7 +374,7 @@ def raise_config_errors(snapshot_path: Path | None = None, settings: ParseSettin
             customers = snapshot.customers()
             problems += [str(error) for error in duplicate_config_errors(snapshot)]
             for config_row in snapshot.configs():
-                parsed = parse_config(config_row.row)
+                parsed = config_row.parse()
                 if isinstance(parsed, ConfigError):
                     problems.append(str(parsed))
                 elif parsed.customer_id not in customers:

@@ -19,7 +19,6 @@ from customer_pipelines.models import (
     PipelineConfig,
     customer_hold_reason,
     hold_reason,
-    parse_config,
     pool_name_for,
 )
 from customer_pipelines.settings import Settings
@@ -94,7 +93,7 @@ class Fleet:
 
     @classmethod
     def of(cls, snapshot: Snapshot) -> Fleet:
-        parsed = (parse_config(row.row) for row in snapshot.configs())
+        parsed = (row.parse() for row in snapshot.configs())
         return cls(snapshot.customers(), [c for c in parsed if not isinstance(c, ConfigError)])
 
     def is_runnable(self, config: PipelineConfig) -> bool:
@@ -113,7 +112,7 @@ def runnable_dags_of(snapshot: Snapshot, dag_ids: Iterable[str]) -> dict[str, bo
     runnable: dict[str, bool] = {}
     for dag_id in dag_ids:
         row = snapshot.config_by_dag_id(dag_id)
-        config = parse_config(row.row) if row else None
+        config = row.parse() if row else None
         if isinstance(config, PipelineConfig):
             runnable[dag_id] = hold_reason(config, snapshot.customer(config.customer_id)) is None
     return runnable

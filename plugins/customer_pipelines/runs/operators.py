@@ -111,13 +111,13 @@ class CustomerPipelineOperator(BaseOperator):
         a run of a config disabled or deleted since, or of a customer suspended or without a
         subscription in force, is SKIPPED with the reason (models.hold_reason, the rule the syncer
         pauses DAGs by). Returns the customer, for the quota gate."""
-        from customer_pipelines.models import ConfigError, SkipReason, hold_reason, parse_config
+        from customer_pipelines.models import ConfigError, SkipReason, hold_reason
         from customer_pipelines.snapshot import Snapshot
 
         with Snapshot.open_last_good(settings.snapshot_file) as snapshot:
             row = snapshot.config_by_dag_id(identity.dag_id)
             customer = snapshot.customer(self.customer_id)
-        config = parse_config(row.row) if row is not None else None
+        config = row.parse() if row is not None else None
         if isinstance(config, ConfigError):  # edited since into a row that cannot be a DAG: it is on its way out
             reason = SkipReason.CONFIG_INACTIVE
             details = {"config_state": "INVALID", "config_error": config.reason}

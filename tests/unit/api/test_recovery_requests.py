@@ -3,6 +3,7 @@ the field and the reason (the paths that reach Airflow run in tests/e2e/api)."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
@@ -30,7 +31,7 @@ def _config_row(config_id: str, cron: str, **fields: Any) -> ConfigRow:
         "timezone": "UTC",
         **fields,
     }
-    return ConfigRow(config_id, f"cust_a.{config_id}", 0, row)
+    return ConfigRow(config_id, f"cust_a.{config_id}", 0, json.dumps(row))
 
 
 class StandIn:

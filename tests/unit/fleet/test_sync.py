@@ -95,10 +95,13 @@ def _dst_days(zone: str, year: int) -> list[date]:
 
 
 def _zones_with_dst(year: int) -> list[str]:
-    from customer_pipelines.models import _iana_timezones
+    from zoneinfo import available_timezones
+
+    from customer_pipelines.models import is_iana_timezone
 
     probes = [datetime(year, m, 15, tzinfo=UTC) for m in range(1, 13)]
-    return sorted(z for z in _iana_timezones() if len({p.astimezone(ZoneInfo(z)).utcoffset() for p in probes}) > 1)
+    zones = (z for z in available_timezones() if is_iana_timezone(z))
+    return sorted(z for z in zones if len({p.astimezone(ZoneInfo(z)).utcoffset() for p in probes}) > 1)
 
 
 DST_CRONS = ("0 2 * * *", "30 2 * * *", "15 * * * *")
