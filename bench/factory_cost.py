@@ -293,7 +293,7 @@ def main() -> None:
     parser.add_argument("--configs", default="1000,10000,50000")
     parser.add_argument(
         "--repeats",
-        default="3,3,1",
+        default="7,3,1",
         help="fresh processes per variant: one number, or one per size (dag-factory takes minutes at 50,000)",
     )
     parser.add_argument("--child", help=argparse.SUPPRESS)

@@ -62,6 +62,7 @@ def cmd_seed(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_snapshot(args: argparse.Namespace, settings: Settings) -> int:
     from customer_pipelines.snapshot import RefreshGuard, Snapshot, refresh_lock, refresh_snapshot
+    from customer_pipelines.fleet.publish import publish_dags
     from customer_pipelines.syncer import converge_paused, request_parses
 
     if args.action == "refresh":
@@ -72,7 +73,11 @@ def cmd_snapshot(args: argparse.Namespace, settings: Settings) -> int:
             result = refresh_snapshot(
                 _store(settings), settings.snapshot_file, guard=guard, force=args.force, full_every=full_every
             )
-            parsed = request_parses(result, settings)  # first: the DAG processor parses while the flags converge
+            # The few DAGs it changed are written now (fleet/publish.py), then their shards' parse is
+            # asked for (it finds them unchanged, and creates new ones): first, so the DAG processor
+            # parses while the flags converge.
+            published = publish_dags(settings, result.changed_dag_ids)
+            parsed = request_parses(result, settings)
             # As a sync round would, of the DAGs this refresh changed (the next round does them all):
             # the ledger knows the syncer's pauses.
             pauses = converge_paused(settings, only=None if result.full else result.changed_dag_ids)
@@ -81,8 +86,11 @@ def cmd_snapshot(args: argparse.Namespace, settings: Settings) -> int:
         print(
             f"snapshot {result.path}: {result.configs} configs, {result.customers} customers, "
             f"{len(result.invalid)} invalid; read {read}, {changed} DAG(s) changed; "
+            f"published {len(published.published)} DAG(s) now; "
             f"paused {len(pauses.paused)}, unpaused {len(pauses.unpaused)}; parse asked for {parsed} file(s)"
         )
+        for failure in published.failures:
+            print(f"  not published now (its shard's parse will): {failure}")
         for error in result.invalid:
             print(f"  invalid: {error}")
         return 0

@@ -153,3 +153,56 @@ def test_a_no_op_refresh_writes_no_version_and_an_edit_versions_its_dag_only(sta
         assert live_again < 60, f"the second edit took {live_again:.0f}s after the round to be live"
     finally:
         conn.close()
+
+
+def _serialized(conn: Any, dag_id: str) -> tuple[str, datetime]:
+    """The DAG's latest serialized row: (hash, when written)."""
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT dag_hash, last_updated FROM serialized_dag WHERE dag_id = %s ORDER BY last_updated DESC LIMIT 1",
+            (dag_id,),
+        )
+        return cur.fetchone()
+
+
+def _last_parsed(conn: Any, dag_id: str) -> datetime:
+    with conn.cursor() as cur:
+        cur.execute("SELECT last_parsed_time FROM dag WHERE dag_id = %s", (dag_id,))
+        return cur.fetchone()[0]
+
+
+def test_a_refresh_on_the_command_line_publishes_an_edited_dag_itself_and_its_shards_parse_writes_nothing_more(stack):
+    info, client = stack
+    customer = "cust_published_by_cli"
+    dag_ids = add_customer(info, customer, "PROFESSIONAL", [("published_cost", 5), ("untouched_cost", 5)])
+    client.wait_for_dags(dag_ids, timeout=240)
+    edited = dag_ids[0]
+    conn = _metadata(info)
+    try:
+        versions, hashes = _fleet_state(conn)
+        store = BigQueryStore(info.settings)
+        [row] = rows_of_customer(store, "customer_pipeline_configs", customer, "AND config_id = 'published_cost'")
+        now = datetime.now(UTC)
+        edit = {**row, "display_name": "Published by the CLI", "version": row["version"] + 1, "updated_at": now}
+        # and a new config in the same refresh: a DAG Airflow does not have yet is the DAG processor's
+        new = {**row, "config_id": "new_cost", "display_name": "New", "created_at": now, "updated_at": now}
+        store.load_rows("customer_pipeline_configs", [edit, new])
+
+        output = run_module(info.env, "snapshot", "refresh")
+        written = _serialized(conn, edited)  # read the moment the command returns, before any wait
+        assert "published 1 DAG(s) now" in output, output
+        assert written[0] != hashes[edited], "the edited DAG is not live when the command returns"
+
+        # The DAG processor then parses the shard it was asked for (perhaps before the read above: a
+        # parse after the published write) and finds the DAG unchanged.
+        _wait(lambda: _last_parsed(conn, edited) > written[1], "the DAG processor's parse of the edited shard")
+        assert _serialized(conn, edited) == written, "the DAG processor wrote the published DAG again"
+        after_versions, after_hashes = _fleet_state(conn)
+        assert {d: n for d, n in after_versions.items() if d in versions} == versions  # no version added
+        assert {d: h for d, h in after_hashes.items() if d != edited and d in hashes} == {
+            d: h for d, h in hashes.items() if d != edited
+        }
+        # the twin: the new config's DAG is created, by the DAG processor's parse of its shard
+        client.wait_for_dags([f"{customer}.new_cost"], timeout=120)
+    finally:
+        conn.close()

@@ -12,6 +12,8 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
 
 from customer_pipelines.fleet.shards import SHARD_DIR, files_to_reparse
 from customer_pipelines.settings import Settings
@@ -54,22 +56,12 @@ def request_reparse(settings: Settings, dag_ids: Iterable[str] | None) -> list[s
 def request_files(settings: Settings, files: Sequence[str]) -> None:
     """One pending request per file (its id is Airflow's hash of bundle and path): a request already
     waiting covers a newer change too, since the parse reads the newest snapshot."""
-    from airflow.models.dag import DagModel
     from airflow.models.dagbag import DagPriorityParsingRequest
-    from sqlalchemy import select
 
     from customer_pipelines.airflow_db import metadata_session
 
     with metadata_session(settings) as session:
-        # Where the bundle has the shard folder (its root may be above dags/): from a parsed shard.
-        found = session.execute(
-            select(DagModel.bundle_name, DagModel.relative_fileloc)
-            .where(DagModel.relative_fileloc.like(f"%{SHARD_DIR}/%"))
-            .limit(1)
-        ).first()
-        bundle, prefix = DEFAULT_BUNDLE, ""
-        if found is not None:
-            bundle, prefix = found[0], found[1][: found[1].index(SHARD_DIR)]
+        bundle, prefix = _shard_location(session)
         for file in files:
             relative = prefix + file
             request_id = hashlib.md5(f"{bundle}:{relative}".encode()).hexdigest()  # as dagbag.generate_md5_hash
@@ -84,3 +76,33 @@ def request_files(settings: Settings, files: Sequence[str]) -> None:
             elif session.get(DagPriorityParsingRequest, request_id) is None:
                 session.add(DagPriorityParsingRequest(bundle_name=bundle, relative_fileloc=relative))
     log.debug("asked the DAG processor to parse %d file(s): %s", len(files), ", ".join(files[:5]))
+
+
+def shard_bundle(settings: Settings) -> tuple[str, Path, str]:
+    """The DAG bundle holding the shard files: its name, its folder, and the path of the DAGs folder
+    inside it ('' when the bundle is the DAGs folder), which every shard file's path starts with."""
+    from airflow.dag_processing.bundles.manager import DagBundlesManager
+
+    from customer_pipelines.airflow_db import metadata_session
+
+    with metadata_session(settings) as session:
+        name, prefix = _shard_location(session)
+    bundle = DagBundlesManager().get_bundle(name)
+    bundle.initialize()
+    return name, Path(bundle.path), prefix
+
+
+def _shard_location(session: Any) -> tuple[str, str]:
+    """(bundle name, prefix of the shard folder in it), from a parsed shard (the bundle's root may be
+    above dags/); Airflow's default bundle before any shard was parsed."""
+    from airflow.models.dag import DagModel
+    from sqlalchemy import select
+
+    found = session.execute(
+        select(DagModel.bundle_name, DagModel.relative_fileloc)
+        .where(DagModel.relative_fileloc.like(f"%{SHARD_DIR}/%"))
+        .limit(1)
+    ).first()
+    if found is None:
+        return DEFAULT_BUNDLE, ""
+    return found[0], found[1][: found[1].index(SHARD_DIR)]
