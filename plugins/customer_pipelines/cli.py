@@ -61,8 +61,8 @@ def cmd_seed(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_snapshot(args: argparse.Namespace, settings: Settings) -> int:
-    from customer_pipelines.snapshot import RefreshGuard, Snapshot, refresh_lock, refresh_snapshot
     from customer_pipelines.fleet.publish import publish_dags
+    from customer_pipelines.snapshot import RefreshGuard, Snapshot, refresh_lock, refresh_snapshot
     from customer_pipelines.syncer import converge_paused, request_parses
 
     if args.action == "refresh":
