@@ -23,7 +23,7 @@ three build the same DAGs: the serialised DAGs of a sample are equal (``DagSeria
 so the ratios compare equal work. Prints a table with the ratios to the plain loop (goal: ours at
 most 1.25x the plain loop as written by hand) and writes bench/results/factory_cost.json.
 
-    PYTHONPATH=plugins .venv/bin/python bench/factory_cost.py [--configs 1000,10000,50000] [--repeats 3,3,1]
+    PYTHONPATH=plugins .venv/bin/python bench/factory_cost.py [--configs 1000,10000,50000] [--repeats 7,3,1]
 """
 
 from __future__ import annotations

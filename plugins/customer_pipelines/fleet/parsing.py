@@ -5,7 +5,8 @@ changed, ahead of its timer (what Airflow's ``PUT /api/v2/parseDagFile/{file_tok
 The snapshot refresh (syncer, command line) and the REST API's writes send these requests; the DAG
 processor's own timer (``min_file_process_interval``, ``PERIODIC_REPARSE_SECONDS`` on the shipped
 stacks) only converges a request that was lost (the metadata database down at that moment, a
-processor restarted while holding it), so it is long and the processor rests between changes."""
+processor restarted while holding it), so it is long and the processor rests between changes. A
+refresh by hand also publishes the few DAGs it changed at once, before these parses (fleet/publish.py)."""
 
 from __future__ import annotations
 
