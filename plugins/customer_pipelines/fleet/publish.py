@@ -5,22 +5,25 @@ a change in Airflow's own time: its loop picks the request up, lists the DAG bun
 DAGs Airflow loads every DAG of the bundle for that, some 4 s) and writes every DAG of the file,
 changed or not (some 10 ms each). A person who has just edited a config and refreshed by hand waits
 for all of it. So the command publishes the DAGs it changed itself, the way ``airflow dags
-reserialize`` does, one file at a time: Airflow's own DagBag parses the DAG's shard file under the
+reserialize`` does but one DAG at a time: Airflow's own DagBag parses the DAG's shard file under the
 DAG's parsing context (the factory then builds that one DAG, as on a worker), and Airflow's own
-``sync_bag_to_db`` writes it. The DAG processor's parse that follows builds the same DAG, finds its
-hash unchanged and writes no second version.
+``update_dag_parsing_results_in_db`` (what ``sync_bag_to_db`` and the DAG processor call) writes it.
+The DAG processor's parse that follows builds the same DAG, finds its hash unchanged and writes no
+second version.
 
 Only DAGs Airflow already has are published (a new config's DAG is created by the DAG processor,
 which also creates its paused flag and permissions), at most ``MAX_PUBLISHED`` per refresh (more is
 a bulk change: the parses asked for publish it), each in a transaction of its own: Airflow locks the
 DAG's row while it writes it, so a DAG processor writing the same DAG at that moment waits for it
 and then finds the hash unchanged. A DAG that cannot be published is left to those parses too: the
-command reports it and does not fail."""
+command reports it and does not fail, and no import error is recorded from here."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import sys
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -58,13 +61,21 @@ def publish_dags(settings: Settings, dag_ids: Collection[str] | None) -> Publish
         return result
     if not wanted:
         return result
+    # Airflow's loggers write to stdout (its structlog setup), and a command's stdout is its result:
+    # what Airflow logs while publishing (bundles loaded, the DagBag filled) goes to stderr.
+    with contextlib.redirect_stdout(sys.stderr):
+        _publish(settings, wanted, result)
+    return result
+
+
+def _publish(settings: Settings, wanted: list[str], result: PublishResult) -> None:
     try:
         existing = _existing_dags(settings, wanted)
         bundle_name, bundle_path, prefix = shard_bundle(settings)
     except Exception as exc:  # noqa: BLE001 - the parse requests publish them; say why here
         result.left = wanted
-        result.failures.append(f"cannot reach Airflow's metadata database: {type(exc).__name__}: {exc}")
-        return result
+        result.failures.append(f"cannot read which DAGs Airflow has: {type(exc).__name__}: {exc}")
+        return
     for dag_id in wanted:
         if dag_id not in existing:
             result.left.append(dag_id)  # new: the DAG processor creates it
@@ -79,7 +90,6 @@ def publish_dags(settings: Settings, dag_ids: Collection[str] | None) -> Publish
             log.warning("could not publish %s now (its shard's parse will): %s", dag_id, exc)
             result.left.append(dag_id)
             result.failures.append(f"{dag_id}: {type(exc).__name__}: {exc}")
-    return result
 
 
 def _existing_dags(settings: Settings, dag_ids: list[str]) -> set[str]:
@@ -94,8 +104,12 @@ def _existing_dags(settings: Settings, dag_ids: list[str]) -> set[str]:
 
 def _publish_one(settings: Settings, dag_id: str, path: Path, bundle_name: str, bundle_path: Path) -> bool:
     """Parse ``path`` under ``dag_id``'s parsing context with Airflow's DagBag and write what it
-    built; False when the file built no such DAG (the config is invalid or gone now)."""
-    from airflow.dag_processing.dagbag import BundleDagBag, sync_bag_to_db
+    built, as ``sync_bag_to_db`` does but for that DAG alone and touching no file's import errors;
+    False when the file built no such DAG (the config is invalid or gone now). A DAG Airflow cannot
+    write raises, and nothing of it is kept (the transaction is rolled back)."""
+    from airflow.dag_processing.collection import update_dag_parsing_results_in_db
+    from airflow.dag_processing.dagbag import BundleDagBag
+    from airflow.serialization.serialized_objects import LazyDeserializedDAG
 
     from customer_pipelines.airflow_db import metadata_session
 
@@ -103,9 +117,20 @@ def _publish_one(settings: Settings, dag_id: str, path: Path, bundle_name: str, 
         bag = BundleDagBag(str(path), bundle_path=bundle_path, bundle_name=bundle_name)
     if dag_id not in bag.dags or bag.import_errors:
         return False
-    bag.dags = {dag_id: bag.dags[dag_id]}
+    serialize_errors: dict[tuple[str, str], str] = {}
     with metadata_session(settings) as session:
-        sync_bag_to_db(bag, bundle_name, None, session=session)
+        update_dag_parsing_results_in_db(
+            bundle_name,
+            None,
+            [LazyDeserializedDAG.from_dag(bag.dags[dag_id])],
+            serialize_errors,
+            None,
+            set(),
+            session=session,
+            files_parsed=set(),
+        )
+        if serialize_errors:  # Airflow records these as the file's import errors: not from here
+            raise RuntimeError("; ".join(serialize_errors.values())[:500])
     return True
 
 

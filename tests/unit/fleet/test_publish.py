@@ -51,7 +51,7 @@ def test_a_metadata_database_that_cannot_be_reached_fails_nothing_and_says_why(m
     monkeypatch.setattr(publish, "_existing_dags", down)
     result = publish.publish_dags(Settings(), {"cust_a.cfg"})
     assert result.published == [] and result.left == ["cust_a.cfg"]
-    assert result.failures == ["cannot reach Airflow's metadata database: ConnectionError: connection refused"]
+    assert result.failures == ["cannot read which DAGs Airflow has: ConnectionError: connection refused"]
 
 
 def test_one_dag_that_fails_to_publish_leaves_the_others_published(monkeypatch):
@@ -76,3 +76,15 @@ def test_the_parsing_context_is_one_dags_and_is_restored_after(monkeypatch):
     with publish.parsing_context("cust_a.cfg"):
         assert get_parsing_context().dag_id == "cust_a.cfg"
     assert get_parsing_context().dag_id is None
+
+
+def test_what_airflow_prints_while_publishing_goes_to_stderr_not_into_the_commands_result(monkeypatch, capsys):
+    def chatty(settings: Settings, wanted: list[str], result: publish.PublishResult) -> None:
+        print("[info] DAG bundles loaded: dags-folder")  # as Airflow's structlog loggers write
+        result.published.extend(wanted)
+
+    monkeypatch.setattr(publish, "_publish", chatty)
+    result = publish.publish_dags(Settings(), {"cust_a.cfg"})
+    out, err = capsys.readouterr()
+    assert result.published == ["cust_a.cfg"]
+    assert out == "" and "DAG bundles loaded" in err
