@@ -191,6 +191,8 @@ def test_a_refresh_on_the_command_line_publishes_an_edited_dag_itself_and_its_sh
         output = run_module(info.env, "snapshot", "refresh")
         written = _serialized(conn, edited)  # read the moment the command returns, before any wait
         assert "published 1 DAG(s) now" in output, output
+        # stdout is the command's result alone: what Airflow logs while publishing goes to stderr
+        assert output.startswith(f"snapshot {info.settings.snapshot_file}: "), output
         assert written[0] != hashes[edited], "the edited DAG is not live when the command returns"
 
         # The DAG processor then parses the shard it was asked for (perhaps before the read above: a
