@@ -18,7 +18,7 @@ from customer_pipelines.models import (
     Customer,
     PipelineConfig,
     customer_hold_reason,
-    hold_reason,
+    is_runnable,
     pool_name_for,
 )
 from customer_pipelines.settings import Settings
@@ -98,7 +98,7 @@ class Fleet:
 
     def is_runnable(self, config: PipelineConfig) -> bool:
         """An active config of an active customer with a subscription in force (models.hold_reason)."""
-        return hold_reason(config, self.customers.get(config.customer_id)) is None
+        return is_runnable(config, self.customers.get(config.customer_id))
 
 
 def runnable_dags(fleet: Fleet) -> dict[str, bool]:
@@ -114,7 +114,7 @@ def runnable_dags_of(snapshot: Snapshot, dag_ids: Iterable[str]) -> dict[str, bo
         row = snapshot.config_by_dag_id(dag_id)
         config = row.parse() if row else None
         if isinstance(config, PipelineConfig):
-            runnable[dag_id] = hold_reason(config, snapshot.customer(config.customer_id)) is None
+            runnable[dag_id] = is_runnable(config, snapshot.customer(config.customer_id))
     return runnable
 
 
