@@ -77,17 +77,25 @@ class Tenant:
         )
 
     def context(
-        self, run_id: str, *, clear_number: int, try_number: int, run_type: str = "scheduled", max_tries: int = 2
+        self,
+        run_id: str,
+        *,
+        clear_number: int,
+        try_number: int,
+        run_type: str = "scheduled",
+        max_tries: int = 2,
+        logical: datetime = datetime(2026, 11, 30, 2, tzinfo=UTC),
+        run_after: datetime | None = None,
     ) -> dict:
-        """A task's context as the Task SDK gives it: the DAG run (with its clear_number) and the try."""
-        logical = datetime(2026, 11, 30, 2, tzinfo=UTC)
+        """A task's context as the Task SDK gives it: the DAG run (with its clear_number) and the try;
+        ``logical`` is the tick, ``run_after`` when the run was due (the tick unless a start window)."""
         dag_run = SdkDagRun(
             dag_id=self.dag_id,
             run_id=run_id,
             logical_date=logical,
             data_interval_start=logical,
             data_interval_end=logical,
-            run_after=logical,
+            run_after=run_after or logical,
             start_date=datetime.now(UTC),
             end_date=None,
             clear_number=clear_number,
@@ -155,7 +163,10 @@ def test_a_run_cleared_and_rerun_the_next_day_counts_on_that_day_and_is_refused_
 
     def start(ledger: QuotaLedger, run_id: str, clear_number: int, try_number: int, run_type: str = "scheduled"):
         """The operator's gate, then RUNNING as the operator writes it once the gate let it through."""
-        context = tenant.context(run_id, clear_number=clear_number, try_number=try_number, run_type=run_type)
+        tick = (now - timedelta(days=1)).replace(hour=2, minute=0, second=0, microsecond=0)  # yesterday's 02:00
+        context = tenant.context(
+            run_id, clear_number=clear_number, try_number=try_number, run_type=run_type, logical=tick
+        )
         identity = tenant.operator.run_identity(context)
         tenant.operator._reserve(settings, mirror, identity, customer, ledger)
         started = ledger.clock()
@@ -193,6 +204,52 @@ def test_a_run_cleared_and_rerun_the_next_day_counts_on_that_day_and_is_refused_
         (1, "COMPLETED", now.date()),
         (2, "SKIPPED", None),
     ]
+
+
+def test_a_2359_ticks_run_started_after_midnight_by_its_start_window_counts_on_the_ticks_day(
+    store, quota_db_url, tmp_path
+):
+    """Issue 23: a config's start window (or a slow queue) can start a 23:59 tick's run the next day;
+    its unit is the tick's day's, in the ledger and in BigQuery's usage view, and the next day keeps
+    its whole limit. The twin: a manual run of the tick's day, started that day, finds the day used."""
+    tenant = Tenant(store, "window_quota")
+    settings = Settings(quota_db_url=quota_db_url)
+    QuotaLedger(settings).ensure_schema()
+    customer = tenant.customer(daily=1, monthly=10)
+    mirror = RunStateMirror(store, tmp_path / "spool")
+    today = datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0)
+    tick = today - timedelta(minutes=12 * 60 + 1)  # 23:59 yesterday
+    started = today.replace(hour=0, minute=1)  # 00:01 today, inside a 5-minute window
+    after_midnight = QuotaLedger(settings, clock=lambda: started)
+    on_the_ticks_day = QuotaLedger(settings, clock=lambda: tick + timedelta(seconds=30))
+    scheduled = f"scheduled__{(started - timedelta(minutes=1)).isoformat()}"
+
+    def start(ledger: QuotaLedger, run_id: str, run_type: str) -> None:
+        context = tenant.context(
+            run_id, clear_number=0, try_number=1, run_type=run_type, logical=tick, run_after=started
+        )
+        identity = tenant.operator.run_identity(context)
+        tenant.operator._reserve(settings, mirror, identity, customer, ledger)
+        mirror.record(run_event(identity, RunState.RUNNING, source="operator", started_at=ledger.clock()))
+        mirror.record(
+            run_event(identity, RunState.COMPLETED, source="operator", started_at=ledger.clock(), ended_at=started)
+        )
+
+    start(after_midnight, scheduled, "scheduled")
+    assert _ledger_days(quota_db_url, tenant.customer_id) == [(f"{tenant.dag_id}/{scheduled}", tick.date())]
+    # the tick's day is used up: a manual run asking on that day is refused ...
+    with pytest.raises(AirflowSkipException, match="DAILY_LIMIT"):
+        start(on_the_ticks_day, "manual__late_evening", "manual")
+    # ... while today keeps its unit: a manual run today is allowed
+    start(after_midnight, "manual__this_morning", "manual")
+    assert sorted(_ledger_days(quota_db_url, tenant.customer_id)) == sorted(
+        [(f"{tenant.dag_id}/{scheduled}", tick.date()), (f"{tenant.dag_id}/manual__this_morning", started.date())]
+    )
+    [execution] = tenant.view("pipeline_executions", f"AND run_id = '{scheduled}'")
+    assert (execution["logical_date"], execution["scheduled_time"]) == (tick, started)  # the tick, and when due
+    assert execution["started_at"].date() == started.date()
+    [usage] = tenant.view("customer_usage")
+    assert usage["runs_today"] == 1, "the 23:59 tick's run counts on yesterday, only today's manual run today"
 
 
 def test_a_cleared_run_shows_its_new_queued_and_running_and_its_sla_is_measured_on_the_new_execution(

@@ -5,12 +5,12 @@
 -- unchanged, so the caller's audit matches the log; nothing for a missing or deleted config.
 INSERT INTO `${project}.${dataset}.customer_pipeline_configs` (
   config_id, customer_id, display_name, provider, domain, pipeline_template, is_active, schedule_cron, timezone, priority,
-  parameters, retry_config, max_execution_duration_minutes, sla_breach_threshold_minutes, auto_backfill_ticks, version, deleted_at,
+  parameters, retry_config, max_execution_duration_minutes, sla_breach_threshold_minutes, auto_backfill_ticks, start_window_minutes, version, deleted_at,
   created_at, updated_at, created_by, updated_by
 )
 SELECT
   config_id, customer_id, display_name, provider, domain, pipeline_template, @is_active, schedule_cron, timezone,
-  priority, parameters, retry_config, max_execution_duration_minutes, sla_breach_threshold_minutes, auto_backfill_ticks, version + 1,
+  priority, parameters, retry_config, max_execution_duration_minutes, sla_breach_threshold_minutes, auto_backfill_ticks, start_window_minutes, version + 1,
   deleted_at, created_at, CURRENT_TIMESTAMP(), created_by, @updated_by
 FROM `${project}.${dataset}.customer_pipeline_configs_current`
 WHERE customer_id = @customer_id AND config_id = @config_id AND deleted_at IS NULL;

@@ -23,6 +23,7 @@ SELECT
   c.max_execution_duration_minutes,
   c.sla_breach_threshold_minutes,
   c.auto_backfill_ticks,
+  c.start_window_minutes,
   c.version,
   c.created_at,
   c.updated_at,

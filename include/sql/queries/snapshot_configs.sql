@@ -15,6 +15,7 @@ SELECT
   max_execution_duration_minutes,
   sla_breach_threshold_minutes,
   auto_backfill_ticks,
+  start_window_minutes,
   version,
   created_at,
   updated_at

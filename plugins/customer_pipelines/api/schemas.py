@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from customer_pipelines.models import Domain, Plan, Provider, RetryConfig
+from customer_pipelines.models import MAX_START_WINDOW_MINUTES, Domain, Plan, Provider, RetryConfig
 
 
 class ConfigBody(BaseModel):
@@ -33,6 +33,15 @@ class ConfigBody(BaseModel):
         ge=0,
         le=24,
         description="after missed ticks, also run up to this many of the latest (0: only the latest)",
+    )
+    start_window_minutes: int | None = Field(
+        default=None,
+        ge=0,
+        le=MAX_START_WINDOW_MINUTES,
+        description=(
+            "runs start at the config's own stable offset within this many minutes after each tick, "
+            "spreading a fleet's bursts (0 or unset: at the tick); shorter than the schedule's interval"
+        ),
     )
 
 
@@ -63,6 +72,15 @@ class ConfigPatch(BaseModel):
         ge=0,
         le=24,
         description="after missed ticks, also run up to this many of the latest (0: only the latest)",
+    )
+    start_window_minutes: int | None = Field(
+        default=None,
+        ge=0,
+        le=MAX_START_WINDOW_MINUTES,
+        description=(
+            "runs start at the config's own stable offset within this many minutes after each tick, "
+            "spreading a fleet's bursts (0 or unset: at the tick); shorter than the schedule's interval"
+        ),
     )
 
 

@@ -52,6 +52,7 @@ from customer_pipelines.models import (
     hold_reason,
     parse_config,
     pool_name_for,
+    start_offset,
 )
 from customer_pipelines.settings import Settings
 from customer_pipelines.snapshot import (
@@ -82,6 +83,7 @@ CONFIG_COLUMNS = (
     "max_execution_duration_minutes",
     "sla_breach_threshold_minutes",
     "auto_backfill_ticks",
+    "start_window_minutes",
     "version",
     "deleted_at",
     "created_at",
@@ -309,6 +311,10 @@ def config_view(row: dict[str, Any]) -> dict[str, Any]:
         out[name] = _decoded(out[name]) or ({} if name == "parameters" else None)
     customer_id, config_id = row.get("customer_id"), row.get("config_id")
     out["dag_id"] = dag_id_for(str(customer_id), str(config_id)) if customer_id and config_id else None
+    window = out.get("start_window_minutes")
+    out["start_offset_seconds"] = (
+        int(start_offset(out["dag_id"], window).total_seconds()) if out["dag_id"] and isinstance(window, int) else 0
+    )
     try:
         PipelineConfig.model_validate(row)
         out["valid"], out["invalid_reason"] = True, None
@@ -628,8 +634,16 @@ class Services:
         for _ in range(count):
             moment = timetable._get_next(moment)
             local = moment.in_timezone(config.timezone) if hasattr(moment, "in_timezone") else moment
-            ticks.append({"local": local.isoformat(), "utc": moment.astimezone(UTC).isoformat()})
-        return {"valid": True, "schedule_cron": config.schedule_cron, "timezone": config.timezone, "next_runs": ticks}
+            starts = (moment + config.start_offset).astimezone(UTC)
+            ticks.append({"local": local.isoformat(), "utc": moment.astimezone(UTC).isoformat(), "starts_at": starts.isoformat()})
+        return {
+            "valid": True,
+            "schedule_cron": config.schedule_cron,
+            "timezone": config.timezone,
+            "start_window_minutes": config.start_window_minutes,
+            "start_offset_seconds": int(config.start_offset.total_seconds()),
+            "next_runs": ticks,
+        }
 
     # -- runs, usage, fleet -------------------------------------------------------------------
 
@@ -733,9 +747,11 @@ class Services:
         due = []
         for config in fleet.configs:
             if fleet.is_runnable(config):
-                tick = schedule_of(config.schedule_cron, config.timezone).next_tick(now)
-                if tick <= soon:
-                    due.append((tick, config.dag_id))
+                # when the run starts: the next tick plus the config's start offset (its window)
+                offset = config.start_offset
+                starts = schedule_of(config.schedule_cron, config.timezone).next_tick(now - offset) + offset
+                if starts <= soon:
+                    due.append((starts, config.dag_id))
         due.sort()
         figures = self.airflow.fleet_figures(
             self.settings.pool_prefix, now.replace(hour=0, minute=0, second=0, microsecond=0)

@@ -123,6 +123,14 @@ def _doc_md(config: PipelineConfig, customer: Customer | None) -> str:
             f"| provider / domain | {config.provider.value} / {config.domain.value} |",
             f"| template | `{template.name}`: {template.description} |",
             f"| schedule | {md_code(config.schedule_cron)} in {md_code(config.timezone)} |",
+            *(
+                [
+                    f"| start window | {config.start_window_minutes} min: runs start "
+                    f"{int(config.start_offset.total_seconds())} s after their tick |"
+                ]
+                if config.start_window_minutes
+                else []
+            ),
             f"| priority | {config.priority} (priority_weight {priority_weight_for(config, customer)}) |",
             f"| retries | {retry.max_attempts} attempts, {retry.base_delay_minutes} min x{retry.backoff_multiplier} |",
             f"| max duration | {config.max_execution_duration_minutes or '-'} min |",
@@ -179,6 +187,7 @@ def build_dag(
             timezone=config.timezone,
             runnable_since=runnable_since,
             auto_backfill_ticks=config.auto_backfill_ticks,
+            start_offset=config.start_offset,
         ),
         catchup=False,
         max_active_runs=1,

@@ -243,7 +243,8 @@ def schedule_of(cron: str, timezone: str) -> CustomerCronTimetable:
 
 def next_runs(fleet: Fleet, now: datetime) -> list[dict[str, Any]]:
     """The next tick of every runnable config, computed by the DAG's own timetable (Airflow's cron
-    arithmetic in the config's timezone), so the figure is the tick the scheduler will run."""
+    arithmetic in the config's timezone), so the figure is the tick the scheduler will run; and
+    when its run starts (the tick plus the config's start offset)."""
     rows = []
     for config in fleet.configs:
         if not fleet.is_runnable(config):
@@ -254,6 +255,7 @@ def next_runs(fleet: Fleet, now: datetime) -> list[dict[str, Any]]:
                 "config_id": config.config_id,
                 "customer_id": config.customer_id,
                 "next_run_time": datetime.fromtimestamp(tick.timestamp(), UTC),
+                "next_start_time": datetime.fromtimestamp(tick.timestamp(), UTC) + config.start_offset,
                 "computed_at": now,
             }
         )

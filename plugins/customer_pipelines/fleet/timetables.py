@@ -14,12 +14,17 @@ missed (a scheduler outage, a slow queue) in order, the older ones staying for b
 whose config must not run (``runnable_since`` None) has no next run at all: it is paused, and when
 it is made runnable again the next parse gives it a new anchor, so re-enabling never fires a tick
 that passed while it was off. Those are recovered with backfills: Airflow's backfill asks the
-timetable with catchup=True, which the anchor leaves alone."""
+timetable with catchup=True, which the anchor leaves alone.
+
+A config with a start window has a ``start_offset`` (models.start_offset): the scheduler creates a
+tick's run that long after the tick (``run_after`` = tick + offset, Airflow's "not before"), while its
+logical date and data interval stay the tick's, so the run, the mirror, the quota day and missed-run
+accounting all name the tick. Backfills start at once (the ticks are past)."""
 
 from __future__ import annotations
 
 import functools
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from airflow._shared.timezones.timezone import coerce_datetime
@@ -37,7 +42,13 @@ def _cron_part(cron: str, timezone: str) -> dict[str, Any]:
 
 class CustomerCronTimetable(CronTriggerTimetable):
     def __init__(
-        self, cron: str, *, timezone: Any, runnable_since: datetime | None = None, auto_backfill_ticks: int = 0
+        self,
+        cron: str,
+        *,
+        timezone: Any,
+        runnable_since: datetime | None = None,
+        auto_backfill_ticks: int = 0,
+        start_offset: timedelta = timedelta(0),
     ) -> None:
         if isinstance(timezone, str):
             self.__dict__.update(_cron_part(cron, timezone))
@@ -45,6 +56,9 @@ class CustomerCronTimetable(CronTriggerTimetable):
             super().__init__(cron, timezone=timezone)
         self.runnable_since = coerce_datetime(runnable_since) if runnable_since is not None else None
         self.auto_backfill_ticks = auto_backfill_ticks
+        self.start_offset = start_offset
+        if start_offset:  # the UI's schedule column says when runs start
+            self.description = f"{self.description} (runs start {int(start_offset.total_seconds())} s after the tick)"
 
     @classmethod
     def deserialize(cls, data: dict[str, Any]) -> CustomerCronTimetable:
@@ -54,12 +68,15 @@ class CustomerCronTimetable(CronTriggerTimetable):
             timezone=data["timezone"],
             runnable_since=datetime.fromisoformat(since) if since else None,
             auto_backfill_ticks=int(data.get("auto_backfill_ticks") or 0),
+            start_offset=timedelta(seconds=int(data.get("start_offset_seconds") or 0)),
         )
 
     def serialize(self) -> dict[str, Any]:
         data = super().serialize()
         data["runnable_since"] = self.runnable_since.isoformat() if self.runnable_since else None
         data["auto_backfill_ticks"] = self.auto_backfill_ticks
+        if self.start_offset:  # absent when 0: DAGs without a window serialise as before (no new version)
+            data["start_offset_seconds"] = int(self.start_offset.total_seconds())
         return data
 
     def next_dagrun_info(
@@ -81,11 +98,15 @@ class CustomerCronTimetable(CronTriggerTimetable):
         if restriction.earliest is not None:
             earliest = max(earliest, restriction.earliest)
         if self.auto_backfill_ticks and last_automated_data_interval is not None:
-            return self._catch_up(last_automated_data_interval, earliest, restriction.latest)
-        return super().next_dagrun_info(
-            last_automated_data_interval=last_automated_data_interval,
-            restriction=TimeRestriction(earliest=earliest, latest=restriction.latest, catchup=restriction.catchup),
-        )
+            info = self._catch_up(last_automated_data_interval, earliest, restriction.latest)
+        else:
+            info = super().next_dagrun_info(
+                last_automated_data_interval=last_automated_data_interval,
+                restriction=TimeRestriction(earliest=earliest, latest=restriction.latest, catchup=restriction.catchup),
+            )
+        if info is None or not self.start_offset:
+            return info
+        return DagRunInfo(run_after=coerce_datetime(info.run_after + self.start_offset), data_interval=info.data_interval)
 
     def _catch_up(self, last: DataInterval, earliest: datetime, latest: datetime | None) -> DagRunInfo | None:
         """The tick after the last run, but none older than the K-th latest tick due now."""

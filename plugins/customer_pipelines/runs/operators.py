@@ -157,7 +157,11 @@ class CustomerPipelineOperator(BaseOperator):
                 self.log.info("backfill run not counted against the quota: exempted by %s", exempted_by)
                 return
         # One unit per execution of the run: its retries share it, a clear or reprocessing takes a new one.
-        decision = (ledger or QuotaLedger(settings)).reserve(customer, identity.execution_key)
+        # A scheduled run's first execution counts on its tick's day, wherever its start window (or a
+        # slow queue) put its start; an execution again (a clear) counts on the day it runs.
+        first_scheduled = identity.run_type == "scheduled" and not identity.clear_number
+        tick = identity.logical_date if first_scheduled else None
+        decision = (ledger or QuotaLedger(settings)).reserve(customer, identity.execution_key, tick=tick)
         if not decision.allowed:
             _skip(
                 mirror,

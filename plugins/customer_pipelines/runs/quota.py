@@ -7,8 +7,10 @@ the same millisecond queue on the lock; the second one sees the first's row. An 
 find its reservation (keyed by ``RunIdentity.execution_key``) and are not counted again.
 
 What counts: one execution of a run that started its pipeline; a run cleared or reprocessed by a
-backfill is a new execution (Airflow's ``DagRun.clear_number``). Which calendar: UTC, at the moment
-the execution asks.
+backfill is a new execution (Airflow's ``DagRun.clear_number``). Which calendar: UTC; a scheduled
+run's first execution counts on its tick's day (its logical date: a config's start window or a slow
+queue can start a 23:59 tick's run after midnight, and it is still that day's run); any other
+execution (manual, backfill, a clear) on the day it asks.
 
 Every wait for the ledger is bounded (``CP_QUOTA_DB_*_TIMEOUT_SECONDS``) and interruptible by the
 task's execution_timeout: a ledger that is down or silent fails the try with ``QuotaLedgerError``
@@ -208,9 +210,11 @@ class QuotaLedger:
             conn.execute("SELECT pg_advisory_xact_lock(hashtext('cp_quota_schema'))")
             conn.execute(raw_sql("quota/001_schema.sql"))
 
-    def reserve(self, customer: Customer, run_key: str) -> QuotaDecision:
+    def reserve(self, customer: Customer, run_key: str, *, tick: datetime | None = None) -> QuotaDecision:
+        """Take one unit for ``run_key`` on the UTC day and month of ``tick`` (a scheduled run's
+        logical date), or of now when None."""
         now = self.clock().astimezone(UTC)
-        day: date = now.date()
+        day: date = (tick.astimezone(UTC) if tick is not None else now).date()
         month: date = day.replace(day=1)
         with self._transaction() as conn:
             _wait_for_customer_gate(conn, customer.customer_id)

@@ -227,6 +227,7 @@ def _config_ticks(
         now=now,
         late_after=late_after,
         next_tick=next_tick(config.schedule_cron, config.timezone, window.until),
+        start_offset=config.start_offset,
     )
     return ConfigTicks(config, records)
 

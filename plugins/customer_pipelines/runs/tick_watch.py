@@ -91,8 +91,10 @@ class TickWatch:
         found.missed = [pair for key, pair in sorted(missed.items()) if key not in self.alerted_missed]
         found.late = [pair for dag_id, pair in sorted(late.items()) if dag_id not in self.late]
 
+        # A tick is final once its run is late: late_after after the tick plus its start offset.
         late_after = timedelta(minutes=self.settings.late_after_minutes)
-        self.watermark = now - late_after - WATERMARK_MARGIN
+        longest_offset = max((c.start_offset for c in configs), default=timedelta(0))
+        self.watermark = now - late_after - longest_offset - WATERMARK_MARGIN
         self.pending = {dag_id: record.tick for dag_id, (_, record) in late.items() if record.tick < self.watermark}
         # A tick older than every start of the next round can no longer be read again.
         floor = min([self.watermark, *self.pending.values()])

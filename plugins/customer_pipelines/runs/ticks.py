@@ -142,6 +142,10 @@ class Interval:
     def covers(self, moment: datetime) -> bool:
         return self.since <= moment and (self.until is None or moment < self.until)
 
+    def overlaps(self, first: datetime, last: datetime) -> bool:
+        """Whether it covers any moment of [first, last]."""
+        return self.since <= last and (self.until is None or first < self.until)
+
 
 @dataclass(frozen=True)
 class TickRecord:
@@ -206,22 +210,30 @@ def account(
     now: datetime,
     late_after: timedelta,
     next_tick: datetime | None = None,
+    start_offset: timedelta = timedelta(0),
 ) -> list[TickRecord]:
     """One record per tick (see the module's docstring); ``next_tick`` is the first tick after the
-    window: once it is due, a tick of the window without a run can no longer start (catchup is off)."""
+    window: once its run is due, a tick of the window without a run can no longer start (catchup is
+    off). ``start_offset``: the config's start window offset; a tick's run is due that long after
+    the tick (its ``run_after``), so lateness, supersession and outages are judged from then, while
+    the record (and the run matched to it, by logical date) stays the tick's."""
     runs = _latest_run_of_tick(evidence.runs)
     newest_run = max(runs, default=None)
     records = []
     for index, tick in enumerate(ticks):
         run = runs.get(tick)
-        overdue = now - tick > late_after
+        due = tick + start_offset
+        overdue = now - due > late_after
         if run is not None:
             records.append(_record_of_run(tick, run, overdue))
             continue
         later = ticks[index + 1] if index + 1 < len(ticks) else next_tick
-        superseded = (newest_run is not None and newest_run > tick) or (later is not None and later <= now)
-        hold = next((h for h in evidence.holds if h.covers(tick)), None)
-        outage = next((o for o in evidence.outages if o.covers(tick)), None)
+        superseded = (newest_run is not None and newest_run > tick) or (
+            later is not None and later + start_offset <= now
+        )
+        # A hold at any moment from the tick to its run's start keeps the run from being created.
+        hold = next((h for h in evidence.holds if h.overlaps(tick, due)), None)
+        outage = next((o for o in evidence.outages if o.covers(due)), None)
         if hold is not None:
             records.append(TickRecord(tick, Outcome.SKIPPED, hold.reason))
         elif evidence.dag_paused and (newest_run is None or newest_run < tick):
