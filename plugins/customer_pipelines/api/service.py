@@ -635,7 +635,9 @@ class Services:
             moment = timetable._get_next(moment)
             local = moment.in_timezone(config.timezone) if hasattr(moment, "in_timezone") else moment
             starts = (moment + config.start_offset).astimezone(UTC)
-            ticks.append({"local": local.isoformat(), "utc": moment.astimezone(UTC).isoformat(), "starts_at": starts.isoformat()})
+            ticks.append(
+                {"local": local.isoformat(), "utc": moment.astimezone(UTC).isoformat(), "starts_at": starts.isoformat()}
+            )
         return {
             "valid": True,
             "schedule_cron": config.schedule_cron,

@@ -106,7 +106,9 @@ class CustomerCronTimetable(CronTriggerTimetable):
             )
         if info is None or not self.start_offset:
             return info
-        return DagRunInfo(run_after=coerce_datetime(info.run_after + self.start_offset), data_interval=info.data_interval)
+        return DagRunInfo(
+            run_after=coerce_datetime(info.run_after + self.start_offset), data_interval=info.data_interval
+        )
 
     def _catch_up(self, last: DataInterval, earliest: datetime, latest: datetime | None) -> DagRunInfo | None:
         """The tick after the last run, but none older than the K-th latest tick due now."""

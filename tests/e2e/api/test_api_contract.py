@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
 
 import pytest
 
@@ -51,6 +52,9 @@ def test_openapi_document_is_served_and_lists_every_route(api):
         ({"sla_breach_threshold_minutes": 0}, "sla_breach_threshold_minutes"),
         ({"max_execution_duration_minutes": 100000}, "max_execution_duration_minutes"),
         ({"config_id": "bad id!"}, "config_id"),
+        ({"start_window_minutes": -1}, "start_window_minutes"),
+        ({"start_window_minutes": 721}, "start_window_minutes"),
+        ({"schedule_cron": "*/10 * * * *", "start_window_minutes": 10}, "start_window_minutes"),
         ({"surprise": True}, "surprise"),
     ],
 )
@@ -147,6 +151,31 @@ def test_preview_returns_the_next_ten_fire_times_across_a_dst_change(api, custom
     bad = api.admin("POST", "/customers/cust_contract/config-previews", json={**body, "timezone": "Nowhere/City"})
     assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "timezone"
     assert api.admin("GET", "/customers/cust_contract/configs/preview_cfg").status_code == 404
+
+
+def test_a_start_window_is_stored_shown_with_its_offset_and_previewed_as_start_times(api, customer):
+    """Issue 23: the field round-trips; the config shows its offset (stable: the same on every read)
+    and the preview gives each tick and when its run starts."""
+    body = config_body("window_cfg", schedule_cron="0 2 * * *", start_window_minutes=30)
+    created = api.admin("POST", "/customers/cust_contract/configs", json=body)
+    assert created.status_code == 201, created.text
+    offset = created.json()["start_offset_seconds"]
+    assert created.json()["start_window_minutes"] == 30 and 0 <= offset < 30 * 60
+    got = api.admin("GET", "/customers/cust_contract/configs/window_cfg").json()
+    assert (got["start_window_minutes"], got["start_offset_seconds"]) == (30, offset)
+    preview = api.admin(
+        "POST", "/customers/cust_contract/config-previews", json={**body, "config_id": "window_cfg"}
+    ).json()
+    assert preview["start_offset_seconds"] == offset
+    first = preview["next_runs"][0]
+    assert datetime.fromisoformat(first["starts_at"]) - datetime.fromisoformat(first["utc"]) == timedelta(
+        seconds=offset
+    )
+    patched = api.admin("PATCH", "/customers/cust_contract/configs/window_cfg", json={"start_window_minutes": 0})
+    assert patched.status_code == 200 and patched.json()["start_offset_seconds"] == 0, patched.text
+    # a config written without the field has no window
+    plain = api.admin("POST", "/customers/cust_contract/configs", json=config_body("no_window_cfg")).json()
+    assert (plain["start_window_minutes"], plain["start_offset_seconds"]) in ((0, 0), (None, 0))
 
 
 def test_a_trigger_over_the_daily_limit_is_refused_with_429_and_the_limit(api):

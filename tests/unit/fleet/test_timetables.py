@@ -216,3 +216,83 @@ def test_a_timetable_from_the_shared_cron_part_equals_one_airflow_builds_afresh(
         assert timetable.description == fresh.description and timetable.description
         assert _next_run(timetable) == _next_run(fresh)
     assert shared[0].runnable_since == since and shared[0] is not shared[1]
+
+
+# -- start windows (issue 23) ----------------------------------------------------------------------
+
+
+def test_a_windowed_configs_run_is_due_at_its_offset_after_the_tick_and_keeps_the_tick_as_logical_date(clock):
+    offset = timedelta(minutes=7, seconds=13)
+    timetable = CustomerCronTimetable(
+        "0 2 * * *", timezone="UTC", runnable_since=datetime(2026, 12, 1, 10, tzinfo=UTC), start_offset=offset
+    )
+    tick = datetime(2026, 12, 2, 2, 0, tzinfo=UTC)
+    infos = []
+    # parses before the tick, between the tick and the start, and after the start: one answer
+    for moment in (tick - timedelta(hours=3), tick + timedelta(minutes=3), tick + offset + timedelta(minutes=1)):
+        clock(moment)
+        infos.append(timetable.next_dagrun_info(last_automated_data_interval=None, restriction=NO_RESTRICTION))
+    assert {(i.run_after, i.logical_date, i.data_interval.end) for i in infos} == {(tick + offset, tick, tick)}
+    # after that run, the next tick's run is due at the same offset after it
+    clock(tick + offset + timedelta(minutes=2))
+    following = timetable.next_dagrun_info(
+        last_automated_data_interval=infos[0].data_interval, restriction=NO_RESTRICTION
+    )
+    assert (following.run_after, following.logical_date) == (
+        tick + timedelta(days=1) + offset,
+        tick + timedelta(days=1),
+    )
+
+
+def test_without_a_window_the_run_is_due_at_its_tick_and_serialises_as_before(clock):
+    clock(datetime(2026, 12, 2, 1, tzinfo=UTC))
+    plain = CustomerCronTimetable("0 2 * * *", timezone="UTC", runnable_since=datetime(2026, 12, 1, 12, tzinfo=UTC))
+    info = plain.next_dagrun_info(last_automated_data_interval=None, restriction=NO_RESTRICTION)
+    assert info.run_after == info.logical_date == datetime(2026, 12, 2, 2, tzinfo=UTC)
+    # no new key for DAGs without a window: their serialised form (and hash: no new DAG version) is unchanged
+    assert "start_offset_seconds" not in plain.serialize()
+
+
+def test_the_offset_survives_serialisation_and_the_schedule_says_when_runs_start():
+    timetable = CustomerCronTimetable(
+        "0 2 * * *",
+        timezone="Europe/Berlin",
+        runnable_since=datetime(2026, 12, 1, tzinfo=UTC),
+        start_offset=timedelta(seconds=421),
+    )
+    again = CustomerCronTimetable.deserialize(timetable.serialize())
+    assert again.start_offset == timedelta(seconds=421) and again.serialize() == timetable.serialize()
+    assert timetable.description.endswith("(runs start 421 s after the tick)")
+    assert not CustomerCronTimetable("0 2 * * *", timezone="UTC").description.endswith("after the tick)")
+
+
+def test_a_backfill_of_a_windowed_config_runs_its_past_ticks_at_once(clock):
+    clock(datetime(2026, 12, 5, 12, tzinfo=UTC))
+    timetable = CustomerCronTimetable(
+        "0 2 * * *", timezone="UTC", runnable_since=datetime(2026, 12, 4, tzinfo=UTC), start_offset=timedelta(minutes=9)
+    )
+    restriction = TimeRestriction(
+        earliest=pendulum.datetime(2026, 12, 1, tz="UTC"),
+        latest=pendulum.datetime(2026, 12, 3, 3, tz="UTC"),
+        catchup=True,
+    )
+    info = timetable.next_dagrun_info(last_automated_data_interval=None, restriction=restriction)
+    assert info.run_after == info.logical_date == datetime(2026, 12, 1, 2, tzinfo=UTC)
+
+
+def test_auto_backfilled_ticks_of_a_windowed_config_keep_their_offset_and_their_ticks(clock):
+    offset = timedelta(minutes=4)
+    timetable = CustomerCronTimetable(
+        "0 * * * *",
+        timezone="UTC",
+        runnable_since=datetime(2026, 12, 1, tzinfo=UTC),
+        auto_backfill_ticks=3,
+        start_offset=offset,
+    )
+    last = DataInterval(pendulum.datetime(2026, 12, 2, 2, tz="UTC"), pendulum.datetime(2026, 12, 2, 2, tz="UTC"))
+    clock(datetime(2026, 12, 2, 9, 30, tzinfo=UTC))  # 03:00-09:00 missed: the 3 latest are 07, 08, 09
+    info = timetable.next_dagrun_info(last_automated_data_interval=last, restriction=NO_RESTRICTION)
+    assert (info.logical_date, info.run_after) == (
+        datetime(2026, 12, 2, 7, tzinfo=UTC),
+        datetime(2026, 12, 2, 7, 4, tzinfo=UTC),
+    )

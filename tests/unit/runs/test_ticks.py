@@ -164,3 +164,46 @@ def test_a_scheduler_killed_without_an_end_is_down_from_its_last_heartbeat_and_g
         Interval(T0 + timedelta(minutes=5, seconds=30), None, Cause.SCHEDULER_DOWN)
     ]
     assert scheduler_outages([], T0, T0 + timedelta(hours=1), grace=grace) == [Interval(T0, None, Cause.SCHEDULER_DOWN)]
+
+
+def test_a_windowed_configs_tick_is_judged_from_its_start_and_its_run_is_matched_by_the_tick():
+    """Issue 23: with a 25-minute offset the tick's run is due 25 minutes after the tick; it is not
+    late before late_after has passed from then, and the next tick does not supersede it before the
+    next tick's own run is due. Its run has the tick as logical date (and starts later)."""
+    offset, late_after = timedelta(minutes=25), timedelta(minutes=10)
+    ticks = hourly(2)
+    first_ran = [RunSeen(ticks[0], "r0", "scheduled", "success", started_at=ticks[0] + offset)]
+    evidence = TickEvidence(runs=first_ran)
+
+    def outcome(now: datetime, runs: TickEvidence = evidence, *, with_offset: bool = True) -> list[tuple]:
+        records = account(
+            ticks,
+            runs,
+            now=now,
+            late_after=late_after,
+            next_tick=ticks[1] + timedelta(hours=1),
+            start_offset=offset if with_offset else timedelta(0),
+        )
+        return [(r.outcome, r.cause) for r in records]
+
+    assert outcome(ticks[1] + timedelta(minutes=30))[0] == (Outcome.RAN, None)  # matched by its tick
+    assert outcome(ticks[1] + timedelta(minutes=30))[1] == (Outcome.DUE, None)  # due 25 min, not late yet
+    assert outcome(ticks[1] + timedelta(minutes=36))[1] == (Outcome.LATE, Cause.NOT_STARTED)
+    # the next tick has come but its own run is not due yet: the tick is still late, not missed
+    assert outcome(ticks[1] + timedelta(minutes=70))[1] == (Outcome.LATE, Cause.NOT_STARTED)
+    assert outcome(ticks[1] + timedelta(minutes=86))[1] == (Outcome.MISSED, Cause.NO_RUN)
+    # the twin: without the offset the same moment is late already
+    assert outcome(ticks[1] + timedelta(minutes=30), with_offset=False)[1] == (Outcome.LATE, Cause.NOT_STARTED)
+
+
+def test_a_windowed_configs_tick_held_between_the_tick_and_its_start_is_skipped_not_missed():
+    offset = timedelta(minutes=20)
+    ticks = hourly(2)
+    held = Interval(ticks[0] + timedelta(minutes=5), ticks[0] + timedelta(minutes=30), Cause.CONFIG_PAUSED)
+    evidence = TickEvidence(
+        runs=[RunSeen(ticks[1], "r1", "scheduled", "success", started_at=ticks[1] + offset)], holds=[held]
+    )
+    records = account(
+        ticks, evidence, now=ticks[1] + timedelta(hours=1), late_after=timedelta(minutes=10), start_offset=offset
+    )
+    assert [(r.outcome, r.cause) for r in records] == [(Outcome.SKIPPED, Cause.CONFIG_PAUSED), (Outcome.RAN, None)]
