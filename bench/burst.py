@@ -1,0 +1,357 @@
+"""Burst (issue 23): many runs due at one tick, ours as shipped against plain Airflow on the same
+machine and the same PostgreSQL server, one after the other in one command.
+
+- ``ours``: the local stack as ``make demo`` starts it (our shipped settings: stack and Airflow), N
+  configs of 20 customers (ENTERPRISE plan) at a daily cron whose tick is a few minutes ahead, each
+  run mirrored into BigQuery (the emulator);
+- ``plain``: Airflow 3.3 itself with its defaults (LocalExecutor on the same embedded PostgreSQL
+  build, no plugin, Airflow's default parallelism and parsing intervals), N trivial one-task DAGs
+  (a Python task that returns) at the same kind of cron;
+- ``--window-minutes W`` (ours only): every config declares a start window of W minutes
+  (benchmark c: the spread of start times against none).
+
+For each: when the runs were created after the tick (created over), when their task started
+(p50/p95, from the tick; with a window also from each run's own due time), when the last run ended
+(all done), runs lost (no run for the tick) and runs not successful; for ours, the runs mirrored
+terminal in BigQuery. Prints a table and writes JSON to bench/results/.
+
+    flock /tmp/cp-e2e.lock env PYTHONPATH=plugins .venv/bin/python bench/burst.py --runs 200
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from stack_fleet import free_port
+
+RESULTS = Path(__file__).resolve().parent / "results"
+CUSTOMERS = 20
+TERMINAL = ("success", "failed")
+
+
+def _tick_after(lead: timedelta) -> datetime:
+    return (datetime.now(UTC) + lead).replace(second=0, microsecond=0) + timedelta(minutes=1)
+
+
+def _lead(runs: int) -> timedelta:
+    """Time to load, sync and parse ``runs`` new DAGs before their tick (measured: 1,000 in ~60 s)."""
+    return timedelta(seconds=90 + runs * 0.15)
+
+
+def _settings(prefix: str) -> Any:
+    from customer_pipelines.settings import Settings
+
+    state = Path(tempfile.mkdtemp(prefix=prefix, dir="/var/tmp"))
+    state.chmod(0o700)
+    return Settings(
+        state_dir=state,
+        emulator_port=free_port(),
+        emulator_grpc_port=free_port(),
+        airflow_port=free_port(),
+        bq_project="bench-project",
+    )
+
+
+def _connect(url: str) -> Any:
+    import psycopg2
+
+    conn = psycopg2.connect(url.replace("postgresql+psycopg2://", "postgresql://"))
+    conn.autocommit = True
+    return conn
+
+
+def _runs(conn: Any, prefix: str) -> list[dict[str, Any]]:
+    """The scheduled runs of DAGs whose id starts with ``prefix``, with their task's times."""
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT dr.dag_id, dr.logical_date, dr.run_after, dr.queued_at, dr.state, ti.start_date, ti.end_date,"
+            " ti.state FROM dag_run dr LEFT JOIN task_instance ti ON ti.dag_id = dr.dag_id AND ti.run_id = dr.run_id"
+            " WHERE dr.run_type = 'scheduled' AND dr.dag_id LIKE %s",
+            (prefix + "%",),
+        )
+        names = ("dag_id", "logical_date", "run_after", "queued_at", "state", "start", "end", "ti_state")
+        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+
+def _dag_count(conn: Any, prefix: str) -> int:
+    with conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM dag WHERE dag_id LIKE %s AND NOT is_paused", (prefix + "%",))
+        return cur.fetchone()[0]
+
+
+def _wait_for_burst(conn: Any, prefix: str, expected: int, tick: datetime, timeout: float) -> list[dict[str, Any]]:
+    """Wait until ``expected`` runs ended or ``timeout`` seconds after the tick (or 180 s without
+    progress once the tick's runs were due)."""
+    last_done, changed = -1, time.monotonic()
+    while True:
+        runs = _runs(conn, prefix)
+        done = sum(r["state"] in TERMINAL for r in runs)
+        now = datetime.now(UTC)
+        if done != last_done:
+            last_done, changed = done, time.monotonic()
+            if now > tick:
+                print(f"  {(now - tick).total_seconds():6.0f} s after the tick: {len(runs)} runs, {done} ended")
+        if done >= expected:
+            return runs
+        if (now - tick).total_seconds() > timeout or (now > tick and time.monotonic() - changed > 180):
+            print(f"  gave up: {done} of {expected} ended")
+            return runs
+        time.sleep(2)
+
+
+def _percentile(values: list[float], share: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
+
+
+def _figures(runs: list[dict[str, Any]], expected: int, tick: datetime) -> dict[str, Any]:
+    def after(moment: datetime | None) -> float | None:
+        return None if moment is None else round((moment - tick).total_seconds(), 1)
+
+    ours_tick = [r for r in runs if r["logical_date"] == tick]
+    created = [after(r["queued_at"]) for r in ours_tick if r["queued_at"]]
+    starts = [after(r["start"]) for r in ours_tick if r["start"]]
+    late = [round((r["start"] - r["run_after"]).total_seconds(), 1) for r in ours_tick if r["start"]]
+    ends = [after(r["end"]) for r in ours_tick if r["end"]]
+    return {
+        "expected": expected,
+        "runs_for_the_tick": len(ours_tick),
+        "lost": expected - len({r["dag_id"] for r in ours_tick}),
+        "not_successful": sum(r["state"] != "success" for r in ours_tick),
+        "created_over_s": max(created, default=None),
+        "start_p50_s": _percentile(starts, 0.5),
+        "start_p95_s": _percentile(starts, 0.95),
+        "start_after_due_p50_s": _percentile(late, 0.5),
+        "start_after_due_p95_s": _percentile(late, 0.95),
+        "all_done_s": max(ends, default=None) if len(ends) == expected else None,
+        "last_end_s": max(ends, default=None),
+        "start_seconds": sorted(s for s in starts if s is not None),
+    }
+
+
+# -- ours ------------------------------------------------------------------------------------------
+
+
+def _dataset(runs: int, cron: str, window: int, now: datetime) -> Any:
+    from customer_pipelines.seed import Dataset, config_row, customer_rows
+
+    data = Dataset()
+    per_customer = -(-runs // CUSTOMERS)
+    for c in range(CUSTOMERS):
+        customer_id = f"cust_burst_{c:02d}"
+        customer, subscription = customer_rows(customer_id, f"{customer_id} Inc", "ENTERPRISE", now=now)
+        data.customers.append(customer)
+        data.subscriptions.append(subscription)
+        for n in range(per_customer):
+            if len(data.configs) == runs:
+                break
+            row = config_row(
+                f"daily_{n:03d}", customer_id, f"Daily {n}", "GCP", "COST", "cost_billing", cron, "UTC", now=now
+            )
+            data.configs.append({**row, "start_window_minutes": window or None})
+    return data
+
+
+def run_ours(runs: int, window: int) -> dict[str, Any]:
+    from customer_pipelines.bigquery.store import BigQueryStore
+    from customer_pipelines.local import stack as local_stack
+    from customer_pipelines.local.stack import run_module
+    from customer_pipelines.seed import load_dataset
+
+    settings = _settings("cp-bench-burst-ours-")
+    try:
+        began = time.monotonic()
+        info = local_stack.up(settings, seed_demo=False)
+        print(f"ours: stack up in {time.monotonic() - began:.0f} s")
+        tick = _tick_after(_lead(runs))
+        data = _dataset(runs, f"{tick.minute} {tick.hour} * * *", window, datetime.now(UTC))
+        store = BigQueryStore(info.settings)
+        load_dataset(store, data)
+        run_module(info.env, "sync", timeout=1800)
+        conn = _connect(info.env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"])
+        while _dag_count(conn, "cust_burst_") < runs and datetime.now(UTC) < tick:
+            time.sleep(2)
+        registered = _dag_count(conn, "cust_burst_")
+        ahead = (tick - datetime.now(UTC)).total_seconds()
+        print(f"ours: {registered} of {runs} DAGs unpaused {ahead:.0f} s before the tick {tick:%H:%M} UTC")
+        burst = _wait_for_burst(conn, "cust_burst_", runs, tick, timeout=1800 + window * 60)
+        figures = _figures(burst, runs, tick)
+        run_module(info.env, "sync", timeout=600)  # delivers anything spooled
+        mirrored = store.query(
+            "queries/runs_of_customers.sql", {"customer_ids": [c["customer_id"] for c in data.customers]}
+        )
+        figures["mirrored_terminal"] = sum(
+            m["state"] in ("COMPLETED", "FAILED", "SKIPPED", "TIMEOUT") for m in mirrored
+        )
+        figures["mirrored_with_the_tick"] = sum(m["logical_date"] == tick for m in mirrored)
+        figures["registered_before_tick"] = registered
+        figures["window_minutes"] = window
+        if window:
+            from customer_pipelines.models import dag_id_for, start_offset
+
+            figures["offset_seconds"] = sorted(
+                start_offset(dag_id_for(c["customer_id"], c["config_id"]), window).total_seconds() for c in data.configs
+            )
+        figures["settings"] = {
+            k: v
+            for k, v in info.env.items()
+            if k.startswith("AIRFLOW__") and "SECRET" not in k and "KEY" not in k and "CONN" not in k
+        }
+        conn.close()
+        return figures
+    finally:
+        local_stack.down(settings)
+        shutil.rmtree(settings.state_dir, ignore_errors=True)
+
+
+# -- plain Airflow ---------------------------------------------------------------------------------
+
+PLAIN_DAGS = '''
+"""{runs} trivial one-task DAGs due at one tick (bench/burst.py)."""
+import pendulum
+from airflow.sdk import DAG, task
+from airflow.timetables.trigger import CronTriggerTimetable
+
+def noop():
+    return None
+
+for i in range({runs}):
+    with DAG(
+        dag_id=f"plain_burst_{{i:04d}}",
+        schedule=CronTriggerTimetable("{cron}", timezone="UTC"),
+        start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+        catchup=False,
+        is_paused_upon_creation=False,
+    ) as dag:
+        task(noop, task_id="noop")()
+    globals()[dag.dag_id] = dag
+'''
+
+OUR_OVERRIDES = (
+    "AIRFLOW__CORE__PARALLELISM",
+    "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL",
+    "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL",
+    "AIRFLOW__CORE__MIN_SERIALIZED_DAG_UPDATE_INTERVAL",
+    "AIRFLOW__CORE__PLUGINS_FOLDER",
+)
+
+
+@contextmanager
+def plain_airflow(runs: int, cron: str) -> Iterator[dict[str, str]]:
+    """Airflow with its defaults on the embedded PostgreSQL, the trivial DAGs in its DAGs folder."""
+    from customer_pipelines.local import airflow as local_airflow
+    from customer_pipelines.local import postgres
+
+    settings = _settings("cp-bench-burst-plain-")
+    dags = settings.state_dir / "plain_dags"
+    dags.mkdir()
+    (dags / "plain_burst.py").write_text(PLAIN_DAGS.format(runs=runs, cron=cron))
+    try:
+        server = postgres.start(settings)
+        url = postgres.ensure_database(server, "plain_airflow")
+        env = local_airflow.airflow_env(settings, url)
+        for name in OUR_OVERRIDES:
+            env.pop(name, None)
+        env["AIRFLOW__CORE__DAGS_FOLDER"] = str(dags)
+        env["AIRFLOW__CORE__PLUGINS_FOLDER"] = str(settings.state_dir / "no_plugins")
+        env["PYTHONPATH"] = ""  # no airflow_local_settings, no package of ours
+        local_airflow.migrate(env)
+        local_airflow.start(settings, env, components=("api-server", "scheduler", "dag-processor"))
+        yield env
+    finally:
+        local_airflow.stop_all(settings)
+        postgres.stop(settings)
+        shutil.rmtree(settings.state_dir, ignore_errors=True)
+
+
+def run_plain(runs: int) -> dict[str, Any]:
+    tick = _tick_after(_lead(runs))
+    began = time.monotonic()
+    with plain_airflow(runs, f"{tick.minute} {tick.hour} * * *") as env:
+        print(f"plain: Airflow up in {time.monotonic() - began:.0f} s")
+        conn = _connect(env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"])
+        while _dag_count(conn, "plain_burst_") < runs and datetime.now(UTC) < tick:
+            time.sleep(2)
+        registered = _dag_count(conn, "plain_burst_")
+        ahead = (tick - datetime.now(UTC)).total_seconds()
+        print(f"plain: {registered} of {runs} DAGs unpaused {ahead:.0f} s before the tick")
+        figures = _figures(_wait_for_burst(conn, "plain_burst_", runs, tick, timeout=1800), runs, tick)
+        figures["registered_before_tick"] = registered
+        figures["settings"] = {
+            k: v
+            for k, v in env.items()
+            if k.startswith("AIRFLOW__") and "SECRET" not in k and "KEY" not in k and "CONN" not in k
+        }
+        conn.close()
+        return figures
+
+
+# -- report ----------------------------------------------------------------------------------------
+
+
+def _row(name: str, f: dict[str, Any]) -> str:
+    def s(value: Any) -> str:
+        return "-" if value is None else f"{value:.0f}" if isinstance(value, float) else str(value)
+
+    mirrored = f.get("mirrored_terminal")
+    done = f["all_done_s"] if f["all_done_s"] is not None else f["last_end_s"]
+    return (
+        f"| {name} | {f['expected']} | {s(f['created_over_s'])} | {s(f['start_p50_s'])} | {s(f['start_p95_s'])} "
+        f"| {s(done)} | {f['lost']} | {f['not_successful']} "
+        f"| {'-' if mirrored is None else mirrored} |"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", default="200", help="comma-separated burst sizes (e.g. 200,1000)")
+    parser.add_argument("--variants", default="plain,ours", help="plain, ours (in this order)")
+    parser.add_argument("--window-minutes", type=int, default=0, help="ours: every config's start window")
+    args = parser.parse_args()
+    results: dict[str, Any] = {"started_at": datetime.now(UTC).isoformat(), "cores": os.cpu_count(), "cases": []}
+    for runs in (int(n) for n in args.runs.split(",")):
+        for variant in args.variants.split(","):
+            print(
+                f"== {variant}, {runs} runs at one tick"
+                + (f", {args.window_minutes}-minute window" if variant == "ours" and args.window_minutes else "")
+            )
+            figures = run_plain(runs) if variant == "plain" else run_ours(runs, args.window_minutes)
+            results["cases"].append({"variant": variant, "runs": runs, **figures})
+    print()
+    print(
+        "| variant | runs | created over s | start p50 s | start p95 s | all done s | lost | not successful "
+        "| mirrored terminal |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    for case in results["cases"]:
+        name = case["variant"] + (f" (window {case['window_minutes']} min)" if case.get("window_minutes") else "")
+        print(_row(name, case))
+    by = {(c["variant"], c["runs"]): c for c in results["cases"]}
+    for runs in sorted({c["runs"] for c in results["cases"]}):
+        plain, ours = by.get(("plain", runs)), by.get(("ours", runs))
+        if plain and ours and plain["all_done_s"] and ours["all_done_s"]:
+            print(f"{runs} runs: ours / plain, all done: {ours['all_done_s'] / plain['all_done_s']:.2f}x")
+    RESULTS.mkdir(exist_ok=True)
+    name = f"burst-{args.variants.replace(',', '-')}-{args.runs.replace(',', '-')}" + (
+        f"-window{args.window_minutes}" if args.window_minutes else ""
+    )
+    out = RESULTS / f"{name}.json"
+    out.write_text(json.dumps(results, indent=1, default=str))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
