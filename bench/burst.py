@@ -187,7 +187,10 @@ def run_ours(runs: int, window: int) -> dict[str, Any]:
         registered = _dag_count(conn, "cust_burst_")
         ahead = (tick - datetime.now(UTC)).total_seconds()
         print(f"ours: {registered} of {runs} DAGs unpaused {ahead:.0f} s before the tick {tick:%H:%M} UTC")
+        profiler = _profile(info, tick, PROFILE) if PROFILE else None
         burst = _wait_for_burst(conn, "cust_burst_", runs, tick, timeout=1800 + window * 60)
+        if profiler is not None:
+            profiler.wait(timeout=600)
         figures = _figures(burst, runs, tick)
         run_module(info.env, "sync", timeout=600)  # delivers anything spooled
         mirrored = store.query(
@@ -215,6 +218,24 @@ def run_ours(runs: int, window: int) -> dict[str, Any]:
     finally:
         local_stack.down(settings)
         shutil.rmtree(settings.state_dir, ignore_errors=True)
+
+
+PROFILE: Path | None = None
+
+
+def _profile(info: Any, tick: datetime, out: Path) -> Any:
+    """py-spy over the scheduler's process tree (its LocalExecutor workers and every task they
+    fork) from the tick for 150 s, in py-spy's raw (collapsed) format."""
+    import subprocess
+
+    from customer_pipelines.local.processes import read_pid
+
+    pid = read_pid(info.settings.state_dir / "run" / "airflow-scheduler.pid")
+    while datetime.now(UTC) < tick:
+        time.sleep(0.5)
+    argv = [str(Path(sys.executable).with_name("py-spy")), "record", "--subprocesses", "--idle", "--rate", "25"]
+    argv += ["--format", "raw", "--duration", "150", "--pid", str(pid), "--output", str(out)]
+    return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 # -- plain Airflow ---------------------------------------------------------------------------------
@@ -320,7 +341,10 @@ def main() -> None:
     parser.add_argument("--runs", default="200", help="comma-separated burst sizes (e.g. 200,1000)")
     parser.add_argument("--variants", default="plain,ours", help="plain, ours (in this order)")
     parser.add_argument("--window-minutes", type=int, default=0, help="ours: every config's start window")
+    parser.add_argument("--profile", type=Path, help="ours: py-spy's raw profile of the scheduler's tree to this file")
     args = parser.parse_args()
+    global PROFILE
+    PROFILE = args.profile
     results: dict[str, Any] = {"started_at": datetime.now(UTC).isoformat(), "cores": os.cpu_count(), "cases": []}
     for runs in (int(n) for n in args.runs.split(",")):
         for variant in args.variants.split(","):

@@ -1,6 +1,10 @@
 """Airflow's cluster policies for this deployment: Airflow imports this module at start-up from its
-plugins folder (on sys.path). A deployment with policies of its own adds this hook to them."""
+plugins folder (on sys.path). A deployment with policies of its own adds this hook to them.
 
+In a process that forks tasks (the scheduler with the LocalExecutor, a Celery worker) it also
+imports what our tasks import, once, before the forks (customer_pipelines/runs/preload.py)."""
+
+import sys
 from typing import Any
 
 __all__ = ["task_instance_mutation_hook"]
@@ -11,3 +15,13 @@ def task_instance_mutation_hook(task_instance: Any) -> None:
     from customer_pipelines.runs.backfills import backfill_task_priority
 
     backfill_task_priority(task_instance)
+
+
+def _preload_for_forked_tasks() -> None:
+    from customer_pipelines.runs.preload import forks_tasks, preload_task_modules
+
+    if forks_tasks(sys.argv):
+        preload_task_modules()
+
+
+_preload_for_forked_tasks()

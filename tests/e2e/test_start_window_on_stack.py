@@ -25,8 +25,9 @@ pytestmark = pytest.mark.e2e
 CUSTOMERS = ["cust_window_a", "cust_window_b"]
 CONFIGS_PER_CUSTOMER = 10
 WINDOW_MINUTES = 2
-LEAD = timedelta(minutes=2)
-"""How far ahead of the load the tick is: loading, one sync and the parse of 20 new DAGs fit in it."""
+LEAD = timedelta(seconds=50)
+"""At least this far ahead of the load is the tick (the next whole minute after it): loading, one sync
+and the parse of 20 new DAGs fit in it (about 15 s here)."""
 
 
 def _aware(value: str) -> datetime:
@@ -52,7 +53,7 @@ def test_twenty_configs_at_one_tick_with_a_two_minute_window_start_spread_over_i
     info, client = stack
     store = BigQueryStore(info.settings)
     now = datetime.now(UTC)
-    tick = (now + LEAD).replace(second=0, microsecond=0)
+    tick = (now + LEAD).replace(second=0, microsecond=0) + timedelta(minutes=1)
     cron = f"{tick.minute} {tick.hour} * * *"
     data = _windowed_dataset(cron, now)
     offsets = {
