@@ -33,7 +33,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from stack_fleet import free_port
+from stack_fleet import free_port, tree_cpu_seconds
 
 RESULTS = Path(__file__).resolve().parent / "results"
 CUSTOMERS = 20
@@ -188,7 +188,11 @@ def run_ours(runs: int, window: int) -> dict[str, Any]:
         ahead = (tick - datetime.now(UTC)).total_seconds()
         print(f"ours: {registered} of {runs} DAGs unpaused {ahead:.0f} s before the tick {tick:%H:%M} UTC")
         profiler = _profile(info, tick, PROFILE) if PROFILE else None
+        while datetime.now(UTC) < tick:
+            time.sleep(0.2)
+        cpu_before = _cpu_by_component(info.settings.state_dir / "run")
         burst = _wait_for_burst(conn, "cust_burst_", runs, tick, timeout=1800 + window * 60)
+        cpu_after = _cpu_by_component(info.settings.state_dir / "run")
         if profiler is not None:
             profiler.wait(timeout=600)
         figures = _figures(burst, runs, tick)
@@ -202,6 +206,9 @@ def run_ours(runs: int, window: int) -> dict[str, Any]:
         figures["mirrored_with_the_tick"] = sum(m["logical_date"] == tick for m in mirrored)
         figures["registered_before_tick"] = registered
         figures["window_minutes"] = window
+        figures["cpu_seconds_during_burst"] = {
+            name: round(cpu_after[name] - cpu_before[name], 1) for name in cpu_before if name in cpu_after
+        }
         if window:
             from customer_pipelines.models import dag_id_for, start_offset
 
@@ -221,6 +228,44 @@ def run_ours(runs: int, window: int) -> dict[str, Any]:
 
 
 PROFILE: Path | None = None
+COMPONENTS = (
+    "airflow-scheduler",
+    "airflow-api-server",
+    "airflow-dag-processor",
+    "airflow-triggerer",
+    "customer-pipelines-syncer",
+    "bigquery-emulator",
+    "bigquery-emulator-data",
+)
+
+
+def _cpu_by_component(run_dir: Path) -> dict[str, float]:
+    """CPU seconds so far of each component's process tree (its tasks included), and PostgreSQL's."""
+    from customer_pipelines.local.processes import read_pid
+
+    cpu = {}
+    for name in COMPONENTS:
+        pid = read_pid(run_dir / f"{name}.pid")
+        if pid is not None:
+            cpu[name] = tree_cpu_seconds(pid)
+    postgres = sum(_own_cpu(p) for p in Path("/proc").iterdir() if p.name.isdigit() and _comm(p) == "postgres")
+    cpu["postgres (all servers)"] = postgres
+    return cpu
+
+
+def _comm(proc: Path) -> str:
+    try:
+        return (proc / "comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+def _own_cpu(proc: Path) -> float:
+    try:
+        fields = (proc / "stat").read_text().rsplit(") ", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _profile(info: Any, tick: datetime, out: Path) -> Any:

@@ -24,6 +24,7 @@ TASK_MODULES = (
     "customer_pipelines.runs.operators",
     # what the operator imports when it executes
     "customer_pipelines.bigquery.store",
+    "customer_pipelines.bigquery.hooks",  # the google provider's BigQueryHook: the heaviest import
     "customer_pipelines.runs.mirror",
     "customer_pipelines.runs.quota",
     "customer_pipelines.runs.failures",
