@@ -65,17 +65,28 @@ def admin_password(settings: Settings) -> str:
     return json.loads(_secret(passwords, lambda: json.dumps({ADMIN_USER: secrets.token_urlsafe(12)})))[ADMIN_USER]
 
 
-def airflow_env(
-    settings: Settings, metadata_db_url: str, *, parallelism: int = 8, extra: dict[str, str] | None = None
-) -> dict[str, str]:
+BURST_SETTINGS: dict[str, str] = {
+    # Airflow's settings that pace a burst of runs due at one tick (bench/burst.py measured them; the
+    # README's *Burst* section has the figures). docker-compose.yaml ships the same values, and a
+    # test holds the three together. Your own AIRFLOW__... variables override them.
+    "AIRFLOW__CORE__PARALLELISM": "8",
+    "AIRFLOW__SCHEDULER__MAX_DAGRUNS_TO_CREATE_PER_LOOP": "10",
+    "AIRFLOW__SCHEDULER__MAX_DAGRUNS_PER_LOOP_TO_SCHEDULE": "20",
+    "AIRFLOW__SCHEDULER__MAX_TIS_PER_QUERY": "16",
+    "AIRFLOW__API__WORKERS": "1",
+}
+
+
+def airflow_env(settings: Settings, metadata_db_url: str, *, extra: dict[str, str] | None = None) -> dict[str, str]:
     """Environment shared by every Airflow process of the stack (and the CLI commands run on it)."""
     home = private_dir(ensure_state_dir(settings.state_dir) / "airflow")
     admin_password(settings)
-    # Your own AIRFLOW__SECTION__KEY variables apply (a heartbeat timeout, say), except those the
-    # stack sets below; AIRFLOW_HOME and the like are the stack's own.
+    # Your own AIRFLOW__SECTION__KEY variables apply (a heartbeat timeout, say, or one of the burst
+    # settings), except those the stack sets below; AIRFLOW_HOME and the like are the stack's own.
     base = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW") or k.startswith("AIRFLOW__")}
     pythonpath = os.pathsep.join(p for p in (str(REPO_ROOT / "plugins"), base.get("PYTHONPATH", "")) if p)
     env = {
+        **BURST_SETTINGS,
         **base,
         "PYTHONPATH": pythonpath,
         "AIRFLOW_HOME": str(home),
@@ -83,7 +94,6 @@ def airflow_env(
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO_ROOT / "plugins"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-        "AIRFLOW__CORE__PARALLELISM": str(parallelism),
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{api_url(settings)}/execution/",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN_USER}:admin",
