@@ -45,8 +45,8 @@ def _tick_after(lead: timedelta) -> datetime:
 
 
 def _lead(runs: int) -> timedelta:
-    """Time to load, sync and parse ``runs`` new DAGs before their tick (measured: 1,000 in ~60 s)."""
-    return timedelta(seconds=90 + runs * 0.15)
+    """Time to load, sync and parse ``runs`` new DAGs before their tick (200 took about 20 s)."""
+    return timedelta(seconds=60 + runs * 0.1)
 
 
 def _settings(prefix: str) -> Any:

@@ -36,6 +36,9 @@ class CustomerPipelineOperator(BaseOperator):
         timezone: str = "UTC",
         **kwargs: Any,
     ) -> None:
+        # The run's summary goes to the mirror (its COMPLETED row's details); an XCom of it would be
+        # one more write through Airflow's API server per run that nothing reads.
+        kwargs.setdefault("do_xcom_push", False)
         super().__init__(**kwargs)
         self.timezone = timezone
         self.config_id = config_id
