@@ -95,7 +95,7 @@ def _wait_for_burst(conn: Any, prefix: str, expected: int, tick: datetime, timeo
     progress once the tick's runs were due)."""
     last_done, changed = -1, time.monotonic()
     while True:
-        runs = _runs(conn, prefix)
+        runs = [r for r in _runs(conn, prefix) if r["logical_date"] == tick]
         done = sum(r["state"] in TERMINAL for r in runs)
         now = datetime.now(UTC)
         if done != last_done:
@@ -298,7 +298,8 @@ for i in range({runs}):
     with DAG(
         dag_id=f"plain_burst_{{i:04d}}",
         schedule=CronTriggerTimetable("{cron}", timezone="UTC"),
-        start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+        # now: an earlier start_date gives each DAG a run for yesterday's tick at its first parse
+        start_date=pendulum.parse("{created}"),
         catchup=False,
         is_paused_upon_creation=False,
     ) as dag:
@@ -324,7 +325,8 @@ def plain_airflow(runs: int, cron: str) -> Iterator[dict[str, str]]:
     settings = _settings("cp-bench-burst-plain-")
     dags = settings.state_dir / "plain_dags"
     dags.mkdir()
-    (dags / "plain_burst.py").write_text(PLAIN_DAGS.format(runs=runs, cron=cron))
+    created = datetime.now(UTC).isoformat()
+    (dags / "plain_burst.py").write_text(PLAIN_DAGS.format(runs=runs, cron=cron, created=created))
     try:
         server = postgres.start(settings)
         url = postgres.ensure_database(server, "plain_airflow")
