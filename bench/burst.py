@@ -142,6 +142,23 @@ def _figures(runs: list[dict[str, Any]], expected: int, tick: datetime) -> dict[
     }
 
 
+def _spread(starts: list[float], window: int) -> dict[str, Any]:
+    """Benchmark (c): the most task starts in any 10 s, and with a window how far the cumulative
+    starts stray from even over it (the largest gap between the share of runs started by x and x's
+    share of the window: 0 is perfectly even; the goal is 10% at most)."""
+    peak = max(
+        (sum(1 for s in starts if b <= s < b + 10) for b in range(0, int(max(starts, default=0)) + 1)), default=0
+    )
+    out: dict[str, Any] = {"peak_starts_in_10_s": peak}
+    if window and starts:
+        span = window * 60
+        shares = sorted(min(max(s / span, 0.0), 1.0) for s in starts)
+        n = len(shares)
+        out["start_spread_from_even"] = round(max(max((i + 1) / n - x, x - i / n) for i, x in enumerate(shares)), 3)
+        out["starts_per_minute"] = [sum(1 for s in starts if m * 60 <= s < (m + 1) * 60) for m in range(window + 1)]
+    return out
+
+
 # -- ours ------------------------------------------------------------------------------------------
 
 
@@ -206,6 +223,7 @@ def run_ours(runs: int, window: int) -> dict[str, Any]:
         figures["mirrored_with_the_tick"] = sum(m["logical_date"] == tick for m in mirrored)
         figures["registered_before_tick"] = registered
         figures["window_minutes"] = window
+        figures.update(_spread(figures["start_seconds"], window))
         figures["cpu_seconds_during_burst"] = {
             name: round(cpu_after[name] - cpu_before[name], 1) for name in cpu_before if name in cpu_after
         }
@@ -410,6 +428,15 @@ def main() -> None:
     for case in results["cases"]:
         name = case["variant"] + (f" (window {case['window_minutes']} min)" if case.get("window_minutes") else "")
         print(_row(name, case))
+    for case in results["cases"]:
+        if case.get("window_minutes"):
+            print(
+                f"{case['runs']} runs, {case['window_minutes']}-minute window: starts stray "
+                f"{case['start_spread_from_even']:.1%} from even (goal 10%); peak {case['peak_starts_in_10_s']} "
+                f"starts in 10 s; per minute {case['starts_per_minute']}"
+            )
+        elif case["variant"] == "ours":
+            print(f"{case['runs']} runs, no window: peak {case.get('peak_starts_in_10_s')} starts in 10 s")
     by = {(c["variant"], c["runs"]): c for c in results["cases"]}
     for runs in sorted({c["runs"] for c in results["cases"]}):
         plain, ours = by.get(("plain", runs)), by.get(("ours", runs))
