@@ -430,11 +430,13 @@ def test_an_operators_quota_exemption_lets_that_backfill_tick_run_at_the_limit_a
     tick = datetime(2026, 11, 30, 2, tzinfo=UTC)  # Tenant.context's logical date
     run_id = "backfill__2026-11-30T02:00:00+00:00"
 
-    def reserve(run_id: str, run_type: str) -> None:
-        identity = tenant.operator.run_identity(tenant.context(run_id, clear_number=0, try_number=1, run_type=run_type))
-        tenant.operator._reserve(settings, mirror, identity, customer)
+    def reserve(run_id: str, run_type: str, logical: datetime = tick) -> None:
+        context = tenant.context(run_id, clear_number=0, try_number=1, run_type=run_type, logical=logical)
+        tenant.operator._reserve(settings, mirror, tenant.operator.run_identity(context), customer)
 
-    reserve("scheduled__2026-11-29T02:00:00+00:00", "scheduled")  # the day's one unit
+    # today's one unit: a scheduled run counts on its tick's day, so its tick is today's
+    this_hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    reserve("scheduled__2026-11-29T02:00:00+00:00", "scheduled", logical=this_hour)
     with pytest.raises(AirflowSkipException, match="DAILY_LIMIT"):
         reserve(run_id, "backfill")  # counted, like any run
 
