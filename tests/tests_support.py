@@ -110,3 +110,31 @@ def run_fleet_files(run_name: str = "unit_test_fleet") -> dict[str, Any]:
                 assert name not in dags, f"{name} is defined by two shard files"
                 dags[name] = value
     return dags
+
+
+def one_tick_dataset(
+    customers: list[str], configs_per_customer: int, cron: str, now: Any, *, config_prefix: str, **fields: Any
+) -> Any:
+    """ENTERPRISE customers with ``configs_per_customer`` cost_billing configs each, all on ``cron``
+    in UTC (a burst at one tick); ``fields`` are set on every config row (a start window, say)."""
+    from customer_pipelines.seed import Dataset, config_row, customer_rows
+
+    data = Dataset()
+    for customer_id in customers:
+        customer, subscription = customer_rows(customer_id, f"{customer_id} Inc", "ENTERPRISE", now=now)
+        data.customers.append(customer)
+        data.subscriptions.append(subscription)
+        for n in range(configs_per_customer):
+            row = config_row(
+                f"{config_prefix}_{n}",
+                customer_id,
+                f"{config_prefix} {n}",
+                "GCP",
+                "COST",
+                "cost_billing",
+                cron,
+                "UTC",
+                now=now,
+            )
+            data.configs.append({**row, **fields})
+    return data

@@ -14,7 +14,8 @@ import pytest
 
 from customer_pipelines.bigquery.store import BigQueryStore
 from customer_pipelines.local.stack import run_module
-from customer_pipelines.seed import Dataset, config_row, customer_rows, load_dataset
+from customer_pipelines.seed import load_dataset
+from tests_support import one_tick_dataset
 
 pytestmark = pytest.mark.e2e
 
@@ -24,19 +25,6 @@ LEAD = timedelta(minutes=4)
 """How far ahead of the load the tick is: loading, one sync and the parse of 200 new DAGs fit in it."""
 
 
-def _burst_dataset(cron: str, now: datetime) -> Dataset:
-    data = Dataset()
-    for customer_id in CUSTOMERS:
-        customer, subscription = customer_rows(customer_id, f"{customer_id} Inc", "ENTERPRISE", now=now)
-        data.customers.append(customer)
-        data.subscriptions.append(subscription)
-        for n in range(CONFIGS_PER_CUSTOMER):
-            data.configs.append(
-                config_row(f"daily_{n}", customer_id, f"Daily {n}", "GCP", "COST", "cost_billing", cron, "UTC", now=now)
-            )
-    return data
-
-
 @pytest.mark.timeout(2700)  # the stack's start, 200 DAGs' parse, the tick's lead and 200 runs
 def test_two_hundred_new_dags_due_at_one_tick_each_run_that_tick_once_and_are_mirrored_completed(stack):
     info, client = stack
@@ -44,7 +32,7 @@ def test_two_hundred_new_dags_due_at_one_tick_each_run_that_tick_once_and_are_mi
     now = datetime.now(UTC)
     tick = (now + LEAD).replace(second=0, microsecond=0)
     cron = f"{tick.minute} {tick.hour} * * *"  # daily: its previous tick is yesterday's, before the configs existed
-    data = _burst_dataset(cron, now)
+    data = one_tick_dataset(CUSTOMERS, CONFIGS_PER_CUSTOMER, cron, now, config_prefix="daily")
     dag_ids = {f"{c['customer_id']}.{c['config_id']}" for c in data.configs}
     load_dataset(store, data)
     try:

@@ -18,7 +18,8 @@ import pytest
 from customer_pipelines.bigquery.store import BigQueryStore
 from customer_pipelines.local.stack import run_module
 from customer_pipelines.models import start_offset
-from customer_pipelines.seed import Dataset, config_row, customer_rows, load_dataset
+from customer_pipelines.seed import load_dataset
+from tests_support import one_tick_dataset
 
 pytestmark = pytest.mark.e2e
 
@@ -34,20 +35,6 @@ def _aware(value: str) -> datetime:
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
-def _windowed_dataset(cron: str, now: datetime) -> Dataset:
-    data = Dataset()
-    for customer_id in CUSTOMERS:
-        customer, subscription = customer_rows(customer_id, f"{customer_id} Inc", "ENTERPRISE", now=now)
-        data.customers.append(customer)
-        data.subscriptions.append(subscription)
-        for n in range(CONFIGS_PER_CUSTOMER):
-            row = config_row(
-                f"spread_{n}", customer_id, f"Spread {n}", "GCP", "COST", "cost_billing", cron, "UTC", now=now
-            )
-            data.configs.append({**row, "start_window_minutes": WINDOW_MINUTES})
-    return data
-
-
 @pytest.mark.timeout(1500)
 def test_twenty_configs_at_one_tick_with_a_two_minute_window_start_spread_over_it_mirrored_with_their_tick(stack):
     info, client = stack
@@ -55,7 +42,9 @@ def test_twenty_configs_at_one_tick_with_a_two_minute_window_start_spread_over_i
     now = datetime.now(UTC)
     tick = (now + LEAD).replace(second=0, microsecond=0) + timedelta(minutes=1)
     cron = f"{tick.minute} {tick.hour} * * *"
-    data = _windowed_dataset(cron, now)
+    data = one_tick_dataset(
+        CUSTOMERS, CONFIGS_PER_CUSTOMER, cron, now, config_prefix="spread", start_window_minutes=WINDOW_MINUTES
+    )
     offsets = {
         f"{c['customer_id']}.{c['config_id']}": start_offset(f"{c['customer_id']}.{c['config_id']}", 2)
         for c in data.configs

@@ -4,11 +4,27 @@ are checked here; the whole config (cron, timezone, template, its parameters) by
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from customer_pipelines.models import MAX_START_WINDOW_MINUTES, Domain, Plan, Provider, RetryConfig
+
+AutoBackfillTicks = Annotated[
+    int | None,
+    Field(ge=0, le=24, description="after missed ticks, also run up to this many of the latest (0: only the latest)"),
+]
+StartWindowMinutes = Annotated[
+    int | None,
+    Field(
+        ge=0,
+        le=MAX_START_WINDOW_MINUTES,
+        description=(
+            "runs start at the config's own stable offset within this many minutes after each tick, "
+            "spreading a fleet's bursts (0 or unset: at the tick); shorter than the schedule's interval"
+        ),
+    ),
+]
 
 
 class ConfigBody(BaseModel):
@@ -28,21 +44,8 @@ class ConfigBody(BaseModel):
     retry_config: RetryConfig | None = None
     max_execution_duration_minutes: int | None = Field(default=None, ge=1, le=24 * 60)
     sla_breach_threshold_minutes: int | None = Field(default=None, ge=1, le=7 * 24 * 60)
-    auto_backfill_ticks: int | None = Field(
-        default=None,
-        ge=0,
-        le=24,
-        description="after missed ticks, also run up to this many of the latest (0: only the latest)",
-    )
-    start_window_minutes: int | None = Field(
-        default=None,
-        ge=0,
-        le=MAX_START_WINDOW_MINUTES,
-        description=(
-            "runs start at the config's own stable offset within this many minutes after each tick, "
-            "spreading a fleet's bursts (0 or unset: at the tick); shorter than the schedule's interval"
-        ),
-    )
+    auto_backfill_ticks: AutoBackfillTicks = None
+    start_window_minutes: StartWindowMinutes = None
 
 
 class ConfigCreate(ConfigBody):
@@ -67,21 +70,8 @@ class ConfigPatch(BaseModel):
     retry_config: RetryConfig | None = None
     max_execution_duration_minutes: int | None = Field(default=None, ge=1, le=24 * 60)
     sla_breach_threshold_minutes: int | None = Field(default=None, ge=1, le=7 * 24 * 60)
-    auto_backfill_ticks: int | None = Field(
-        default=None,
-        ge=0,
-        le=24,
-        description="after missed ticks, also run up to this many of the latest (0: only the latest)",
-    )
-    start_window_minutes: int | None = Field(
-        default=None,
-        ge=0,
-        le=MAX_START_WINDOW_MINUTES,
-        description=(
-            "runs start at the config's own stable offset within this many minutes after each tick, "
-            "spreading a fleet's bursts (0 or unset: at the tick); shorter than the schedule's interval"
-        ),
-    )
+    auto_backfill_ticks: AutoBackfillTicks = None
+    start_window_minutes: StartWindowMinutes = None
 
 
 class StateChange(BaseModel):
