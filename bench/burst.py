@@ -385,6 +385,144 @@ def run_plain(runs: int) -> dict[str, Any]:
         return figures
 
 
+# -- the google provider's own operator (benchmark b) -----------------------------------------------
+
+PROVIDER_DAGS = '''
+"""__RUNS__ DAGs each running the cost_billing template's SQL with the google provider's own
+BigQueryInsertJobOperator, on the BigQuery emulator (bench/burst.py, variant ``provider``)."""
+import pendulum
+from airflow.providers.google.cloud.operators.bigquery import BigQueryInsertJobOperator
+from airflow.sdk import DAG
+from airflow.timetables.trigger import CronTriggerTimetable
+
+SQL = __SQL__
+
+
+def param(name, kind, value):
+    return {"name": name, "parameterType": {"type": kind}, "parameterValue": {"value": value}}
+
+
+for i in range(__RUNS__):
+    customer_id = f"cust_burst_{i % __CUSTOMERS__:02d}"
+    with DAG(
+        dag_id=f"provider_burst_{i:04d}",
+        schedule=CronTriggerTimetable("__CRON__", timezone="UTC"),
+        start_date=pendulum.parse("__CREATED__"),
+        catchup=False,
+        is_paused_upon_creation=False,
+    ) as dag:
+        BigQueryInsertJobOperator(
+            task_id="cost_billing",
+            gcp_conn_id="bq_bench",
+            project_id="__PROJECT__",
+            location="__LOCATION__",
+            configuration={
+                "query": {
+                    "query": SQL,
+                    "useLegacySql": False,
+                    "queryParameters": [
+                        param("customer_id", "STRING", customer_id),
+                        param("provider", "STRING", "GCP"),
+                        param("currency", "STRING", "USD"),
+                        param("lookback_days", "INT64", "1"),
+                        param("run_date", "DATE", "{{ macros.ds_add(ds, -1) }}"),
+                        param("run_key", "STRING", "{{ dag.dag_id }}/{{ run_id }}"),
+                    ],
+                }
+            },
+        )
+    globals()[dag.dag_id] = dag
+'''
+
+PROVIDER_LOCAL_SETTINGS = '''
+"""The deployment optimisation ours ships (runs/preload.py), for the provider's task: the process
+that forks the tasks (the scheduler, LocalExecutor) imports what they import, once."""
+import importlib
+import sys
+
+if sys.argv[1:2] == ["scheduler"]:
+    for name in (
+        "airflow.providers.google.cloud.operators.bigquery",
+        "airflow.providers.google.cloud.hooks.bigquery",
+        "google.cloud.bigquery",
+        "airflow.sdk.execution_time.task_runner",
+    ):
+        importlib.import_module(name)
+'''
+
+
+def run_provider(runs: int) -> dict[str, Any]:
+    """Benchmark (b): the template's BigQuery work done by the google provider's own operator, with
+    our stack's emulator, PostgreSQL and shipped Airflow settings, without our layer (no quota gate,
+    no mirror, no snapshot, no plugin)."""
+    from customer_pipelines.bigquery.sql import load_sql
+    from customer_pipelines.local import airflow as local_airflow
+    from customer_pipelines.local import stack as local_stack
+
+    settings = _settings("cp-bench-burst-provider-")
+    try:
+        began = time.monotonic()
+        info = local_stack.prepare(settings, seed_demo=False)
+        tick = _tick_after(_lead(runs))
+        dags = info.settings.state_dir / "provider_dags"
+        plugins = info.settings.state_dir / "provider_plugins"
+        dags.mkdir()
+        plugins.mkdir()
+        text = PROVIDER_DAGS
+        for key, value in {
+            "__SQL__": repr(load_sql("templates/cost_billing.sql", info.settings, "data")),
+            "__RUNS__": str(runs),
+            "__CUSTOMERS__": str(CUSTOMERS),
+            "__CRON__": f"{tick.minute} {tick.hour} * * *",
+            "__CREATED__": datetime.now(UTC).isoformat(),
+            "__PROJECT__": info.settings.project_of("data"),
+            "__LOCATION__": info.settings.bq_location,
+        }.items():
+            text = text.replace(key, value)
+        (dags / "provider_burst.py").write_text(text)
+        (plugins / "airflow_local_settings.py").write_text(PROVIDER_LOCAL_SETTINGS)
+        env = dict(info.env)
+        env["AIRFLOW__CORE__DAGS_FOLDER"] = str(dags)
+        env["AIRFLOW__CORE__PLUGINS_FOLDER"] = str(plugins)
+        env["PYTHONPATH"] = ""  # not our package (its airflow_local_settings preloads ours)
+        # The provider's own way to an emulator: google-cloud-bigquery's BIGQUERY_EMULATOR_HOST and
+        # a connection with anonymous credentials, from the environment (no lookup through the API).
+        env["BIGQUERY_EMULATOR_HOST"] = info.settings.emulator_url_of("data") or ""
+        env["AIRFLOW_CONN_BQ_BENCH"] = json.dumps(
+            {
+                "conn_type": "google_cloud_platform",
+                "extra": {"project": info.settings.project_of("data"), "is_anonymous": True},
+            }
+        )
+        local_airflow.start(info.settings, env, components=("api-server", "scheduler", "dag-processor"))
+        print(f"provider: stack up in {time.monotonic() - began:.0f} s")
+        conn = _connect(env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"])
+        while _dag_count(conn, "provider_burst_") < runs and datetime.now(UTC) < tick:
+            time.sleep(2)
+        registered = _dag_count(conn, "provider_burst_")
+        ahead = (tick - datetime.now(UTC)).total_seconds()
+        print(f"provider: {registered} of {runs} DAGs unpaused {ahead:.0f} s before the tick {tick:%H:%M} UTC")
+        while datetime.now(UTC) < tick:
+            time.sleep(0.2)
+        cpu_before = _cpu_by_component(info.settings.state_dir / "run")
+        figures = _figures(_wait_for_burst(conn, "provider_burst_", runs, tick, timeout=1800), runs, tick)
+        cpu_after = _cpu_by_component(info.settings.state_dir / "run")
+        figures["registered_before_tick"] = registered
+        figures["cpu_seconds_during_burst"] = {
+            name: round(cpu_after[name] - cpu_before[name], 1) for name in cpu_before if name in cpu_after
+        }
+        figures["settings"] = {
+            k: v
+            for k, v in env.items()
+            if k.startswith("AIRFLOW__") and "SECRET" not in k and "KEY" not in k and "CONN" not in k
+        }
+        conn.close()
+        return figures
+    finally:
+        local_stack.down(settings)
+        shutil.rmtree(settings.state_dir, ignore_errors=True)
+
+
 # -- report ----------------------------------------------------------------------------------------
 
 
@@ -401,10 +539,13 @@ def _row(name: str, f: dict[str, Any]) -> str:
     )
 
 
+VARIANTS = ("plain", "ours", "provider")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", default="200", help="comma-separated burst sizes (e.g. 200,1000)")
-    parser.add_argument("--variants", default="plain,ours", help="plain, ours (in this order)")
+    parser.add_argument("--variants", default="plain,ours", help="comma-separated: plain, ours, provider")
     parser.add_argument("--window-minutes", type=int, default=0, help="ours: every config's start window")
     parser.add_argument("--profile", type=Path, help="ours: py-spy's raw profile of the scheduler's tree to this file")
     args = parser.parse_args()
@@ -417,7 +558,15 @@ def main() -> None:
                 f"== {variant}, {runs} runs at one tick"
                 + (f", {args.window_minutes}-minute window" if variant == "ours" and args.window_minutes else "")
             )
-            figures = run_plain(runs) if variant == "plain" else run_ours(runs, args.window_minutes)
+            if variant not in VARIANTS:
+                parser.error(f"--variants: unknown variant {variant!r} (one of {', '.join(VARIANTS)})")
+            figures = (
+                run_ours(runs, args.window_minutes)
+                if variant == "ours"
+                else run_plain(runs)
+                if variant == "plain"
+                else run_provider(runs)
+            )
             results["cases"].append({"variant": variant, "runs": runs, **figures})
     print()
     print(
