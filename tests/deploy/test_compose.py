@@ -101,17 +101,31 @@ def key_file(tmp_path_factory) -> Path:
     return path
 
 
+SECRETS = {
+    "AIRFLOW_JWT_SECRET": "test-jwt-secret-0123456789abcdef0123456789abcdef",
+    "AIRFLOW_FERNET_KEY": "dGVzdC1mZXJuZXQta2V5LTAxMjM0NTY3ODlhYmNkZWY=",
+    "POSTGRES_PASSWORD": "test-postgres-password-0123456789",
+    "FLOWER_BASIC_AUTH": "flower:test-flower-password-0123456789",
+}
+"""What scripts/compose_env.py would write into .env: the stack has no default for any of them."""
+KNOWN_DEFAULT_SECRETS = {"", "change-me", "changeme", "airflow", "secret", "password", "admin", "postgres"}
+
+
 @pytest.fixture(scope="module")
 def compose(empty_env_file, key_file) -> dict[str, subprocess.CompletedProcess]:
     """Every compose invocation the tests need, run side by side (each takes about a second)."""
-    project = {"CP_BQ_PROJECT": "acme-prod-analytics"}
+    project = {**SECRETS, "CP_BQ_PROJECT": "acme-prod-analytics"}
     credentials = {**project, "GOOGLE_APPLICATION_CREDENTIALS_HOST_PATH": str(key_file)}
     runs = {
-        "base -q": ([BASE], ["config", "-q"], {}),
+        "base -q": ([BASE], ["config", "-q"], SECRETS),
         "bigquery -q": ([BASE, BIGQUERY], ["config", "-q"], credentials),
         "bigquery without key -q": ([BASE, BIGQUERY], ["config", "-q"], project),
-        "base": ([BASE], ["config"], {}),
+        "base": ([BASE], ["config"], SECRETS),
         "bigquery": ([BASE, BIGQUERY], ["config"], {**credentials, "CP_SYNC_INTERVAL_SECONDS": "17"}),
+        **{
+            f"base without {name} -q": ([BASE], ["config", "-q"], {k: v for k, v in SECRETS.items() if k != name})
+            for name in SECRETS
+        },
     }
     started = {
         name: subprocess.Popen(
@@ -191,6 +205,37 @@ def test_bigquery_override_refuses_to_start_without_a_credentials_path(compose):
     result = compose["bigquery without key -q"]
     assert result.returncode != 0
     assert "GOOGLE_APPLICATION_CREDENTIALS_HOST_PATH" in result.stderr
+
+
+@pytest.mark.parametrize("secret", sorted(SECRETS))
+def test_the_stack_refuses_to_start_without_each_secret_naming_it_and_the_script_that_makes_it(compose, secret):
+    assert compose["base -q"].returncode == 0  # the twin: with every secret set it is accepted
+    result = compose[f"base without {secret} -q"]
+    assert result.returncode != 0
+    assert secret in result.stderr and "scripts/compose_env.py" in result.stderr, result.stderr
+
+
+def test_no_secret_has_a_default_in_the_compose_files():
+    for path in (BASE, BIGQUERY):
+        for name in SECRETS:
+            uses = re.findall(rf"\$\{{{name}(:?[-?][^}}]*)?\}}", path.read_text())
+            assert all(use.startswith(":?") for use in uses), f"{path.name}: ${{{name}{uses}}} must be required"
+
+
+def test_the_rendered_stack_has_no_known_default_secret_no_empty_key_and_no_port_open_to_every_interface(stack):
+    for name, service in stack.items():
+        env = service.get("environment") or {}
+        for key in ("AIRFLOW__API_AUTH__JWT_SECRET", "AIRFLOW__CORE__FERNET_KEY", "POSTGRES_PASSWORD"):
+            if key in env:
+                assert str(env[key]).lower() not in KNOWN_DEFAULT_SECRETS, f"{name}: {key}={env[key]!r}"
+        for key in ("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "AIRFLOW__CELERY__RESULT_BACKEND", "CP_QUOTA_DB_URL"):
+            if key in env:
+                assert ":airflow@" not in env[key], f"{name}: {key} uses the default password"
+        for port in service.get("ports") or []:
+            host = port.get("host_ip") if isinstance(port, dict) else port.split(":")[0]
+            assert host == "127.0.0.1", f"{name} publishes {port} beyond this machine"
+    assert stack["flower"]["environment"]["AIRFLOW__CELERY__FLOWER_BASIC_AUTH"] == SECRETS["FLOWER_BASIC_AUTH"]
+    assert stack["flower"]["profiles"] == ["flower"]  # off unless asked for
 
 
 # --- the shape of the stack ---------------------------------------------------------------------
