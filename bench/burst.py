@@ -29,6 +29,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -617,5 +618,13 @@ def main() -> None:
     print(f"wrote {out}")
 
 
+def _stop_on_signal(signum: int, frame: Any) -> None:
+    # SIGTERM/SIGINT unwind through the variants' ``finally`` blocks, which take their stack down
+    # (a bare SIGTERM killed only this process and left Airflow and its workers running).
+    raise SystemExit(f"stopped by signal {signum}")
+
+
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, _stop_on_signal)
+    signal.signal(signal.SIGINT, _stop_on_signal)
     sys.exit(main())

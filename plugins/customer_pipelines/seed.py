@@ -1,5 +1,5 @@
-"""Demo data (the seeds' two customers and four pipelines, plus billing/security/compliance data
-their templates work on) and a synthetic fleet generator for tests and benchmarks."""
+"""Demo data (the seeds' two customers and four pipelines, plus the billing, security, compliance and
+observability data the templates work on) and a synthetic fleet generator for tests and benchmarks."""
 
 from __future__ import annotations
 
@@ -21,6 +21,8 @@ class Dataset:
     billing: list[dict[str, Any]] = field(default_factory=list)
     findings: list[dict[str, Any]] = field(default_factory=list)
     controls: list[dict[str, Any]] = field(default_factory=list)
+    usage: list[dict[str, Any]] = field(default_factory=list)
+    """observability_usage: per model (OPENAI, CLAUDE) or monitored service (clouds) and day."""
 
 
 def customer_rows(
@@ -203,7 +205,45 @@ def demo_dataset(today: date | None = None) -> Dataset:
                 "resolved_date": resolved,
             }
         )
+    data.usage = _observability_usage(today)
     return data
+
+
+def _observability_usage(today: date) -> list[dict[str, Any]]:
+    """What the observability template reads: the models' usage export (requests, tokens, errors,
+    latency) and the clouds' monitored services (requests, errors, availability probes). Its own
+    random stream, so the other demo rows stay as they were."""
+    rng = random.Random(20261204)
+    sources = {
+        ("cust_acme_001", "OPENAI"): ["gpt-4o", "gpt-4o-mini"],
+        ("cust_globex_001", "CLAUDE"): ["claude-sonnet-4", "claude-haiku-3-5"],
+        ("cust_acme_001", "GCP"): ["BigQuery", "Cloud Run"],
+        ("cust_globex_001", "AWS"): ["EC2", "RDS"],
+    }
+    rows = []
+    for offset in range(-45, 2):
+        day = today + timedelta(days=offset)
+        for (customer_id, provider), names in sources.items():
+            model = provider in ("OPENAI", "CLAUDE")
+            for name in names:
+                requests = rng.randint(200, 5000)
+                probes = None if model else 288  # a probe every 5 minutes
+                rows.append(
+                    {
+                        "customer_id": customer_id,
+                        "provider": provider,
+                        "usage_date": day,
+                        "source": name,
+                        "requests": requests,
+                        "errors": int(requests * rng.uniform(0, 0.05)),
+                        "input_tokens": requests * rng.randint(200, 2000) if model else None,
+                        "output_tokens": requests * rng.randint(50, 800) if model else None,
+                        "latency_ms_total": requests * rng.uniform(80, 2500),
+                        "probes": probes,
+                        "probes_up": None if probes is None else probes - rng.choice([0, 0, 0, 1, 3]),
+                    }
+                )
+    return rows
 
 
 _CRONS = [
@@ -280,7 +320,7 @@ def fleet_dataset(customers: int, *, seed: int = 7, configs_per_customer: tuple[
 
 def load_dataset(store: BigQueryStore, data: Dataset, *, replace: bool = True) -> dict[str, int]:
     """Write a dataset with load jobs: customers and configs to the control plane, the billing,
-    security and compliance rows to the data plane (``store`` may be either plane's). Customers and
+    security, compliance and observability rows to the data plane (``store`` may be either plane's). Customers and
     configs are written as their version 1 (their tables are append-only version logs). With
     ``replace`` its customers' earlier rows (every version) go first, so seeding twice gives the
     same tables."""
@@ -296,6 +336,7 @@ def load_dataset(store: BigQueryStore, data: Dataset, *, replace: bool = True) -
         "billing_export": data_plane.load_rows("billing_export", data.billing),
         "security_findings": data_plane.load_rows("security_findings", data.findings),
         "compliance_controls": data_plane.load_rows("compliance_controls", data.controls),
+        "observability_usage": data_plane.load_rows("observability_usage", data.usage),
     }
     return counts
 

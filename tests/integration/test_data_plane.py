@@ -24,6 +24,8 @@ DATA_TABLES = {
     "security_audit_daily",
     "compliance_controls",
     "compliance_daily",
+    "observability_usage",
+    "observability_daily",
 }
 
 
@@ -127,6 +129,7 @@ def test_seeding_puts_customers_on_the_control_plane_and_their_data_on_the_data_
             ("billing_export", demo.billing),
             ("security_findings", demo.findings),
             ("compliance_controls", demo.controls),
+            ("observability_usage", demo.usage),
         ):
             expected = sum(1 for r in rows if r["customer_id"] == "cust_acme_001")
             assert _count(data, table, "cust_acme_001") == expected > 0, table

@@ -4,9 +4,12 @@ and a template's real work."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
+from google.cloud import bigquery
 
+from customer_pipelines.bigquery.store import BigQueryStore
 from customer_pipelines.models import PipelineConfig, parse_config
 from customer_pipelines.runs.mirror import RunIdentity, RunState, RunStateMirror, SkipReason, run_event
 from customer_pipelines.seed import demo_dataset, load_dataset
@@ -178,6 +181,8 @@ def test_cost_billing_template_aggregates_the_billing_export(store, data_store):
         ("cost_billing", "cust_globex_001", "AWS", {"currency": "USD", "lookback_days": 3}),
         ("security_audit", "cust_acme_001", "GCP", {"min_severity": "MEDIUM"}),
         ("compliance_report", "cust_globex_001", "AZURE", {"framework": "SOC2"}),
+        ("observability_report", "cust_acme_001", "OPENAI", {"min_requests": 0}),
+        ("observability_report", "cust_globex_001", "AWS", {"min_requests": 0}),
     ],
 )
 def test_every_template_does_its_work_on_the_demo_data_and_reruns_identically(
@@ -200,6 +205,60 @@ def test_every_template_does_its_work_on_the_demo_data_and_reruns_identically(
 
     assert first[0]["rows_written"] > 0
     assert second == first
+
+
+def _observability(data_store: BigQueryStore, customer_id: str, provider: str, day: Any) -> dict[str, dict]:
+    rows = data_store.client.query(
+        f"SELECT * FROM `{data_store.table_id('observability_daily')}` "
+        "WHERE customer_id = @c AND provider = @p AND report_date = @d",
+        job_config=bigquery.QueryJobConfig(
+            query_parameters=[
+                bigquery.ScalarQueryParameter("c", "STRING", customer_id),
+                bigquery.ScalarQueryParameter("p", "STRING", provider),
+                bigquery.ScalarQueryParameter("d", "DATE", day),
+            ]
+        ),
+    ).result()
+    return {r["source"]: dict(r.items()) for r in rows}
+
+
+def test_the_observability_report_gives_models_tokens_and_latency_and_services_error_rate_and_uptime(store, data_store):
+    demo = demo_dataset()
+    load_dataset(store, demo)
+    day = datetime.now(UTC).date() - timedelta(days=2)
+    usage = {(u["customer_id"], u["provider"], u["source"]): u for u in demo.usage if u["usage_date"] == day}
+
+    def run(customer_id: str, provider: str, min_requests: int) -> list[dict[str, Any]]:
+        return data_store.query(
+            "templates/observability_report.sql",
+            {
+                "customer_id": customer_id,
+                "provider": provider,
+                "run_date": day,
+                "run_key": f"test/obs/{provider}/{min_requests}",
+                "min_requests": min_requests,
+            },
+        )
+
+    assert run("cust_acme_001", "OPENAI", 0)[0]["rows_written"] == 2
+    for model, row in _observability(data_store, "cust_acme_001", "OPENAI", day).items():
+        source = usage[("cust_acme_001", "OPENAI", model)]
+        assert (row["requests"], row["errors"]) == (source["requests"], source["errors"])
+        assert row["input_tokens"] == source["input_tokens"] and row["output_tokens"] == source["output_tokens"]
+        assert row["avg_latency_ms"] == pytest.approx(source["latency_ms_total"] / source["requests"])
+        assert row["error_rate"] == pytest.approx(source["errors"] / source["requests"])
+        assert row["uptime"] is None  # a model has no availability probes
+
+    assert run("cust_globex_001", "AWS", 0)[0]["rows_written"] == 2
+    for service, row in _observability(data_store, "cust_globex_001", "AWS", day).items():
+        source = usage[("cust_globex_001", "AWS", service)]
+        assert row["uptime"] == pytest.approx(source["probes_up"] / source["probes"])
+        assert row["input_tokens"] is None
+
+    # A threshold above every source's requests leaves the day empty: the earlier rows are removed.
+    most = max(u["requests"] for k, u in usage.items() if k[:2] == ("cust_globex_001", "AWS"))
+    assert run("cust_globex_001", "AWS", most + 1)[0]["rows_written"] == 0
+    assert _observability(data_store, "cust_globex_001", "AWS", day) == {}
 
 
 def test_next_run_times_are_replaced_whole_and_shown_by_the_status_view(store, tmp_path):

@@ -85,9 +85,19 @@ def test_demo_dataset_has_the_two_customers_four_configs_and_their_data():
     assert [s["plan"] for s in data.subscriptions] == ["PROFESSIONAL", "SCALE"]
     assert all(isinstance(parse_config(row), PipelineConfig) for row in data.configs)
     assert len(data.configs) == 4
-    assert data.billing and data.findings and data.controls
+    assert data.billing and data.findings and data.controls and data.usage
     assert {(b["customer_id"], b["provider"]) for b in data.billing} == {
         ("cust_acme_001", "GCP"),
         ("cust_globex_001", "AWS"),
         ("cust_globex_001", "AZURE"),
     }
+
+
+def test_demo_observability_usage_has_models_with_tokens_and_services_with_probes():
+    usage = seed.demo_dataset().usage
+    models = [u for u in usage if u["provider"] in ("OPENAI", "CLAUDE")]
+    services = [u for u in usage if u["provider"] in ("GCP", "AWS", "AZURE")]
+    assert models and services
+    assert all(u["input_tokens"] and u["output_tokens"] and u["probes"] is None for u in models)
+    assert all(u["input_tokens"] is None and 0 <= u["probes_up"] <= u["probes"] for u in services)
+    assert all(0 <= u["errors"] <= u["requests"] for u in usage)

@@ -30,6 +30,13 @@ class ComplianceReportParams(BaseModel):
     framework: Literal["SOC2", "ISO27001", "HIPAA", "PCI"] = "SOC2"
 
 
+class ObservabilityReportParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    min_requests: int = Field(default=0, ge=0, le=1_000_000_000)
+    """Sources (models, services) with fewer requests on the day are left out of the report."""
+
+
 @dataclass(frozen=True)
 class PipelineTemplate:
     name: str
@@ -71,6 +78,17 @@ TEMPLATES: dict[str, PipelineTemplate] = {
             params_model=ComplianceReportParams,
             sql_file="templates/compliance_report.sql",
             description="Scores compliance controls (passed / failed) for a framework on the run's day.",
+        ),
+        PipelineTemplate(
+            name="observability_report",
+            domain="OBSERVABILITY",
+            providers=_ALL_PROVIDERS,
+            params_model=ObservabilityReportParams,
+            sql_file="templates/observability_report.sql",
+            description=(
+                "Per model (OPENAI, CLAUDE: requests, tokens, errors, latency) or monitored service "
+                "(clouds: error rate, uptime) on the run's day, from the usage export."
+            ),
         ),
     )
 }

@@ -108,6 +108,8 @@ def test_the_data_tables_have_their_own_schema_folder():
         "data_schema/130_security_audit_daily.sql",
         "data_schema/140_compliance.sql",
         "data_schema/150_compliance_daily.sql",
+        "data_schema/160_observability_usage.sql",
+        "data_schema/170_observability_daily.sql",
     ]
 
 
@@ -164,11 +166,12 @@ def test_split_statements_drops_whole_line_comments_that_could_name_parameters()
 
 
 @pytest.mark.parametrize(
-    ("sql_file", "plane"), [("queries/delete_customers.sql", "control"), ("queries/delete_customer_data.sql", "data")]
+    ("sql_file", "plane", "tables"),
+    [("queries/delete_customers.sql", "control", 3), ("queries/delete_customer_data.sql", "data", 4)],
 )
-def test_split_statements_of_the_delete_files_gives_one_statement_per_table(custom_settings, sql_file, plane):
+def test_split_statements_of_the_delete_files_gives_one_statement_per_table(custom_settings, sql_file, plane, tables):
     statements = split_statements(load_sql(sql_file, custom_settings, plane))
-    assert len(statements) == 3
+    assert len(statements) == tables
     assert all(s.lstrip().splitlines()[-1].startswith("DELETE FROM") for s in statements)
     assert all(not s.endswith(";") for s in statements)
 
