@@ -69,6 +69,15 @@ def _settings(prefix: str) -> Any:
     )
 
 
+def _airflow_settings(env: dict[str, str]) -> dict[str, str]:
+    """The AIRFLOW__ settings a case ran with, without secrets or connection URLs (for the JSON)."""
+    return {
+        k: v
+        for k, v in env.items()
+        if k.startswith("AIRFLOW__") and "SECRET" not in k and "KEY" not in k and "CONN" not in k
+    }
+
+
 def _connect(url: str) -> Any:
     import psycopg2
 
@@ -243,11 +252,7 @@ def run_ours(runs: int, window: int) -> dict[str, Any]:
             figures["offset_seconds"] = sorted(
                 start_offset(dag_id_for(c["customer_id"], c["config_id"]), window).total_seconds() for c in data.configs
             )
-        figures["settings"] = {
-            k: v
-            for k, v in info.env.items()
-            if k.startswith("AIRFLOW__") and "SECRET" not in k and "KEY" not in k and "CONN" not in k
-        }
+        figures["settings"] = _airflow_settings(info.env)
         conn.close()
         return figures
     finally:
@@ -388,11 +393,7 @@ def run_plain(runs: int) -> dict[str, Any]:
         print(f"plain: {registered} of {runs} DAGs unpaused {ahead:.0f} s before the tick")
         figures = _figures(_wait_for_burst(conn, "plain_burst_", runs, tick, timeout=1800), runs, tick)
         figures["registered_before_tick"] = registered
-        figures["settings"] = {
-            k: v
-            for k, v in env.items()
-            if k.startswith("AIRFLOW__") and "SECRET" not in k and "KEY" not in k and "CONN" not in k
-        }
+        figures["settings"] = _airflow_settings(env)
         conn.close()
         return figures
 
@@ -526,11 +527,7 @@ def run_provider(runs: int) -> dict[str, Any]:
         figures["cpu_seconds_during_burst"] = {
             name: round(cpu_after[name] - cpu_before[name], 1) for name in cpu_before if name in cpu_after
         }
-        figures["settings"] = {
-            k: v
-            for k, v in env.items()
-            if k.startswith("AIRFLOW__") and "SECRET" not in k and "KEY" not in k and "CONN" not in k
-        }
+        figures["settings"] = _airflow_settings(env)
         conn.close()
         return figures
     finally:
