@@ -4,6 +4,8 @@ for its shard's parse only and adds exactly one version, to that DAG alone."""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import re
 import time
 from collections.abc import Callable
@@ -13,8 +15,9 @@ from typing import Any
 import pytest
 
 from customer_pipelines.bigquery.store import BigQueryStore
-from customer_pipelines.fleet.parsing import PERIODIC_REPARSE_SECONDS
+from customer_pipelines.fleet.parsing import DEFAULT_BUNDLE, PERIODIC_REPARSE_SECONDS
 from customer_pipelines.fleet.shards import SHARD_DIR, shard_file, shard_of
+from customer_pipelines.local.airflow_api import AirflowAPIError
 from customer_pipelines.local.stack import run_module
 from tests_support import add_customer, rows_of_customer
 
@@ -208,3 +211,57 @@ def test_a_refresh_on_the_command_line_publishes_an_edited_dag_itself_and_its_sh
         client.wait_for_dags([f"{customer}.new_cost"], timeout=120)
     finally:
         conn.close()
+
+
+PROBE_FILE = '''"""A file of test_fleet_parsing.py: its parse names its DAG after the label it reads when it starts, and
+takes {seconds} s."""
+import pathlib
+import time
+
+from airflow.sdk import DAG
+
+state = pathlib.Path({state!r})
+label = (state / "label").read_text()
+(state / f"started_{{label}}").touch()
+time.sleep({seconds})
+dag = DAG(dag_id=f"cp_parse_probe_{{label}}", schedule=None)
+'''
+
+
+def test_a_parse_asked_for_while_the_file_is_being_parsed_runs_after_that_parse(stack, tmp_path):
+    """Airflow 3.3.2 drops a request claimed while its file is being parsed; a change the running parse
+    did not see (an API create landing mid-parse) then waited for the daily re-parse. Our DAG
+    processor holds it and parses the file again when that parse ends."""
+    from customer_pipelines.settings import REPO_ROOT
+
+    info, client = stack
+    conn = _metadata(info)
+
+    def request_parse() -> None:  # the row Airflow's parseDagFile endpoint and fleet/parsing.py write
+        request_id = hashlib.md5(f"{DEFAULT_BUNDLE}:{probe.name}".encode()).hexdigest()
+        with conn.cursor() as cur:
+            cur.execute(
+                "INSERT INTO dag_priority_parsing_request (id, bundle_name, relative_fileloc)"
+                " VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
+                (request_id, DEFAULT_BUNDLE, probe.name),
+            )
+
+    probe = REPO_ROOT / "dags" / f"cp_parse_probe_{tmp_path.name[-12:].replace('-', '_')}.py"
+    probe.write_text(PROBE_FILE.format(state=str(tmp_path), seconds=10))
+    try:
+        (tmp_path / "label").write_text("first")
+        request_parse()
+        deadline = time.monotonic() + 60
+        while not (tmp_path / "started_first").exists():
+            assert time.monotonic() < deadline, "the DAG processor did not start the requested parse"
+            time.sleep(0.2)
+        (tmp_path / "label").write_text("second")  # the change the running parse does not see
+        request_parse()
+        client.wait_for_dags(["cp_parse_probe_first"], timeout=60)  # the parse that was running
+        client.wait_for_dags(["cp_parse_probe_second"], timeout=60)  # and the one asked for during it
+    finally:
+        probe.unlink(missing_ok=True)
+        conn.close()
+        for label in ("first", "second"):
+            with contextlib.suppress(AirflowAPIError):  # never parsed
+                client._request("DELETE", f"/api/v2/dags/cp_parse_probe_{label}")

@@ -107,3 +107,38 @@ def _shard_location(session: Any) -> tuple[str, str]:
     if found is None:
         return DEFAULT_BUNDLE, ""
     return found[0], found[1][: found[1].index(SHARD_DIR)]
+
+
+HELD_REQUESTS: dict[int, list[Any]] = {}
+"""Parse requests each DAG processor (by ``id``) claimed while their file was being parsed."""
+
+
+def keep_requests_for_files_being_parsed() -> None:
+    """Make Airflow's DAG processor parse a requested file again after the parse it finds running.
+
+    Airflow 3.3.2's ``DagFileProcessorManager`` deletes a request when it claims it and then skips a
+    queued file that is being parsed (``_start_new_processes``: "Stop creating duplicate processor"):
+    a change patched into the snapshot after that parse read it was then published only by the daily
+    re-parse (a config created through the API stayed without its DAG). This wraps the processor's
+    documented extension point, ``claim_priority_files``: a claimed file whose parse is running is
+    held and handed over at the first loop after that parse ends. Called in the ``airflow
+    dag-processor`` process only (plugins/airflow_local_settings.py); idempotent."""
+    from airflow.dag_processing.manager import DagFileProcessorManager
+
+    claim = DagFileProcessorManager.claim_priority_files
+    if getattr(claim, "keeps_files_being_parsed", False):
+        return
+
+    def claim_priority_files(manager: DagFileProcessorManager) -> list[Any]:
+        being_parsed = {file.presence_key for file in manager._processors}
+        offered = HELD_REQUESTS.pop(id(manager), []) + list(claim(manager))
+        ready, held = [], []
+        for file in offered:
+            (held if file.presence_key in being_parsed else ready).append(file)
+        if held:
+            HELD_REQUESTS[id(manager)] = held
+            log.info("holding %d parse request(s) until their file's running parse ends", len(held))
+        return ready
+
+    claim_priority_files.keeps_files_being_parsed = True  # type: ignore[attr-defined]
+    DagFileProcessorManager.claim_priority_files = claim_priority_files  # type: ignore[method-assign]

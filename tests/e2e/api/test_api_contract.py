@@ -129,6 +129,7 @@ def test_pause_and_enable_reach_airflow_within_seconds_and_a_new_config_becomes_
     _, client = stack
     created = api.admin("POST", "/customers/cust_contract/configs", json=config_body("flip_cfg"))
     assert created.status_code == 201, created.text
+    assert created.json()["applied_in_airflow"] is True, created.text
     dag_id = created.json()["dag_id"]
     client.wait_for_dags([dag_id], timeout=120)  # created without a new DAG file, at the fleet file's re-parse
     assert client.dag(dag_id)["is_paused"] is False
