@@ -30,3 +30,13 @@ if ! command -v docker-compose >/dev/null 2>&1; then
     echo "warning: docker-compose not found; the compose validation test will fail" >&2
   fi
 fi
+
+# The CeleryExecutor stack (CP_EXECUTOR=CeleryExecutor, and its end-to-end test) runs its own Redis.
+if ! command -v redis-server >/dev/null 2>&1 && [ ! -x /usr/bin/redis-server ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing redis-server (Debian) for the CeleryExecutor stack..."
+    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+  else
+    echo "warning: redis-server not found; the CeleryExecutor stack needs it (or CP_REDIS_URL)" >&2
+  fi
+fi

@@ -149,6 +149,17 @@ class Settings(ParseSettings):
     airflow_port: int = 8080
     data_emulator_port: int | None = None
     """Set: the local stack runs a second emulator, for the data plane, on this port."""
+    executor: Literal["LocalExecutor", "CeleryExecutor"] = "LocalExecutor"
+    """The local stack's executor: the LocalExecutor (the scheduler forks the tasks), or Celery, the
+    topology of docker-compose.yaml: Redis as broker, ``celery_workers`` workers as processes."""
+    celery_workers: int = Field(default=2, ge=1, le=16)
+    """Celery workers the local stack starts (CeleryExecutor only)."""
+    celery_worker_concurrency: int = Field(default=8, ge=1, le=256)
+    """Tasks at once per Celery worker (Airflow's ``[celery] worker_concurrency``)."""
+    redis_url: str | None = None
+    """Celery's broker for the local stack; unset: the stack runs Redis itself (``redis-server``) on
+    127.0.0.1:``redis_port`` with a generated password."""
+    redis_port: int = 6380
     data_emulator_grpc_port: int | None = None
     """The data plane emulator's gRPC port (needed with ``data_emulator_port``)."""
 

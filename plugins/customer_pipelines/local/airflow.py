@@ -1,5 +1,6 @@
-"""Airflow 3.3's components (scheduler, dag-processor, triggerer, API server) as local processes
-on PostgreSQL with the LocalExecutor, configured entirely through environment variables."""
+"""Airflow 3.3's components (scheduler, dag-processor, triggerer, API server, and Celery workers with
+the CeleryExecutor) as local processes on PostgreSQL, configured entirely through environment
+variables."""
 
 from __future__ import annotations
 
@@ -38,6 +39,35 @@ from customer_pipelines.settings import REPO_ROOT, Settings
 
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 ADMIN_USER = "admin"
+CELERY_WORKER = "celery-worker"
+"""Component name of the stack's Celery workers: ``celery-worker-1``, ``celery-worker-2``, ..."""
+
+
+def components_of(settings: Settings) -> tuple[str, ...]:
+    """The Airflow components the local stack runs: docker-compose.yaml's services, as processes."""
+    if settings.executor == "CeleryExecutor":
+        return COMPONENTS + tuple(f"{CELERY_WORKER}-{n}" for n in range(1, settings.celery_workers + 1))
+    return COMPONENTS
+
+
+def component_argv(settings: Settings, component: str) -> list[str]:
+    """The ``airflow`` command line of a component (tests/deploy/test_compose.py holds
+    docker-compose.yaml's commands to these)."""
+    if component.startswith(f"{CELERY_WORKER}-"):
+        number = component.rsplit("-", 1)[1]
+        # Two workers on one host need two Celery node names; their log servers would share a port
+        # and bind every interface: off (the API server reads the task logs from the local folder).
+        return [
+            airflow_bin(),
+            "celery",
+            "worker",
+            "--celery-hostname",
+            f"worker{number}@%h",
+            "--concurrency",
+            str(settings.celery_worker_concurrency),
+            "--skip-serve-logs",
+        ]
+    return [airflow_bin(), component, *(["--skip-serve-logs"] if component in _SKIP_SERVE_LOGS else [])]
 
 
 def airflow_bin() -> str:
@@ -148,6 +178,21 @@ def airflow_env(settings: Settings, metadata_db_url: str, *, extra: dict[str, st
     env.update({name: str(value) for name, value in data_plane.items() if value is not None})
     if settings.quota_db_url:
         env["CP_QUOTA_DB_URL"] = settings.quota_db_url
+    if settings.executor == "CeleryExecutor":
+        from customer_pipelines.local import redis
+
+        env.update(
+            {
+                "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+                "AIRFLOW__CELERY__BROKER_URL": redis.url(settings),
+                # Celery's task results in the metadata database, as docker-compose.yaml has them.
+                "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + metadata_db_url,
+                "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(settings.celery_worker_concurrency),
+                "CP_EXECUTOR": "CeleryExecutor",
+                "CP_CELERY_WORKERS": str(settings.celery_workers),
+                "CP_REDIS_PORT": str(settings.redis_port),
+            }
+        )
     env.update(extra or {})
     return env
 
@@ -184,8 +229,9 @@ _SKIP_SERVE_LOGS = ("scheduler", "triggerer")
 
 
 def start(
-    settings: Settings, env: dict[str, str], *, components: tuple[str, ...] = COMPONENTS, timeout: float = 180
+    settings: Settings, env: dict[str, str], *, components: tuple[str, ...] | None = None, timeout: float = 180
 ) -> None:
+    components = components_of(settings) if components is None else components
     run_dir = settings.state_dir / "run"
     pidfile = run_dir / "airflow-api-server.pid"
     if "api-server" in components and read_pid(pidfile) is None:
@@ -194,8 +240,7 @@ def start(
     for component in components:
         name = f"airflow-{component}"
         if read_pid(run_dir / f"{name}.pid") is None:
-            argv = [airflow_bin(), component, *(["--skip-serve-logs"] if component in _SKIP_SERVE_LOGS else [])]
-            spawn(name, argv, run_dir=run_dir, env=env)
+            spawn(name, component_argv(settings, component), run_dir=run_dir, env=env)
     if "api-server" in components:
         wait_until(
             lambda: http_ok(f"{api_url(settings)}/api/v2/monitor/health"),
@@ -226,4 +271,5 @@ def client(settings: Settings) -> AirflowClient:
 
 def stop_all(settings: Settings) -> list[str]:
     run_dir = settings.state_dir / "run"
-    return [c for c in COMPONENTS if stop(f"airflow-{c}", run_dir)]
+    workers = sorted(p.name[len("airflow-") : -len(".pid")] for p in run_dir.glob(f"airflow-{CELERY_WORKER}-*.pid"))
+    return [c for c in (*workers, *COMPONENTS) if stop(f"airflow-{c}", run_dir)]
