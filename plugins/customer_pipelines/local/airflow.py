@@ -179,12 +179,12 @@ def airflow_env(settings: Settings, metadata_db_url: str, *, extra: dict[str, st
     if settings.quota_db_url:
         env["CP_QUOTA_DB_URL"] = settings.quota_db_url
     if settings.executor == "CeleryExecutor":
-        from customer_pipelines.local import redis
+        from customer_pipelines.local import broker
 
         env.update(
             {
                 "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
-                "AIRFLOW__CELERY__BROKER_URL": redis.url(settings),
+                "AIRFLOW__CELERY__BROKER_URL": broker.url(settings),
                 # Celery's task results in the metadata database, as docker-compose.yaml has them.
                 "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + metadata_db_url,
                 "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(settings.celery_worker_concurrency),

@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass, field
 
 from customer_pipelines.local import airflow as local_airflow
-from customer_pipelines.local import emulator, postgres, redis
+from customer_pipelines.local import broker, emulator, postgres
 from customer_pipelines.local.environment import record_stack_environment
 from customer_pipelines.local.processes import ensure_port_free, read_pid, spawn, stop
 from customer_pipelines.private_files import OWNER_ONLY_UMASK, ensure_state_dir
@@ -67,7 +67,7 @@ def prepare(settings: Settings, *, seed_demo: bool = True) -> StackInfo:
     timings["postgres_start"] = time.monotonic() - began
     metadata_url = postgres.ensure_database(server, AIRFLOW_DATABASE)
     if settings.executor == "CeleryExecutor":
-        redis.start(settings)
+        broker.start(settings)
     if not settings.quota_db_url:
         settings = settings.model_copy(update={"quota_db_url": postgres.ensure_database(server, QUOTA_DATABASE)})
     env = local_airflow.airflow_env(settings, metadata_url)
@@ -105,7 +105,7 @@ def stack_ports(
     if "api-server" in components:
         ports.append((settings.airflow_port, "Airflow API server", "airflow-api-server"))
     if settings.executor == "CeleryExecutor" and not settings.redis_url:
-        ports.append((settings.redis_port, "Redis", redis.NAME))
+        ports.append((settings.redis_port, "Redis", broker.NAME))
     return ports
 
 
@@ -149,8 +149,8 @@ def down(settings: Settings) -> list[str]:
         stopped.append(emulator.NAME)
     if _runs_emulator(settings, "data") and emulator.stop_emulator(settings, plane="data"):
         stopped.append(emulator.DATA_NAME)
-    if redis.stop_redis(settings):
-        stopped.append(redis.NAME)
+    if broker.stop_redis(settings):
+        stopped.append(broker.NAME)
     if postgres.stop(settings):
         stopped.append("postgres")
     return stopped

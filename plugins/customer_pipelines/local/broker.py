@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import secrets
 import shutil
-import socket
 from urllib.parse import quote
 
 from customer_pipelines.local.processes import ensure_port_free, read_pid, spawn, stop, wait_until
@@ -35,13 +34,12 @@ def url(settings: Settings) -> str:
 
 
 def _answers(settings: Settings) -> bool:
-    """Whether our Redis answers PING with our password (RESP, no client library needed)."""
+    """Whether our Redis answers PING with our password."""
+    import redis
+
     try:
-        with socket.create_connection(("127.0.0.1", settings.redis_port), timeout=2) as conn:
-            password = _password(settings).encode()
-            conn.sendall(b"*2\r\n$4\r\nAUTH\r\n$%d\r\n%s\r\n*1\r\n$4\r\nPING\r\n" % (len(password), password))
-            return b"+PONG" in conn.recv(256) + conn.recv(256)
-    except OSError:
+        return bool(redis.Redis.from_url(url(settings), socket_timeout=2).ping())
+    except redis.RedisError:
         return False
 
 

@@ -1,0 +1,212 @@
+"""The production topology without Docker: docker-compose.yaml's services as processes on 127.0.0.1 —
+the emulator, PostgreSQL (the embedded one) as Airflow's metadata database, Redis as Celery's broker
+(run by the stack), Airflow's API server, scheduler, DAG processor and triggerer, and two Celery
+workers. The demo fleet and a small synthetic fleet run on the workers and are mirrored; a worker
+killed in the middle of a run loses that try only: the retry runs on the other worker and is mirrored."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg2
+import pytest
+
+from customer_pipelines.bigquery.store import BigQueryStore
+from customer_pipelines.local.processes import pid_alive, read_pid
+from customer_pipelines.seed import demo_dataset
+from tests_support import ZOMBIE_AFTER_SECONDS, add_customer, free_port, service_state_dir
+
+pytestmark = pytest.mark.e2e
+
+WORKERS = ("celery-worker-1", "celery-worker-2")
+
+
+@pytest.fixture(scope="module")
+def celery_stack() -> Iterator:
+    from customer_pipelines.local import stack as local_stack
+    from customer_pipelines.local.airflow import client as stack_client
+    from customer_pipelines.settings import Settings
+
+    state = service_state_dir("cp-test-celery-")
+    settings = Settings(
+        state_dir=state,
+        executor="CeleryExecutor",
+        celery_workers=2,
+        celery_worker_concurrency=4,
+        redis_port=free_port(),
+        emulator_port=free_port(),
+        emulator_grpc_port=free_port(),
+        airflow_port=free_port(),
+        bq_project="e2e-celery",
+        sync_interval_seconds=3600,
+    )
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT", str(ZOMBIE_AFTER_SECONDS))
+        info = local_stack.up(settings)
+    try:
+        yield info, stack_client(info.settings)
+    finally:
+        local_stack.down(info.settings)
+        keep = os.environ.get("CP_TEST_KEEP_LOGS")
+        if keep:
+            shutil.copytree(state / "run", Path(keep) / state.name, ignore=shutil.ignore_patterns("*.pid", "*.sock"))
+        shutil.rmtree(state, ignore_errors=True)
+
+
+def _worker_pid(info, worker: str) -> int | None:
+    return read_pid(info.settings.state_dir / "run" / f"airflow-{worker}.pid")
+
+
+def _received(info, worker: str) -> int:
+    """Airflow workloads the worker's Celery node received (its log's 'Task ... received' lines)."""
+    log = (info.settings.state_dir / "run" / f"airflow-{worker}.log").read_text(errors="replace")
+    return len(re.findall(r"execute_workload\[[0-9a-f-]+\] received", log))
+
+
+def _mirrored(store: BigQueryStore, dag_id: str, run_id: str) -> list[dict]:
+    return store.query("queries/runs_of_dag_run.sql", {"dag_id": dag_id, "run_id": run_id})
+
+
+def _eventually(check, timeout: float):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(1)
+
+
+def test_the_stack_runs_celery_with_redis_and_two_workers_started_as_processes(celery_stack):
+    info, _ = celery_stack
+    assert info.env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
+    assert info.env["AIRFLOW__CELERY__BROKER_URL"].endswith(f"@127.0.0.1:{info.settings.redis_port}/0")
+    assert read_pid(info.settings.state_dir / "run" / "redis.pid") is not None
+    assert all(_worker_pid(info, worker) is not None for worker in WORKERS)
+
+
+def test_the_demo_fleet_and_a_synthetic_fleet_run_on_both_workers_and_every_run_is_mirrored(celery_stack):
+    info, client = celery_stack
+    demo = [f"{c['customer_id']}.{c['config_id']}" for c in demo_dataset().configs if c["is_active"]]
+    synthetic = [
+        dag_id
+        for n in (1, 2)
+        for dag_id in add_customer(info, f"cust_celery_{n:03d}", "SCALE", [(f"celery_{n}_{i}", 5) for i in range(6)])
+    ]
+    dag_ids = demo + synthetic
+    client.wait_for_dags(dag_ids, timeout=240)
+    for dag_id in synthetic:
+        client.set_paused(dag_id, False)  # a new customer's DAGs wait for the syncer's unpause otherwise
+    runs = {dag_id: client.trigger(dag_id)["dag_run_id"] for dag_id in dag_ids}
+    states = {dag_id: client.wait_for_run(dag_id, run_id, timeout=600)["state"] for dag_id, run_id in runs.items()}
+    assert set(states.values()) == {"success"}, states
+
+    store = BigQueryStore(info.settings)
+    unmirrored = {
+        dag_id: [e["state"] for e in _mirrored(store, dag_id, run_id)]
+        for dag_id, run_id in runs.items()
+        if "COMPLETED" not in [e["state"] for e in _mirrored(store, dag_id, run_id)]
+    }
+    assert not unmirrored, unmirrored
+    received = {worker: _received(info, worker) for worker in WORKERS}
+    assert all(received.values()), f"each worker takes a share of {len(runs)} runs: {received}"
+    assert sum(received.values()) >= len(runs)
+
+
+@contextlib.contextmanager
+def _held_gate(info, customer_id: str) -> Iterator[None]:
+    """Hold the customer's quota gate: its task then waits inside execute, like a long pipeline."""
+    gate = psycopg2.connect(info.settings.quota_db_url)
+    try:
+        with gate.cursor() as cur:
+            cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"cp_quota:{customer_id}",))
+        yield
+    finally:
+        gate.rollback()
+        gate.close()
+
+
+def _task_process(ti_id: str) -> int | None:
+    """The task process titles itself 'airflow worker -- <ti id>' (Airflow 3's task runner)."""
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            with contextlib.suppress(OSError):
+                if f"airflow worker -- {ti_id}" in (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode():
+                    return int(proc.name)
+    return None
+
+
+def _parent(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except OSError:
+        return None
+
+
+def _ancestors(pid: int) -> list[int]:
+    chain = []
+    while (parent := _parent(pid)) is not None and parent > 1:
+        chain.append(pid := parent)
+    return chain
+
+
+def _tree(root: int) -> list[int]:
+    """``root`` and every process below it (the task's supervisor starts it in a session of its own,
+    so the worker's process group does not hold it)."""
+    pids = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()]
+    return [root] + [pid for pid in pids if root in _ancestors(pid)]
+
+
+def test_a_worker_killed_mid_run_loses_that_try_only_and_the_retry_runs_on_the_other_worker(celery_stack):
+    info, client = celery_stack
+    [dag_id] = add_customer(
+        info,
+        "cust_celery_kill",
+        "SCALE",
+        [("killed_mid_run", 5)],
+        config_fields={"retry_config": {"max_attempts": 3, "base_delay_minutes": 0.1, "backoff_multiplier": 1}},
+    )
+    client.wait_for_dags([dag_id], timeout=240)
+    client.set_paused(dag_id, False)
+    with _held_gate(info, "cust_celery_kill"):  # the task stays inside execute until its worker dies
+        run_id = client.trigger(dag_id)["dag_run_id"]
+        assert _eventually(lambda: client.task_instances(dag_id, run_id)[0]["state"] == "running", 180)
+        ti_id = client.task_instances(dag_id, run_id)[0]["id"]
+        task_pid = _eventually(lambda: _task_process(ti_id), 30)
+        assert task_pid, f"no process titled 'airflow worker -- {ti_id}'"
+        owners = [w for w in WORKERS if _worker_pid(info, w) in _ancestors(task_pid)]
+        assert len(owners) == 1, f"the task's process {task_pid} belongs to one worker: {owners}"
+        [killed] = owners
+        [survivor] = [w for w in WORKERS if w != killed]
+        killed_pid = _worker_pid(info, killed)
+        received_before = _received(info, survivor)
+        # The worker's machine is lost: its Celery pool, the task's supervisor and the task at once.
+        doomed = _tree(killed_pid)
+        assert task_pid in doomed
+        for sig in (signal.SIGSTOP, signal.SIGKILL):
+            for pid in doomed:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, sig)
+        assert _eventually(lambda: not any(pid_alive(pid) for pid in doomed), 30)
+
+    finished = client.wait_for_run(dag_id, run_id, timeout=ZOMBIE_AFTER_SECONDS + 300)
+    assert finished["state"] == "success", finished
+    [ti] = client.task_instances(dag_id, run_id)
+    assert ti["try_number"] == 2, ti
+    assert _received(info, survivor) > received_before, "the retry ran on the surviving worker"
+
+    store = BigQueryStore(info.settings)
+
+    def ended() -> list[tuple[int, str]]:
+        events = _mirrored(store, dag_id, run_id)
+        return sorted((e["try_number"], e["state"]) for e in events if e["state"] in ("RETRYING", "COMPLETED"))
+
+    assert _eventually(lambda: ended() == [(1, "RETRYING"), (2, "COMPLETED")], 60), [
+        (e["try_number"], e["state"], e["source"]) for e in _mirrored(store, dag_id, run_id)
+    ]
