@@ -282,6 +282,28 @@ def test_workers_are_scalable_without_container_name_or_host_ports(stack):
     assert _command_text(worker) == "celery worker"
 
 
+def test_the_services_run_the_commands_the_local_celery_stack_starts_as_processes(stack, tmp_path):
+    """tests/e2e/test_celery_stack.py starts this topology without Docker: same components, same
+    commands, same executor, broker and result backend."""
+    from customer_pipelines.local import stack as local_stack
+    from customer_pipelines.local.airflow import airflow_env, component_command, components_of
+    from customer_pipelines.settings import Settings
+
+    services = {name: svc for name, svc in _airflow_services(stack).items() if not svc.get("profiles")}
+    in_compose = {tuple(_command_text(svc).split()) for name, svc in services.items() if name not in ONE_SHOT}
+    settings = Settings(executor="CeleryExecutor", celery_workers=2, redis_url="redis://:x@127.0.0.1:1/0")
+    started = {component_command(c) for c in components_of(settings)}
+    syncer = ("python", "-m", "customer_pipelines", *local_stack.SYNCER_COMMAND)
+    assert {c for c in in_compose if c[0] != "python"} == started
+    assert {c[: len(syncer)] for c in in_compose if c[0] == "python"} == {syncer}
+
+    local_env = airflow_env(settings.model_copy(update={"state_dir": tmp_path / "state"}), "postgresql://x/y")
+    compose_env = services["airflow-scheduler"]["environment"]
+    assert local_env["AIRFLOW__CORE__EXECUTOR"] == compose_env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
+    for key in ("AIRFLOW__CELERY__BROKER_URL", "AIRFLOW__CELERY__RESULT_BACKEND"):
+        assert local_env[key].split("://")[0] == compose_env[key].split("://")[0], key
+
+
 def test_every_airflow_service_shares_the_snapshot_volume(stack):
     airflow = _airflow_services(stack)
     assert set(airflow) >= SNAPSHOT_READERS_AND_WRITERS

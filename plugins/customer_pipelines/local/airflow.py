@@ -50,24 +50,23 @@ def components_of(settings: Settings) -> tuple[str, ...]:
     return COMPONENTS
 
 
+def component_command(component: str) -> tuple[str, ...]:
+    """The ``airflow`` sub-command a component runs: docker-compose.yaml's service ``command`` (a
+    test holds the two together)."""
+    return ("celery", "worker") if component.startswith(f"{CELERY_WORKER}-") else (component,)
+
+
 def component_argv(settings: Settings, component: str) -> list[str]:
-    """The ``airflow`` command line of a component (tests/deploy/test_compose.py holds
-    docker-compose.yaml's commands to these)."""
+    """The ``airflow`` command line of a component: its sub-command and the options a process on a
+    shared host needs."""
+    argv = [airflow_bin(), *component_command(component)]
     if component.startswith(f"{CELERY_WORKER}-"):
-        number = component.rsplit("-", 1)[1]
         # Two workers on one host need two Celery node names; their log servers would share a port
         # and bind every interface: off (the API server reads the task logs from the local folder).
-        return [
-            airflow_bin(),
-            "celery",
-            "worker",
-            "--celery-hostname",
-            f"worker{number}@%h",
-            "--concurrency",
-            str(settings.celery_worker_concurrency),
-            "--skip-serve-logs",
-        ]
-    return [airflow_bin(), component, *(["--skip-serve-logs"] if component in _SKIP_SERVE_LOGS else [])]
+        number = component.rsplit("-", 1)[1]
+        options = ["--celery-hostname", f"worker{number}@%h", "--concurrency", str(settings.celery_worker_concurrency)]
+        return [*argv, *options, "--skip-serve-logs"]
+    return [*argv, *(["--skip-serve-logs"] if component in _SKIP_SERVE_LOGS else [])]
 
 
 def airflow_bin() -> str:

@@ -16,6 +16,8 @@ from customer_pipelines.private_files import OWNER_ONLY_UMASK, ensure_state_dir
 from customer_pipelines.settings import PLANES, REPO_ROOT, Plane, Settings
 
 SYNCER = "customer-pipelines-syncer"
+SYNCER_COMMAND = ("sync", "--loop")
+"""``python -m customer_pipelines`` arguments of the syncer (docker-compose.yaml's syncer service)."""
 QUOTA_DATABASE = "customer_pipelines"
 AIRFLOW_DATABASE = "airflow"
 
@@ -130,7 +132,7 @@ def up(settings: Settings, *, seed_demo: bool = True, components: tuple[str, ...
     if read_pid(run_dir / f"{SYNCER}.pid") is None:
         spawn(
             SYNCER,
-            [sys.executable, "-m", "customer_pipelines", "sync", "--loop"],
+            [sys.executable, "-m", "customer_pipelines", *SYNCER_COMMAND],
             run_dir=run_dir,
             env=info.env,
             cwd=REPO_ROOT,
