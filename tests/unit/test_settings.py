@@ -73,3 +73,44 @@ def test_the_data_project_from_the_environment_is_validated_too(tmp_path, monkey
     monkeypatch.setenv("CP_DATA_BQ_PROJECT", "x; DROP")
     with pytest.raises(ValidationError, match="data_bq_project"):
         Settings(state_dir=tmp_path)
+
+
+def _readme_configuration_table() -> dict[str, str]:
+    """variable -> default column of the README's *Configuration* table (a row may name several)."""
+    from customer_pipelines.settings import REPO_ROOT
+
+    section = REPO_ROOT.joinpath("README.md").read_text().split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    table: dict[str, str] = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 3 and cells[0].startswith("`"):
+            for name in cells[0].replace("`", "").split(","):
+                table[name.strip()] = cells[1]
+    return table
+
+
+def test_every_setting_has_a_row_in_the_readme_configuration_table():
+    table = _readme_configuration_table()
+    missing = []
+    for name, field in Settings.model_fields.items():
+        aliases = getattr(field.validation_alias, "choices", None) or [f"CP_{name.upper()}"]
+        if not any(alias in table for alias in aliases):
+            missing.append(aliases[0])
+    assert not missing, f"settings without a row in README *Configuration*: {missing}"
+
+
+def test_the_readme_configuration_table_names_no_setting_that_does_not_exist():
+    known = {"BIGQUERY_EMULATOR_HOST"} | {f"CP_{name.upper()}" for name in Settings.model_fields}
+    assert set(_readme_configuration_table()) - known == set()
+
+
+def test_the_readme_configuration_table_shows_each_settings_default():
+    table = _readme_configuration_table()
+    wrong = {}
+    for name, field in Settings.model_fields.items():
+        default = field.default
+        if isinstance(default, int | float | str) and not isinstance(default, bool):
+            shown = f"{default:g}" if isinstance(default, float) else str(default)
+            if f"`{shown}`" not in table[f"CP_{name.upper()}"]:
+                wrong[f"CP_{name.upper()}"] = (shown, table[f"CP_{name.upper()}"])
+    assert not wrong, f"README *Configuration* shows another default: {wrong}"
