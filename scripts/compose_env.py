@@ -25,6 +25,8 @@ GENERATORS: dict[str, Callable[[], str]] = {
     "AIRFLOW_FERNET_KEY": lambda: base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
     # the metadata database's password; url-safe, as it sits inside connection URLs
     "POSTGRES_PASSWORD": lambda: secrets.token_urlsafe(24),
+    # the first Airflow user's password (FAB auth manager; AIRFLOW_ADMIN_USERNAME, default admin)
+    "AIRFLOW_ADMIN_PASSWORD": lambda: secrets.token_urlsafe(18),
     # Flower's basic auth (the flower profile), user:password
     "FLOWER_BASIC_AUTH": lambda: f"flower:{secrets.token_urlsafe(24)}",
 }

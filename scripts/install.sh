@@ -6,9 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3.11}"
 
-install_venv() {  # venv_dir requirements constraints
-  local venv="$1" req="$2" con="$3"
-  local stamp="$venv/.installed-$(cat "$req" "$con" | sha256sum | cut -c1-16)"
+install_venv() {  # venv_dir requirements constraints [file the requirements include]
+  local venv="$1" req="$2" con="$3" included="${4:-}"
+  local stamp="$venv/.installed-$(cat "$req" "$con" ${included:+"$included"} | sha256sum | cut -c1-16)"
   if [ -f "$stamp" ]; then return 0; fi
   echo "installing $venv from $req (pinned by $con)..."
   [ -x "$venv/bin/python" ] || "$PYTHON" -m venv "$venv"
@@ -18,7 +18,7 @@ install_venv() {  # venv_dir requirements constraints
   touch "$stamp"
 }
 
-install_venv .venv requirements.txt constraints.txt
+install_venv .venv requirements-dev.txt constraints.txt requirements.txt
 install_venv .venv-bq requirements-bqemulator.txt constraints-bqemulator.txt
 
 # docker-compose.yaml is validated by a compose client in the tests (no Docker engine needed).

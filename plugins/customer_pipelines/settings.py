@@ -160,6 +160,10 @@ class Settings(ParseSettings):
     """Celery's broker for the local stack; unset: the stack runs Redis itself (``redis-server``) on
     127.0.0.1:``redis_port`` with a generated password."""
     redis_port: int = 6380
+    auth_manager: Literal["simple", "fab"] = "simple"
+    """The local stack's Airflow auth manager: Airflow's development SimpleAuthManager (the demo's one
+    admin, password in the state directory), or FAB (``fab``: users and roles in Airflow's database,
+    what docker-compose.yaml runs), its admin created with the same generated password."""
     data_emulator_grpc_port: int | None = None
     """The data plane emulator's gRPC port (needed with ``data_emulator_port``)."""
 

@@ -47,6 +47,8 @@ EMULATOR_COMMAND = [
 SYNCER_COMMAND = ["python", "-m", "customer_pipelines", "sync", "--loop", "--interval", "60"]
 INIT_STEPS = [
     "airflow db migrate",
+    "airflow users create --role Admin --username admin --password test-admin-password-0123456789"
+    " --firstname Platform --lastname Admin --email admin@localhost",
     "python -m customer_pipelines schema apply",
     "python -m customer_pipelines seed demo",
     "python -m customer_pipelines sync",
@@ -106,6 +108,7 @@ SECRETS = {
     "AIRFLOW_FERNET_KEY": "dGVzdC1mZXJuZXQta2V5LTAxMjM0NTY3ODlhYmNkZWY=",
     "POSTGRES_PASSWORD": "test-postgres-password-0123456789",
     "FLOWER_BASIC_AUTH": "flower:test-flower-password-0123456789",
+    "AIRFLOW_ADMIN_PASSWORD": "test-admin-password-0123456789",
 }
 """What scripts/compose_env.py would write into .env: the stack has no default for any of them."""
 KNOWN_DEFAULT_SECRETS = {"", "change-me", "changeme", "airflow", "secret", "password", "admin", "postgres"}
@@ -218,7 +221,8 @@ def test_the_stack_refuses_to_start_without_each_secret_naming_it_and_the_script
 def test_no_secret_has_a_default_in_the_compose_files():
     for path in (BASE, BIGQUERY):
         for name in SECRETS:
-            uses = re.findall(rf"\$\{{{name}(:?[-?][^}}]*)?\}}", path.read_text())
+            # $${NAME} is compose's escape: the container's shell reads it, not compose
+            uses = re.findall(rf"(?<!\$)\$\{{{name}(:?[-?][^}}]*)?\}}", path.read_text())
             assert all(use.startswith(":?") for use in uses), f"{path.name}: ${{{name}{uses}}} must be required"
 
 
@@ -235,10 +239,21 @@ def test_the_rendered_stack_has_no_known_default_secret_no_empty_key_and_no_port
             host = port.get("host_ip") if isinstance(port, dict) else port.split(":")[0]
             assert host == "127.0.0.1", f"{name} publishes {port} beyond this machine"
     assert stack["flower"]["environment"]["AIRFLOW__CELERY__FLOWER_BASIC_AUTH"] == SECRETS["FLOWER_BASIC_AUTH"]
+    assert stack["airflow-init"]["environment"]["AIRFLOW_ADMIN_PASSWORD"] == SECRETS["AIRFLOW_ADMIN_PASSWORD"]
     assert stack["flower"]["profiles"] == ["flower"]  # off unless asked for
 
 
 # --- the shape of the stack ---------------------------------------------------------------------
+
+
+def test_every_airflow_service_runs_the_fab_auth_manager_never_the_simple_one(stack, bigquery_stack):
+    from customer_pipelines.local.airflow import FAB_AUTH_MANAGER
+
+    for rendering in (stack, bigquery_stack):
+        for name, service in _airflow_services(rendering).items():
+            env = service["environment"]
+            assert env["AIRFLOW__CORE__AUTH_MANAGER"] == FAB_AUTH_MANAGER, name
+            assert not [k for k in env if "SIMPLE_AUTH_MANAGER" in k], f"{name}: {env}"
 
 
 def test_stack_defines_every_required_service(stack):
@@ -390,11 +405,13 @@ def _run_init(stack: dict, tmp_path: Path, *, fail_on: str = "", curl_failures: 
     _stub(bin_dir, "python", fail)
     _stub(bin_dir, "sleep", "exit 0", record=False)
     _stub(bin_dir, "curl", f'[ "$(grep -c ^curl "$CALLS")" -gt {curl_failures} ]')
+    init_env = stack["airflow-init"]["environment"]
     run_env = {
         "PATH": f"{bin_dir}:/usr/bin:/bin",
         "CALLS": str(calls),
         "CP_BQ_PROJECT": "demo-project",
         "BIGQUERY_EMULATOR_HOST": "",
+        **{k: str(init_env[k]) for k in ("AIRFLOW_ADMIN_USERNAME", "AIRFLOW_ADMIN_PASSWORD")},
         **env,
     }
     result = subprocess.run(
@@ -419,7 +436,7 @@ def test_airflow_init_skips_the_demo_seed_when_cp_seed_demo_is_false(stack, tmp_
 def test_airflow_init_stops_at_the_first_failing_step(stack, tmp_path):
     result, calls = _run_init(stack, tmp_path, fail_on="schema apply", CP_SEED_DEMO="true")
     assert result.returncode != 0
-    assert calls == INIT_STEPS[:2]
+    assert calls == INIT_STEPS[: INIT_STEPS.index("python -m customer_pipelines schema apply") + 1]
 
 
 def test_airflow_init_waits_for_the_emulator_before_touching_bigquery(stack, tmp_path):
@@ -465,6 +482,16 @@ def test_airflow_image_matches_the_pinned_airflow_and_installs_the_constraints()
     assert base.group(1) == _pins(REPO / "requirements.txt")["apache-airflow"]
     assert "pip install --no-cache-dir -r /requirements.txt -c /constraints.txt" in dockerfile
     assert re.search(r"^COPY requirements\.txt constraints\.txt /\s*$", dockerfile, re.M)
+
+
+def test_the_airflow_image_installs_no_test_or_lint_tool_and_the_dev_install_adds_them():
+    dev_tools = {"pytest", "pytest-timeout", "ruff", "schemathesis", "apache-airflow-client", "markdown-it-py"}
+    runtime = (REPO / "requirements.txt").read_text().splitlines()
+    names = {re.split(r"[=<>\[; ]", line)[0].lower() for line in runtime if line[:1].isalpha()}
+    assert names and not names & dev_tools, names & dev_tools
+    dev = (REPO / "requirements-dev.txt").read_text().splitlines()
+    assert "-r requirements.txt" in dev
+    assert {re.split(r"[=<>\[; ]", line)[0].lower() for line in dev if line[:1].isalpha()} == dev_tools
 
 
 def test_emulator_image_bakes_the_spatial_extension_of_the_pinned_duckdb():

@@ -27,7 +27,13 @@ def test_it_writes_every_secret_strong_and_readable_by_its_owner_only(tmp_path):
     env = tmp_path / ".env"
     out = subprocess.run([sys.executable, str(SCRIPT), str(env)], capture_output=True, text=True, check=True)
     values = _values(env)
-    assert set(values) == {"AIRFLOW_JWT_SECRET", "AIRFLOW_FERNET_KEY", "POSTGRES_PASSWORD", "FLOWER_BASIC_AUTH"}
+    assert set(values) == {
+        "AIRFLOW_JWT_SECRET",
+        "AIRFLOW_FERNET_KEY",
+        "POSTGRES_PASSWORD",
+        "FLOWER_BASIC_AUTH",
+        "AIRFLOW_ADMIN_PASSWORD",
+    }
     assert "generated" in out.stdout
     assert stat.S_IMODE(env.stat().st_mode) == 0o600
     assert len(values["AIRFLOW_JWT_SECRET"]) >= 64
@@ -43,7 +49,7 @@ def test_running_it_again_keeps_what_is_set_and_fills_only_what_is_missing_or_em
     env = tmp_path / ".env"
     env.write_text("CP_BQ_PROJECT=acme\nAIRFLOW_JWT_SECRET=mine-already\nPOSTGRES_PASSWORD=\n")
     added = _module().write_env(env)
-    assert added == ["AIRFLOW_FERNET_KEY", "POSTGRES_PASSWORD", "FLOWER_BASIC_AUTH"]
+    assert added == ["AIRFLOW_FERNET_KEY", "POSTGRES_PASSWORD", "AIRFLOW_ADMIN_PASSWORD", "FLOWER_BASIC_AUTH"]
     values = _values(env)
     assert values["CP_BQ_PROJECT"] == "acme" and values["AIRFLOW_JWT_SECRET"] == "mine-already"
     assert values["POSTGRES_PASSWORD"]

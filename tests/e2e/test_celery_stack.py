@@ -1,8 +1,9 @@
 """The production topology without Docker: docker-compose.yaml's services as processes on 127.0.0.1 —
 the emulator, PostgreSQL (the embedded one) as Airflow's metadata database, Redis as Celery's broker
-(run by the stack), Airflow's API server, scheduler, DAG processor and triggerer, and two Celery
-workers. The demo fleet and a small synthetic fleet run on the workers and are mirrored; a worker
-killed in the middle of a run loses that try only: the retry runs on the other worker and is mirrored."""
+(run by the stack), Airflow's API server (with the FAB auth manager, as in production), scheduler,
+DAG processor and triggerer, and two Celery workers. The demo fleet and a small synthetic fleet run
+on the workers and are mirrored; a worker killed in the middle of a run loses that try only: the
+retry runs on the other worker and is mirrored."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import psycopg2
 import pytest
 
@@ -41,6 +43,7 @@ def celery_stack() -> Iterator:
         celery_workers=2,
         celery_worker_concurrency=4,
         redis_port=free_port(),
+        auth_manager="fab",
         emulator_port=free_port(),
         emulator_grpc_port=free_port(),
         airflow_port=free_port(),
@@ -58,6 +61,31 @@ def celery_stack() -> Iterator:
         if keep:
             shutil.copytree(state / "run", Path(keep) / state.name, ignore=shutil.ignore_patterns("*.pid", "*.sock"))
         shutil.rmtree(state, ignore_errors=True)
+
+
+def test_fab_is_the_auth_manager_and_its_roles_govern_the_rest_api(celery_stack):
+    from customer_pipelines.api.app import URL_PREFIX
+    from customer_pipelines.local.airflow import FAB_AUTH_MANAGER, api_url, create_fab_user
+    from customer_pipelines.local.airflow_api import AirflowClient
+
+    info, admin = celery_stack
+    assert info.env["AIRFLOW__CORE__AUTH_MANAGER"] == FAB_AUTH_MANAGER
+    assert not (info.settings.state_dir / "airflow" / "simple_auth_manager_passwords.json.generated").exists()
+    create_fab_user(info.env, "ops_viewer", "viewer-password-0123", role="Viewer")
+    viewer = AirflowClient(api_url(info.settings), "ops_viewer", "viewer-password-0123")
+    base = api_url(info.settings) + URL_PREFIX
+    configs = f"{base}/customers/cust_acme_001/configs"
+
+    def call(method: str, url: str, token: str | None, **kwargs) -> int:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return httpx.request(method, url, headers=headers, timeout=60, **kwargs).status_code
+
+    assert call("GET", configs, None) == 401
+    assert call("GET", configs, viewer.token()) == 200  # FAB's Viewer reads DAGs
+    body = {"reason": "fab role check"}
+    assert call("POST", f"{configs}/acme_gcp_cost_daily/pause", viewer.token(), json=body) == 403
+    assert call("POST", f"{configs}/acme_gcp_cost_daily/pause", admin.token(), json=body) == 200
+    assert call("POST", f"{configs}/acme_gcp_cost_daily/enable", admin.token()) == 200
 
 
 def _worker_pid(info, worker: str) -> int | None:

@@ -133,8 +133,7 @@ def airflow_env(settings: Settings, metadata_db_url: str, *, extra: dict[str, st
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{api_url(settings)}/execution/",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN_USER}:admin",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
+        **_auth_manager_env(settings, home),
         "AIRFLOW__CORE__FERNET_KEY": _secret(home / "fernet.key", _fernet_key),
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": metadata_db_url.replace("postgresql://", "postgresql+psycopg2://", 1),
         "AIRFLOW__API__BASE_URL": api_url(settings),
@@ -196,6 +195,44 @@ def airflow_env(settings: Settings, metadata_db_url: str, *, extra: dict[str, st
     return env
 
 
+FAB_AUTH_MANAGER = "airflow.providers.fab.auth_manager.fab_auth_manager.FabAuthManager"
+
+
+def _auth_manager_env(settings: Settings, home: Path) -> dict[str, str]:
+    if settings.auth_manager == "fab":
+        return {"AIRFLOW__CORE__AUTH_MANAGER": FAB_AUTH_MANAGER, "CP_AUTH_MANAGER": "fab"}
+    return {
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN_USER}:admin",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
+    }
+
+
+_CREATE_FAB_USER = """
+import os, sys
+from airflow.providers.fab.auth_manager.cli_commands.utils import get_application_builder
+name, role = os.environ["CP_FAB_USER"], os.environ["CP_FAB_ROLE"]
+with get_application_builder() as builder:
+    if builder.sm.find_user(username=name) is None:
+        made = builder.sm.add_user(
+            name, name, "user", f"{name}@localhost", builder.sm.find_role(role), os.environ["CP_FAB_PASSWORD"]
+        )
+        sys.exit(0 if made else f"FAB user {name} not created")
+"""
+
+
+def create_fab_user(env: dict[str, str], username: str, password: str, role: str = "Admin") -> None:
+    """A FAB user (once: an existing one is left as it is). The password goes through the
+    environment of a process of ours, never a command line other users can read."""
+    subprocess.run(
+        [sys.executable, "-c", _CREATE_FAB_USER],
+        env={**env, "CP_FAB_USER": username, "CP_FAB_ROLE": role, "CP_FAB_PASSWORD": password},
+        check=True,
+        capture_output=True,
+        timeout=300,
+        umask=OWNER_ONLY_UMASK,
+    )
+
+
 def _fernet_key() -> str:
     from cryptography.fernet import Fernet
 
@@ -219,8 +256,12 @@ def run_cli(env: dict[str, str], *args: str, timeout: float = 600) -> str:
     return proc.stdout
 
 
-def migrate(env: dict[str, str]) -> None:
+def migrate(env: dict[str, str], settings: Settings | None = None) -> None:
+    """Airflow's database (with FAB's tables when FAB is the auth manager), and FAB's admin with
+    the stack's generated admin password."""
     run_cli(env, "db", "migrate")
+    if settings is not None and settings.auth_manager == "fab":
+        create_fab_user(env, ADMIN_USER, admin_password(settings))
 
 
 # Components that would serve their task logs on every interface unless told not to.

@@ -84,7 +84,7 @@ def prepare(settings: Settings, *, seed_demo: bool = True) -> StackInfo:
         run_module(env, "seed", "demo")
         timings["seed_demo"] = time.monotonic() - began
     began = time.monotonic()
-    local_airflow.migrate(env)
+    local_airflow.migrate(env, settings)
     timings["airflow_db_migrate"] = time.monotonic() - began
     began = time.monotonic()
     run_module(env, "sync")
