@@ -23,7 +23,7 @@ import pytest
 from customer_pipelines.bigquery.store import BigQueryStore
 from customer_pipelines.local.processes import pid_alive, read_pid
 from customer_pipelines.seed import demo_dataset
-from tests_support import ZOMBIE_AFTER_SECONDS, add_customer, free_port, service_state_dir
+from tests_support import ZOMBIE_AFTER_SECONDS, add_customer, config_body, free_port, service_state_dir
 
 pytestmark = pytest.mark.e2e
 
@@ -86,6 +86,9 @@ def test_fab_is_the_auth_manager_and_its_roles_govern_the_rest_api(celery_stack)
     assert call("POST", f"{configs}/acme_gcp_cost_daily/pause", viewer.token(), json=body) == 403
     assert call("POST", f"{configs}/acme_gcp_cost_daily/pause", admin.token(), json=body) == 200
     assert call("POST", f"{configs}/acme_gcp_cost_daily/enable", admin.token()) == 200
+    created = call("POST", configs, admin.token(), json=config_body("fab_admin_cfg"))
+    assert created == 201  # FAB grants no "create" on DAGs: a new config is a DAG edit
+    assert call("POST", configs, viewer.token(), json=config_body("fab_viewer_cfg")) == 403
 
 
 def _worker_pid(info, worker: str) -> int | None:
