@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
 import socket
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +19,77 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def running_stack(settings: Any, env: dict[str, str]) -> Iterator[tuple[Any, Any]]:
+    """A local stack up with ``env`` exported while it starts, as (StackInfo, admin client); at exit it
+    is taken down, its services' logs copied under ``$CP_TEST_KEEP_LOGS`` when set (e.g. to read why
+    a run never started), and its state directory removed."""
+    import pytest
+
+    from customer_pipelines.local import stack as local_stack
+    from customer_pipelines.local.airflow import client as stack_client
+
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in env.items():
+            patch.setenv(name, value)
+        info = local_stack.up(settings)
+    state = info.settings.state_dir
+    try:
+        yield info, stack_client(info.settings)
+    finally:
+        local_stack.down(info.settings)
+        keep = os.environ.get("CP_TEST_KEEP_LOGS")
+        if keep:
+            shutil.copytree(state / "run", Path(keep) / state.name, ignore=shutil.ignore_patterns("*.pid", "*.sock"))
+        shutil.rmtree(state, ignore_errors=True)
+
+
+def eventually(check: Any, timeout: float = 60) -> Any:
+    """``check()``'s first truthy value within ``timeout`` seconds (asked each second), else its last."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(1)
+
+
+def mirrored_events(store: Any, dag_id: str, run_id: str) -> list[dict]:
+    """The run-state mirror's events of one run, oldest first."""
+    return store.query("queries/runs_of_dag_run.sql", {"dag_id": dag_id, "run_id": run_id})
+
+
+@contextlib.contextmanager
+def held_quota_gate(info: Any, customer_id: str) -> Iterator[None]:
+    """Hold the customer's quota gate: a task then waits inside execute, like a long pipeline."""
+    import psycopg2
+
+    gate = psycopg2.connect(info.settings.quota_db_url)
+    try:
+        with gate.cursor() as cur:
+            cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"cp_quota:{customer_id}",))
+        yield
+    finally:
+        gate.rollback()
+        gate.close()
+
+
+def task_process(ti_id: str) -> int | None:
+    """The task process titles itself 'airflow worker -- <ti id>' (Airflow 3's task runner)."""
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if f"airflow worker -- {ti_id}" in cmdline:
+            return int(proc.name)
+    return None
 
 
 def service_state_dir(prefix: str) -> Path:

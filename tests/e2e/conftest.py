@@ -1,13 +1,10 @@
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from tests_support import ZOMBIE_AFTER_SECONDS, free_port, service_state_dir
+from tests_support import ZOMBIE_AFTER_SECONDS, free_port, running_stack, service_state_dir
 
 
 @pytest.fixture(scope="session")
@@ -15,8 +12,6 @@ def stack() -> Iterator:
     """The embedded system as `make demo` starts it (emulator, embedded PostgreSQL, Airflow's
     scheduler, dag-processor, triggerer and API server, the syncer), on free ports, with a second
     emulator for the data plane."""
-    from customer_pipelines.local import stack as local_stack
-    from customer_pipelines.local.airflow import client as stack_client
     from customer_pipelines.settings import Settings
 
     state = service_state_dir("cp-test-stack-")
@@ -40,15 +35,5 @@ def stack() -> Iterator:
         # on its own (tests/unit/api/test_app_wiring.py).
         "CP_API_RATE_LIMIT_PER_MINUTE": "100000",
     }
-    with pytest.MonkeyPatch.context() as patch:
-        for name, value in heartbeat.items():
-            patch.setenv(name, value)
-        info = local_stack.up(settings)
-    try:
-        yield info, stack_client(info.settings)
-    finally:
-        local_stack.down(info.settings)
-        keep = os.environ.get("CP_TEST_KEEP_LOGS")
-        if keep:  # the services' logs outlive the stack, e.g. to read why a run never started
-            shutil.copytree(state / "run", Path(keep) / state.name, ignore=shutil.ignore_patterns("*.pid", "*.sock"))
-        shutil.rmtree(state, ignore_errors=True)
+    with running_stack(settings, heartbeat) as running:
+        yield running

@@ -10,20 +10,28 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import shutil
 import signal
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import psycopg2
 import pytest
 
 from customer_pipelines.bigquery.store import BigQueryStore
 from customer_pipelines.local.processes import pid_alive, read_pid
 from customer_pipelines.seed import demo_dataset
-from tests_support import ZOMBIE_AFTER_SECONDS, add_customer, config_body, free_port, service_state_dir
+from tests_support import (
+    ZOMBIE_AFTER_SECONDS,
+    add_customer,
+    config_body,
+    eventually,
+    free_port,
+    held_quota_gate,
+    mirrored_events,
+    running_stack,
+    service_state_dir,
+    task_process,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -32,8 +40,6 @@ WORKERS = ("celery-worker-1", "celery-worker-2")
 
 @pytest.fixture(scope="module")
 def celery_stack() -> Iterator:
-    from customer_pipelines.local import stack as local_stack
-    from customer_pipelines.local.airflow import client as stack_client
     from customer_pipelines.settings import Settings
 
     state = service_state_dir("cp-test-celery-")
@@ -50,17 +56,10 @@ def celery_stack() -> Iterator:
         bq_project="e2e-celery",
         sync_interval_seconds=3600,
     )
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT", str(ZOMBIE_AFTER_SECONDS))
-        info = local_stack.up(settings)
-    try:
-        yield info, stack_client(info.settings)
-    finally:
-        local_stack.down(info.settings)
-        keep = os.environ.get("CP_TEST_KEEP_LOGS")
-        if keep:
-            shutil.copytree(state / "run", Path(keep) / state.name, ignore=shutil.ignore_patterns("*.pid", "*.sock"))
-        shutil.rmtree(state, ignore_errors=True)
+    with running_stack(
+        settings, {"AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": str(ZOMBIE_AFTER_SECONDS)}
+    ) as up:
+        yield up
 
 
 def test_fab_is_the_auth_manager_and_its_roles_govern_the_rest_api(celery_stack):
@@ -101,19 +100,6 @@ def _received(info, worker: str) -> int:
     return len(re.findall(r"execute_workload\[[0-9a-f-]+\] received", log))
 
 
-def _mirrored(store: BigQueryStore, dag_id: str, run_id: str) -> list[dict]:
-    return store.query("queries/runs_of_dag_run.sql", {"dag_id": dag_id, "run_id": run_id})
-
-
-def _eventually(check, timeout: float):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(1)
-
-
 def test_the_stack_runs_celery_with_redis_and_two_workers_started_as_processes(celery_stack):
     info, _ = celery_stack
     assert info.env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
@@ -122,7 +108,7 @@ def test_the_stack_runs_celery_with_redis_and_two_workers_started_as_processes(c
     assert all(_worker_pid(info, worker) is not None for worker in WORKERS)
 
 
-def test_the_demo_fleet_and_a_synthetic_fleet_run_on_both_workers_and_every_run_is_mirrored(celery_stack):
+def test_the_demo_fleet_and_a_synthetic_fleet_run_on_both_workers_and_every_run_ismirrored_events(celery_stack):
     info, client = celery_stack
     demo = [f"{c['customer_id']}.{c['config_id']}" for c in demo_dataset().configs if c["is_active"]]
     synthetic = [
@@ -140,37 +126,14 @@ def test_the_demo_fleet_and_a_synthetic_fleet_run_on_both_workers_and_every_run_
 
     store = BigQueryStore(info.settings)
     unmirrored = {
-        dag_id: [e["state"] for e in _mirrored(store, dag_id, run_id)]
+        dag_id: [e["state"] for e in mirrored_events(store, dag_id, run_id)]
         for dag_id, run_id in runs.items()
-        if "COMPLETED" not in [e["state"] for e in _mirrored(store, dag_id, run_id)]
+        if "COMPLETED" not in [e["state"] for e in mirrored_events(store, dag_id, run_id)]
     }
     assert not unmirrored, unmirrored
     received = {worker: _received(info, worker) for worker in WORKERS}
     assert all(received.values()), f"each worker takes a share of {len(runs)} runs: {received}"
     assert sum(received.values()) >= len(runs)
-
-
-@contextlib.contextmanager
-def _held_gate(info, customer_id: str) -> Iterator[None]:
-    """Hold the customer's quota gate: its task then waits inside execute, like a long pipeline."""
-    gate = psycopg2.connect(info.settings.quota_db_url)
-    try:
-        with gate.cursor() as cur:
-            cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"cp_quota:{customer_id}",))
-        yield
-    finally:
-        gate.rollback()
-        gate.close()
-
-
-def _task_process(ti_id: str) -> int | None:
-    """The task process titles itself 'airflow worker -- <ti id>' (Airflow 3's task runner)."""
-    for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
-            with contextlib.suppress(OSError):
-                if f"airflow worker -- {ti_id}" in (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode():
-                    return int(proc.name)
-    return None
 
 
 def _parent(pid: int) -> int | None:
@@ -205,11 +168,11 @@ def test_a_worker_killed_mid_run_loses_that_try_only_and_the_retry_runs_on_the_o
     )
     client.wait_for_dags([dag_id], timeout=240)
     client.set_paused(dag_id, False)
-    with _held_gate(info, "cust_celery_kill"):  # the task stays inside execute until its worker dies
+    with held_quota_gate(info, "cust_celery_kill"):  # the task stays inside execute until its worker dies
         run_id = client.trigger(dag_id)["dag_run_id"]
-        assert _eventually(lambda: client.task_instances(dag_id, run_id)[0]["state"] == "running", 180)
+        assert eventually(lambda: client.task_instances(dag_id, run_id)[0]["state"] == "running", 180)
         ti_id = client.task_instances(dag_id, run_id)[0]["id"]
-        task_pid = _eventually(lambda: _task_process(ti_id), 30)
+        task_pid = eventually(lambda: task_process(ti_id), 30)
         assert task_pid, f"no process titled 'airflow worker -- {ti_id}'"
         owners = [w for w in WORKERS if _worker_pid(info, w) in _ancestors(task_pid)]
         assert len(owners) == 1, f"the task's process {task_pid} belongs to one worker: {owners}"
@@ -224,7 +187,7 @@ def test_a_worker_killed_mid_run_loses_that_try_only_and_the_retry_runs_on_the_o
             for pid in doomed:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, sig)
-        assert _eventually(lambda: not any(pid_alive(pid) for pid in doomed), 30)
+        assert eventually(lambda: not any(pid_alive(pid) for pid in doomed), 30)
 
     finished = client.wait_for_run(dag_id, run_id, timeout=ZOMBIE_AFTER_SECONDS + 300)
     assert finished["state"] == "success", finished
@@ -235,9 +198,9 @@ def test_a_worker_killed_mid_run_loses_that_try_only_and_the_retry_runs_on_the_o
     store = BigQueryStore(info.settings)
 
     def ended() -> list[tuple[int, str]]:
-        events = _mirrored(store, dag_id, run_id)
+        events = mirrored_events(store, dag_id, run_id)
         return sorted((e["try_number"], e["state"]) for e in events if e["state"] in ("RETRYING", "COMPLETED"))
 
-    assert _eventually(lambda: ended() == [(1, "RETRYING"), (2, "COMPLETED")], 60), [
-        (e["try_number"], e["state"], e["source"]) for e in _mirrored(store, dag_id, run_id)
+    assert eventually(lambda: ended() == [(1, "RETRYING"), (2, "COMPLETED")], 60), [
+        (e["try_number"], e["state"], e["source"]) for e in mirrored_events(store, dag_id, run_id)
     ]

@@ -6,17 +6,15 @@ import contextlib
 import os
 import signal
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import psycopg2
 import pytest
 
 from customer_pipelines.bigquery.store import INSERT_DEADLINE_SECONDS, BigQueryStore
 from customer_pipelines.local import emulator
 from customer_pipelines.local.stack import run_module
-from tests_support import ZOMBIE_AFTER_SECONDS, add_customer
+from tests_support import ZOMBIE_AFTER_SECONDS, add_customer, eventually, held_quota_gate, mirrored_events, task_process
 
 pytestmark = pytest.mark.e2e
 
@@ -28,21 +26,8 @@ def _current(store: BigQueryStore, dag_id: str, run_id: str) -> dict | None:
     return found[0] if found else None
 
 
-def _events(store: BigQueryStore, dag_id: str, run_id: str) -> list[dict]:
-    return store.query("queries/runs_of_dag_run.sql", {"dag_id": dag_id, "run_id": run_id})
-
-
-def _eventually(check, timeout: float = 60):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(1)
-
-
 def _wait_task_state(client, dag_id: str, run_id: str, state: str, timeout: float = 120) -> None:
-    assert _eventually(lambda: client.task_instances(dag_id, run_id)[0]["state"] == state, timeout), (
+    assert eventually(lambda: client.task_instances(dag_id, run_id)[0]["state"] == state, timeout), (
         f"task of {dag_id}/{run_id} never reached {state}: {client.task_instances(dag_id, run_id)}"
     )
 
@@ -61,10 +46,12 @@ def test_a_task_marked_failed_by_a_person_is_mirrored_cancelled(stack):
 
     _mark_task(client, dag_id, run["dag_run_id"], "failed")
 
-    current = _eventually(lambda: (c := _current(store, dag_id, run["dag_run_id"])) and c["state"] == "CANCELLED" and c)
-    assert current, _events(store, dag_id, run["dag_run_id"])
+    current = eventually(lambda: (c := _current(store, dag_id, run["dag_run_id"])) and c["state"] == "CANCELLED" and c)
+    assert current, mirrored_events(store, dag_id, run["dag_run_id"])
     assert [
-        (e["source"], e["error_type"]) for e in _events(store, dag_id, run["dag_run_id"]) if e["state"] == "CANCELLED"
+        (e["source"], e["error_type"])
+        for e in mirrored_events(store, dag_id, run["dag_run_id"])
+        if e["state"] == "CANCELLED"
     ] == [("listener:manual", "MANUAL")]
 
 
@@ -79,8 +66,8 @@ def test_a_dag_run_failed_before_its_task_ran_is_mirrored_cancelled(stack):
     client.set_dag_run_state(dag_id, run["dag_run_id"], "failed")
 
     store = BigQueryStore(info.settings)
-    current = _eventually(lambda: (c := _current(store, dag_id, run["dag_run_id"])) and c["state"] == "CANCELLED" and c)
-    states = [e["state"] for e in _events(store, dag_id, run["dag_run_id"])]
+    current = eventually(lambda: (c := _current(store, dag_id, run["dag_run_id"])) and c["state"] == "CANCELLED" and c)
+    states = [e["state"] for e in mirrored_events(store, dag_id, run["dag_run_id"])]
     assert current, states
     assert "SCHEDULED" in states and "RUNNING" not in states
 
@@ -98,7 +85,7 @@ def test_reconcile_fills_what_a_lost_spool_never_delivered(stack):
     emulator.stop_emulator(info.settings)  # BigQuery down: the listener can only spool
     try:
         _mark_task(client, dag_id, run["dag_run_id"], "success")
-        assert _eventually(lambda: any(spool.glob("*.json")), 30), "the manual mark was not spooled"
+        assert eventually(lambda: any(spool.glob("*.json")), 30), "the manual mark was not spooled"
         # The listener's background delivery holds the event and retries for INSERT_DEADLINE_SECONDS: once
         # BigQuery is back it would still deliver it, so it must have given up before the restart.
         time.sleep(INSERT_DEADLINE_SECONDS + 3)
@@ -116,7 +103,7 @@ def test_reconcile_fills_what_a_lost_spool_never_delivered(stack):
     assert "missing transitions written" in out
     current = _current(store, dag_id, run["dag_run_id"])
     assert current is not None and current["state"] == "COMPLETED", out
-    events = _events(store, dag_id, run["dag_run_id"])
+    events = mirrored_events(store, dag_id, run["dag_run_id"])
     assert any(e["source"] == "reconciler" for e in events)
     # marked by hand while it waited for a slot: set_state gave it a start_date, no worker ran it
     assert "RUNNING" not in [e["state"] for e in events], events
@@ -124,38 +111,11 @@ def test_reconcile_fills_what_a_lost_spool_never_delivered(stack):
     assert f"{dag_id}/{run['dag_run_id']}" not in again  # nothing written twice
 
 
-@contextlib.contextmanager
-def _held_gate(info, customer_id: str) -> Iterator[None]:
-    """Hold the customer's quota gate: a task then waits inside execute, like a long pipeline."""
-    gate = psycopg2.connect(info.settings.quota_db_url)
-    try:
-        with gate.cursor() as cur:
-            cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"cp_quota:{customer_id}",))
-        yield
-    finally:
-        gate.rollback()
-        gate.close()
-
-
-def _task_process(ti_id: str) -> int | None:
-    """The task process titles itself 'airflow worker -- <ti id>' (Airflow 3 task runner)."""
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if f"airflow worker -- {ti_id}" in cmdline:
-            return int(proc.name)
-    return None
-
-
 def _running_task_pid(client, dag_id: str, run_id: str) -> int:
     """The process of the run's task, once Airflow says it is running."""
     _wait_task_state(client, dag_id, run_id, "running")
     ti = client.task_instances(dag_id, run_id)[0]
-    pid = _eventually(lambda: _task_process(ti["id"]), 30)
+    pid = eventually(lambda: task_process(ti["id"]), 30)
     assert pid, f"no process titled 'airflow worker -- {ti['id']}'"
     return pid
 
@@ -164,10 +124,10 @@ def test_a_worker_killed_mid_run_is_mirrored_from_airflows_record(stack):
     info, client = stack
     [dag_id] = add_customer(info, "cust_kill_001", "STARTER", [("killed_cost", 5)])
     client.wait_for_dags([dag_id], timeout=240)
-    with _held_gate(info, "cust_kill_001"):  # the task stays inside execute until it is killed
+    with held_quota_gate(info, "cust_kill_001"):  # the task stays inside execute until it is killed
         run = client.trigger(dag_id)
         os.kill(_running_task_pid(client, dag_id, run["dag_run_id"]), signal.SIGKILL)
-    assert _eventually(
+    assert eventually(
         lambda: client.task_instances(dag_id, run["dag_run_id"])[0]["state"] in ("up_for_retry", "failed"), 120
     )
 
@@ -176,14 +136,14 @@ def test_a_worker_killed_mid_run_is_mirrored_from_airflows_record(stack):
     def ended() -> list[dict]:
         return [
             e
-            for e in _events(store, dag_id, run["dag_run_id"])
+            for e in mirrored_events(store, dag_id, run["dag_run_id"])
             if e["try_number"] == 1 and e["state"] in ("RETRYING", "FAILED")
         ]
 
-    if not _eventually(ended, 20):
+    if not eventually(ended, 20):
         run_module(info.env, "reconcile", "--hours", "1")  # the fallback every sync round runs
     mirrored = ended()
-    assert len(mirrored) == 1, _events(store, dag_id, run["dag_run_id"])
+    assert len(mirrored) == 1, mirrored_events(store, dag_id, run["dag_run_id"])
     assert mirrored[0]["state"] == "RETRYING"  # retries are configured: the kill is a failed try, not the end
 
 
@@ -204,14 +164,14 @@ def test_a_run_past_its_execution_timeout_is_mirrored_timeout(stack):
         },
     )
     client.wait_for_dags([dag_id], timeout=240)
-    with _held_gate(info, "cust_timeout_001"):
+    with held_quota_gate(info, "cust_timeout_001"):
         run = client.trigger(dag_id)
         # Airflow's SIGALRM interrupts the wait at the gate after the 1-minute execution_timeout.
         _wait_task_state(client, dag_id, run["dag_run_id"], "failed", timeout=240)
 
     store = BigQueryStore(info.settings)
-    current = _eventually(lambda: (c := _current(store, dag_id, run["dag_run_id"])) and c["state"] == "TIMEOUT" and c)
-    events = _events(store, dag_id, run["dag_run_id"])
+    current = eventually(lambda: (c := _current(store, dag_id, run["dag_run_id"])) and c["state"] == "TIMEOUT" and c)
+    events = mirrored_events(store, dag_id, run["dag_run_id"])
     assert current, events
     # It timed out waiting for the quota ledger, before the pipeline started: the platform's failure.
     assert current["error_type"] == "PLATFORM" and current["try_number"] == 1
@@ -226,7 +186,7 @@ def test_a_zombie_task_is_mirrored_from_the_schedulers_heartbeat_timeout(stack):
     info, client = stack
     [dag_id] = add_customer(info, "cust_zombie_001", "STARTER", [("zombie_cost", 5)])
     client.wait_for_dags([dag_id], timeout=240)
-    with _held_gate(info, "cust_zombie_001"):
+    with held_quota_gate(info, "cust_zombie_001"):
         run = client.trigger(dag_id)
         task_pid = _running_task_pid(client, dag_id, run["dag_run_id"])
         # Freeze the task and its supervisor: no heartbeat reaches Airflow, nothing exits.
@@ -234,7 +194,7 @@ def test_a_zombie_task_is_mirrored_from_the_schedulers_heartbeat_timeout(stack):
         try:
             for pid in stopped:
                 os.kill(pid, signal.SIGSTOP)
-            assert _eventually(
+            assert eventually(
                 lambda: client.task_instances(dag_id, run["dag_run_id"])[0]["state"] in ("up_for_retry", "failed"),
                 ZOMBIE_AFTER_SECONDS + 120,
             ), "the scheduler never declared the silent task a zombie"
@@ -242,19 +202,19 @@ def test_a_zombie_task_is_mirrored_from_the_schedulers_heartbeat_timeout(stack):
             for pid in reversed(stopped):  # the supervisor wakes, learns the try is over and ends the task
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGCONT)
-            _eventually(lambda: not Path(f"/proc/{task_pid}").exists(), 60)
+            eventually(lambda: not Path(f"/proc/{task_pid}").exists(), 60)
 
     store = BigQueryStore(info.settings)
 
     def ended() -> list[dict]:
         return [
             e
-            for e in _events(store, dag_id, run["dag_run_id"])
+            for e in mirrored_events(store, dag_id, run["dag_run_id"])
             if e["try_number"] == 1 and e["state"] in ("RETRYING", "FAILED", "COMPLETED")
         ]
 
-    mirrored = _eventually(ended, 30)
-    assert [(e["state"], e["source"]) for e in mirrored] == [("RETRYING", "listener:scheduler")], _events(
+    mirrored = eventually(ended, 30)
+    assert [(e["state"], e["source"]) for e in mirrored] == [("RETRYING", "listener:scheduler")], mirrored_events(
         store, dag_id, run["dag_run_id"]
     )
 
@@ -267,14 +227,14 @@ def test_a_run_past_its_sla_is_reported_by_airflows_deadline_alert(stack):
     client.wait_for_dags([dag_id], timeout=240)
     store = BigQueryStore(info.settings)
     table = f"`{info.settings.bq_project}.{info.settings.bq_dataset}.sla_breaches`"
-    with _held_gate(info, "cust_sla_001"):  # keeps the run busy past its 1-minute SLA
+    with held_quota_gate(info, "cust_sla_001"):  # keeps the run busy past its 1-minute SLA
         run = client.trigger(dag_id)
 
         def alerted() -> list[dict]:
             rows = store.client.query(f"SELECT * FROM {table} WHERE run_id = '{run['dag_run_id']}'").result()
             return [dict(r.items()) for r in rows if r["alerted_at"] is not None]
 
-        breaches = _eventually(alerted, 240)
+        breaches = eventually(alerted, 240)
     assert breaches, "no SLA breach recorded by the deadline alert"
     assert breaches[0]["sla_breach_threshold_minutes"] == 1
     assert client.wait_for_run(dag_id, run["dag_run_id"], timeout=240)["state"] == "success"
@@ -305,7 +265,7 @@ def _retrying_customer(info, client, customer_id: str, config_id: str, retry_del
 def _killed_run(info, client, customer_id: str, dag_id: str, before_kill=lambda: None) -> str:
     """A run whose first try is killed (SIGKILL) inside execute; returns its run id once Airflow has
     the try up_for_retry."""
-    with _held_gate(info, customer_id):
+    with held_quota_gate(info, customer_id):
         run = client.trigger(dag_id)
         pid = _running_task_pid(client, dag_id, run["dag_run_id"])
         before_kill()
@@ -342,7 +302,7 @@ def test_a_retry_waiting_for_a_slot_keeps_its_own_start_after_reconcile(stack):
     pool = f"cp_{customer_id}"
     # no slot for the retry: Airflow schedules it (try 2) and it waits there
     run_id = _killed_run(info, client, customer_id, dag_id, before_kill=lambda: client.set_pool_slots(pool, 0))
-    assert _eventually(
+    assert eventually(
         lambda: (ti := client.task_instances(dag_id, run_id)[0])["try_number"] == 2 and ti["state"] == "scheduled",
         120,
     ), client.task_instances(dag_id, run_id)
@@ -357,7 +317,7 @@ def test_a_retry_waiting_for_a_slot_keeps_its_own_start_after_reconcile(stack):
     assert ti["try_number"] == 2
     started = datetime.fromisoformat(ti["start_date"])
     store = BigQueryStore(info.settings)
-    running = [e for e in _events(store, dag_id, run_id) if e["state"] == "RUNNING" and e["try_number"] == 2]
+    running = [e for e in mirrored_events(store, dag_id, run_id) if e["state"] == "RUNNING" and e["try_number"] == 2]
     assert [e["source"] for e in running] == ["operator"], (out, running)
     assert abs((running[0]["started_at"] - started).total_seconds()) < 1, (running, ti)
 
@@ -386,7 +346,7 @@ def test_reconcile_of_a_try_waiting_for_its_retry_writes_retrying_only(stack):
     out = run_module(info.env, "reconcile", "--hours", "1")
 
     store = BigQueryStore(info.settings)
-    endings = [(e["state"], e["source"]) for e in _events(store, dag_id, run_id) if e["state"] in ENDINGS]
+    endings = [(e["state"], e["source"]) for e in mirrored_events(store, dag_id, run_id) if e["state"] in ENDINGS]
     assert endings == [("RETRYING", "reconciler")], out
     assert _current(store, dag_id, run_id)["state"] == "RETRYING"
     [status] = _view(store, "pipeline_configs_status", "config_id = 'recon_wait_cost'")
@@ -400,7 +360,7 @@ def test_a_dag_run_marked_success_while_its_task_waits_for_a_retry_ends_skipped_
     dag_id = _retrying_customer(info, client, customer_id, "recon_mark_cost", retry_delay_minutes=60)
     run_id = _killed_run(info, client, customer_id, dag_id)
     store = BigQueryStore(info.settings)
-    assert _eventually(lambda: (c := _current(store, dag_id, run_id)) and c["state"] == "RETRYING", 30)
+    assert eventually(lambda: (c := _current(store, dag_id, run_id)) and c["state"] == "RETRYING", 30)
 
     client.set_dag_run_state(dag_id, run_id, "success")  # Airflow skips the waiting task, no task listener runs
     _wait_task_state(client, dag_id, run_id, "skipped")
@@ -423,8 +383,8 @@ def _marks_follow_airflow(client, store: BigQueryStore, dag_id: str, run_id: str
     for mark in marks:
         _mark_task(client, dag_id, run_id, mark)
         assert client.task_instances(dag_id, run_id)[0]["state"] == mark
-        current = _eventually(lambda m=mark: (c := _current(store, dag_id, run_id)) and c["state"] == MARKED[m] and c)
-        assert current, (mark, _events(store, dag_id, run_id))
+        current = eventually(lambda m=mark: (c := _current(store, dag_id, run_id)) and c["state"] == MARKED[m] and c)
+        assert current, (mark, mirrored_events(store, dag_id, run_id))
         assert current["try_number"] == 1
 
 
@@ -448,9 +408,9 @@ def test_repeated_marks_of_one_try_leave_the_mirror_in_airflows_state_after_each
         assert client.wait_for_run(dag_id, failed["dag_run_id"], timeout=240)["state"] == "failed"
     finally:
         run_module(info.env, "schema", "apply")  # puts the table back for the other tests
-    assert _eventually(lambda: (c := _current(store, dag_id, failed["dag_run_id"])) and c["state"] == "FAILED")
+    assert eventually(lambda: (c := _current(store, dag_id, failed["dag_run_id"])) and c["state"] == "FAILED")
     _marks_follow_airflow(client, store, dag_id, failed["dag_run_id"], ["success", "failed"])
-    marks = [e for e in _events(store, dag_id, failed["dag_run_id"]) if e["source"] == "listener:manual"]
+    marks = [e for e in mirrored_events(store, dag_id, failed["dag_run_id"]) if e["source"] == "listener:manual"]
     assert [e["state"] for e in marks] == ["COMPLETED", "CANCELLED"]  # each mark its own event, in order
 
 
@@ -463,15 +423,15 @@ def test_a_cleared_run_shows_its_new_queued_and_running_and_is_timed_on_its_new_
     run = client.trigger(dag_id)
     run_id = run["dag_run_id"]
     assert client.wait_for_run(dag_id, run_id, timeout=240)["state"] == "success"
-    first = _eventually(lambda: (c := _current(store, dag_id, run_id)) and c["state"] == "COMPLETED" and c)
+    first = eventually(lambda: (c := _current(store, dag_id, run_id)) and c["state"] == "COMPLETED" and c)
     assert first and first["clear_number"] == 0
 
-    with _held_gate(info, customer_id):  # the new try waits at the quota gate: queued for the mirror
+    with held_quota_gate(info, customer_id):  # the new try waits at the quota gate: queued for the mirror
         cleared_at = datetime.now(UTC)
         client.clear_run(dag_id, run_id)
         _wait_task_state(client, dag_id, run_id, "running")
-        current = _eventually(lambda: (c := _current(store, dag_id, run_id)) and c["state"] == "QUEUED" and c)
-        assert current, _events(store, dag_id, run_id)
+        current = eventually(lambda: (c := _current(store, dag_id, run_id)) and c["state"] == "QUEUED" and c)
+        assert current, mirrored_events(store, dag_id, run_id)
         assert (current["clear_number"], current["started_at"]) == (1, None)
         running = _view(store, "currently_running_pipelines", f"run_key = '{dag_id}/{run_id}'")
         assert [r["state"] for r in running] == ["QUEUED"]
@@ -481,5 +441,5 @@ def test_a_cleared_run_shows_its_new_queued_and_running_and_is_timed_on_its_new_
     assert (current["state"], current["clear_number"], current["try_number"]) == ("COMPLETED", 1, 2)
     assert current["started_at"] >= cleared_at  # its own start, not the first execution's
     assert current["ended_at"] - current["started_at"] < timedelta(minutes=5)
-    second = [e["state"] for e in _events(store, dag_id, run_id) if e["clear_number"] == 1]
+    second = [e["state"] for e in mirrored_events(store, dag_id, run_id) if e["clear_number"] == 1]
     assert second == ["SCHEDULED", "QUEUED", "RUNNING", "COMPLETED"]
