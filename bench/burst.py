@@ -55,6 +55,10 @@ def _lead(runs: int) -> timedelta:
     return timedelta(seconds=60 + runs * 0.1)
 
 
+EXECUTOR = "LocalExecutor"
+"""ours: the stack's executor (--executor); Celery runs two workers of 8 tasks each (parallelism 16)."""
+
+
 def _settings(prefix: str) -> Any:
     from customer_pipelines.settings import Settings
 
@@ -66,6 +70,10 @@ def _settings(prefix: str) -> Any:
         emulator_grpc_port=free_port(),
         airflow_port=free_port(),
         bq_project="bench-project",
+        executor=EXECUTOR,
+        celery_workers=2,
+        celery_worker_concurrency=8,
+        redis_port=free_port(),
     )
 
 
@@ -269,6 +277,9 @@ COMPONENTS = (
     "customer-pipelines-syncer",
     "bigquery-emulator",
     "bigquery-emulator-data",
+    "airflow-celery-worker-1",
+    "airflow-celery-worker-2",
+    "redis",
 )
 
 
@@ -560,9 +571,13 @@ def main() -> None:
     parser.add_argument("--variants", default="plain,ours", help="comma-separated: plain, ours, provider")
     parser.add_argument("--window-minutes", type=int, default=0, help="ours: every config's start window")
     parser.add_argument("--profile", type=Path, help="ours: py-spy's raw profile of the scheduler's tree to this file")
+    parser.add_argument(
+        "--executor", choices=("LocalExecutor", "CeleryExecutor"), default="LocalExecutor", help="ours: the executor"
+    )
     args = parser.parse_args()
-    global PROFILE
+    global PROFILE, EXECUTOR
     PROFILE = args.profile
+    EXECUTOR = args.executor
     results: dict[str, Any] = {"started_at": datetime.now(UTC).isoformat(), "cores": os.cpu_count(), "cases": []}
     for runs in (int(n) for n in args.runs.split(",")):
         for variant in args.variants.split(","):
@@ -579,7 +594,8 @@ def main() -> None:
                 if variant == "plain"
                 else run_provider(runs)
             )
-            results["cases"].append({"variant": variant, "runs": runs, **figures})
+            executor = {"executor": EXECUTOR} if variant == "ours" else {}
+            results["cases"].append({"variant": variant, "runs": runs, **executor, **figures})
     print()
     print(
         "| variant | runs | created over s | start p50 s | start p95 s | all done s | lost | not successful "
@@ -607,8 +623,10 @@ def main() -> None:
                 ratio = ours["all_done_s"] / base["all_done_s"]
                 print(f"{runs} runs: ours / {other}, all done: {ratio:.2f}x (goal {goal})")
     RESULTS.mkdir(exist_ok=True)
-    name = f"burst-{args.variants.replace(',', '-')}-{args.runs.replace(',', '-')}" + (
-        f"-window{args.window_minutes}" if args.window_minutes else ""
+    name = (
+        f"burst-{args.variants.replace(',', '-')}-{args.runs.replace(',', '-')}"
+        + (f"-window{args.window_minutes}" if args.window_minutes else "")
+        + ("-celery" if EXECUTOR == "CeleryExecutor" else "")
     )
     out = RESULTS / f"{name}.json"
     out.write_text(json.dumps(results, indent=1, default=str))
