@@ -46,6 +46,19 @@ def running_stack(settings: Any, env: dict[str, str]) -> Iterator[tuple[Any, Any
         shutil.rmtree(state, ignore_errors=True)
 
 
+def stack_pids(state_dir: Path) -> set[int]:
+    """The processes a stack started (its pid files, the embedded PostgreSQL's postmaster.pid) and all
+    their descendants."""
+    from customer_pipelines.local.processes import descends_from, read_pid
+
+    roots = {pid for f in (state_dir / "run").glob("*.pid") if (pid := read_pid(f)) is not None}
+    postmaster = state_dir / "postgres" / "postmaster.pid"
+    if postmaster.exists():
+        roots.add(int(postmaster.read_text().split()[0]))
+    everyone = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()]
+    return {pid for pid in everyone if any(descends_from(pid, root) for root in roots)}
+
+
 def eventually(check: Any, timeout: float = 60) -> Any:
     """``check()``'s first truthy value within ``timeout`` seconds (asked each second), else its last."""
     import time

@@ -30,6 +30,7 @@ from tests_support import (
     mirrored_events,
     running_stack,
     service_state_dir,
+    stack_pids,
     task_process,
 )
 
@@ -106,6 +107,21 @@ def test_the_stack_runs_celery_with_redis_and_two_workers_started_as_processes(c
     assert info.env["AIRFLOW__CELERY__BROKER_URL"].endswith(f"@127.0.0.1:{info.settings.redis_port}/0")
     assert read_pid(info.settings.state_dir / "run" / "redis.pid") is not None
     assert all(_worker_pid(info, worker) is not None for worker in WORKERS)
+
+
+def test_every_listening_socket_of_the_celery_stack_is_on_loopback(celery_stack):
+    """Redis on 127.0.0.1, the workers without their log servers (which bind every interface)."""
+    from customer_pipelines.local.processes import listeners, socket_owners
+
+    info, client = celery_stack
+    client.dags()
+    pids = stack_pids(info.settings.state_dir)
+    every = listeners()
+    owners = socket_owners({s.inode for s in every})
+    of_the_stack = [s for s in every if owners[s.inode] & pids]
+    expected = {info.settings.airflow_port, info.settings.emulator_port, info.settings.redis_port}
+    assert expected <= {s.port for s in of_the_stack}
+    assert [f"{s.address}:{s.port}" for s in of_the_stack if not s.is_loopback] == []
 
 
 def test_the_demo_fleet_and_a_synthetic_fleet_run_on_both_workers_and_every_run_ismirrored_events(celery_stack):

@@ -4,24 +4,12 @@ LocalExecutor's workers, the syncer; PostgreSQL has only a Unix socket), read fr
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
-from customer_pipelines.local.processes import descends_from, listeners, read_pid, socket_owners
+from customer_pipelines.local.processes import listeners, socket_owners
+from tests_support import stack_pids
 
 pytestmark = pytest.mark.e2e
-
-
-def stack_pids(state_dir: Path) -> set[int]:
-    """The processes the stack started (its pid files, the embedded PostgreSQL's postmaster.pid)
-    and all their descendants."""
-    roots = {pid for f in (state_dir / "run").glob("*.pid") if (pid := read_pid(f)) is not None}
-    postmaster = state_dir / "postgres" / "postmaster.pid"
-    if postmaster.exists():
-        roots.add(int(postmaster.read_text().split()[0]))
-    everyone = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()]
-    return {pid for pid in everyone if any(descends_from(pid, root) for root in roots)}
 
 
 def test_every_listening_socket_of_the_stack_is_on_loopback(stack):
