@@ -213,9 +213,10 @@ from airflow.providers.fab.auth_manager.cli_commands.utils import get_applicatio
 name, role = os.environ["CP_FAB_USER"], os.environ["CP_FAB_ROLE"]
 with get_application_builder() as builder:
     if builder.sm.find_user(username=name) is None:
-        made = builder.sm.add_user(
-            name, name, "user", f"{name}@localhost", builder.sm.find_role(role), os.environ["CP_FAB_PASSWORD"]
-        )
+        found = builder.sm.find_role(role)
+        if found is None:
+            sys.exit(f"no FAB role {role!r}: one of {[r.name for r in builder.sm.get_all_roles()]}")
+        made = builder.sm.add_user(name, name, "user", f"{name}@localhost", found, os.environ["CP_FAB_PASSWORD"])
         sys.exit(0 if made else f"FAB user {name} not created")
 """
 
@@ -223,14 +224,17 @@ with get_application_builder() as builder:
 def create_fab_user(env: dict[str, str], username: str, password: str, role: str = "Admin") -> None:
     """A FAB user (once: an existing one is left as it is). The password goes through the
     environment of a process of ours, never a command line other users can read."""
-    subprocess.run(
+    proc = subprocess.run(
         [sys.executable, "-c", _CREATE_FAB_USER],
         env={**env, "CP_FAB_USER": username, "CP_FAB_ROLE": role, "CP_FAB_PASSWORD": password},
-        check=True,
         capture_output=True,
+        text=True,
         timeout=300,
+        check=False,
         umask=OWNER_ONLY_UMASK,
     )
+    if proc.returncode != 0:
+        raise RuntimeError(f"FAB user {username} ({role}) not created:\n{proc.stderr[-3000:]}")
 
 
 def _fernet_key() -> str:
