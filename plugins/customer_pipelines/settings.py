@@ -121,6 +121,10 @@ class Settings(ParseSettings):
     only configs with a failure in it are evaluated, so a round reads a day's partitions, not the
     whole run history. Longer than any spool delay you expect (a transition spooled for longer is
     counted once another failure of its config arrives)."""
+    customer_credentials: Literal["off", "required"] = "off"
+    """``required``: each run resolves its customer's Airflow connection ``cp_<customer>_<provider>``
+    through Airflow's secrets backends when its pipeline starts (runs/credentials.py); a missing one
+    fails the run without a retry."""
     alert_notifier: str | None = None
     """``package.module:function`` called with each failure-policy Alert (besides the log)."""
 

@@ -192,7 +192,18 @@ class CustomerPipelineOperator(BaseOperator):
             raise InvalidPipelineConfig(f"unknown pipeline_template {self.pipeline_template!r}")
         params = template.params_model.model_validate(self.parameters).model_dump()
         # The template works on the customers' data (the data plane); the mirror stays on the control plane.
-        return store.for_plane("data").query(
+        data_plane = store.for_plane("data")
+        if store.settings.customer_credentials == "required":
+            from customer_pipelines.bigquery.store import BigQueryStore
+            from customer_pipelines.runs.credentials import GCP_CONN_TYPE, resolve_credentials
+
+            # Part of the pipeline: a customer's missing credentials fail its run (and count toward
+            # its auto-pause), never the platform's.
+            credentials = resolve_credentials(self.customer_id, self.provider)
+            if credentials.conn_type == GCP_CONN_TYPE:  # the customer's own identity on the data plane
+                own = store.settings.model_copy(update={"data_gcp_conn_id": credentials.conn_id})
+                data_plane = BigQueryStore(own, plane="data")
+        return data_plane.query(
             template.sql_file,
             {
                 "customer_id": self.customer_id,
