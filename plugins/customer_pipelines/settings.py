@@ -53,6 +53,15 @@ class ParseSettings(BaseSettings):
     10 s, since Airflow writes every DAG of the re-parsed file (README, "Fleet scale"). Every
     Airflow process and the syncer must see the same value."""
 
+    snapshot_store_url: str | None = Field(default=None, pattern=r"^[a-z][a-z0-9+.-]*://\S+$")
+    """Object storage the snapshot's generations are published to (``gs://bucket/prefix``,
+    ``s3://bucket/prefix``, ``file:///path``: any fsspec URL), for DAG processors and Celery workers
+    that share no disk with the syncer: each fetches the generation it needs into its own state
+    directory (fleet/bundle.py). Unset: every process reads ``snapshot_file`` on one shared disk."""
+    snapshot_store_keep_hours: int = Field(default=168, ge=1)
+    """How long a published generation stays in the store (a run retried days later runs on the
+    generation its DAG was parsed from); the newest ``KEEP_NEWEST`` always stay."""
+
     @property
     def snapshot_file(self) -> Path:
         return self.snapshot_path or self.state_dir / "snapshot" / "configs.sqlite"

@@ -490,6 +490,18 @@ def _write_file(path: Path, rows: _Rows, meta: Mapping[str, str]) -> Path:
         tmp.unlink(missing_ok=True)
 
 
+def install_file(tmp: Path, path: Path) -> Path:
+    """Make a complete snapshot file written elsewhere (fetched from the snapshot store) the
+    snapshot at ``path``, as a refresh would: checked, recorded as verified, swapped in."""
+    _verify_new_file(tmp, path)
+    return _swap_in(tmp, path)
+
+
+def new_tmp_beside(path: Path) -> Path:
+    """A temporary file name beside ``path`` (same file system, so the swap is one rename)."""
+    return _new_tmp(path)
+
+
 def _swap_in(tmp: Path, path: Path) -> Path:
     """Make the complete file ``tmp`` the snapshot at ``path``: synced to disk, the current
     generation kept as ``.prev``, then one atomic rename, so a reader sees the old file or the new."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -199,6 +199,7 @@ def request_parses(refreshed: RefreshResult | None, settings: Settings) -> int:
     DAG processor's daily timer."""
     from customer_pipelines.fleet.parsing import request_files
     from customer_pipelines.fleet.shards import files_to_reparse
+    from customer_pipelines.snapshot_store import publish_newest
 
     pending_path = settings.state_dir / PENDING_PARSES_FILE
     pending = _pending_parses(pending_path, settings.fleet_shards)
@@ -206,17 +207,29 @@ def request_parses(refreshed: RefreshResult | None, settings: Settings) -> int:
     changed = refreshed.changed_dag_ids if refreshed is not None else frozenset()
     if changed is None or changed:
         files.update(files_to_reparse(changed, settings.fleet_shards))
-    if not files:
-        return 0
     try:
-        request_files(settings, sorted(files))
+        # With a snapshot store, the generation goes there first: the parses read it from there.
+        publish_newest(settings)
+        if files:
+            request_files(settings, sorted(files))
     except Exception:
         log.exception("re-parse of %d file(s) not requested; asking again next round", len(files))
-        write_private(private_dir(settings.state_dir) / PENDING_PARSES_FILE, json.dumps(sorted(files)))
+        if files:
+            defer_parses(settings, files)
+        return 0
+    if not files:
         return 0
     if pending:
         pending_path.unlink(missing_ok=True)
     return len(files)
+
+
+def defer_parses(settings: Settings, files: Iterable[str]) -> None:
+    """Keep these files for the next round's parse requests (with those kept already). Callers
+    hold the snapshot's refresh lock, as the round that reads them does."""
+    path = settings.state_dir / PENDING_PARSES_FILE
+    kept = set(_pending_parses(path, settings.fleet_shards)) | set(files)
+    write_private(private_dir(settings.state_dir) / PENDING_PARSES_FILE, json.dumps(sorted(kept)))
 
 
 def _pending_parses(path: Path, shards: int) -> list[str]:
@@ -250,6 +263,21 @@ def _refresh(store: Any, settings: Settings) -> tuple[RefreshResult | None, str 
         return None, str(exc)
 
 
+def _adopt_newer_generation(settings: Settings) -> None:
+    """With a snapshot store, a newer generation there than here (this state directory is new, or
+    restored from an older backup) becomes this host's before the refresh: generations go on from
+    the store's, never restart below it. The store unreadable: the round goes on from this copy."""
+    from customer_pipelines.snapshot_store import fetch_newest
+
+    if settings.snapshot_store_url:
+        try:
+            fetch_newest(settings, locked=True)
+        except Exception:
+            log.exception(
+                "snapshot store %s unreadable; this round goes on from this host's copy", settings.snapshot_store_url
+            )
+
+
 def run_sync(settings: Settings | None = None, store: Any = None, watch: TickWatch | None = None) -> SyncReport:
     """One sync: refresh the snapshot from BigQuery, then pools and paused flags from it, then the
     housekeeping. One round at a time per snapshot (``refresh_lock``): two syncers never interleave.
@@ -263,6 +291,7 @@ def run_sync(settings: Settings | None = None, store: Any = None, watch: TickWat
     began = time.monotonic()
     store = store or BigQueryStore(settings)
     with refresh_lock(settings.snapshot_file):
+        _adopt_newer_generation(settings)
         _ensure_quota_schema(settings)  # the ledger also records which DAGs the syncer paused
         auto_paused = _apply_failure_policy(store, settings)  # before the refresh: pauses take effect now
         refreshed, refused = _refresh(store, settings)

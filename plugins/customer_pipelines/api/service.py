@@ -63,6 +63,7 @@ from customer_pipelines.snapshot import (
     patch_snapshot,
     refresh_lock,
 )
+from customer_pipelines.snapshot_store import publish_newest
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -240,8 +241,9 @@ class SnapshotPatcher:
     """Writes the API's changes into the snapshot, many requests' changes in one new generation
     (a GroupCommit of snapshot patches)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, settings: Settings | None = None) -> None:
         self.path = path
+        self.settings = settings
         self._commits: GroupCommit[tuple[list[dict[str, Any]], list[dict[str, Any]]]] = GroupCommit(self._write)
 
     @property
@@ -259,7 +261,28 @@ class SnapshotPatcher:
                 customers=[row for _, customers in batch for row in customers],
                 source="api",
             )
+            if self.settings is not None and self.settings.snapshot_store_url:
+                self._publish([configs for configs, _ in batch], any(customers for _, customers in batch))
         return {}
+
+    def _publish(self, configs: list[list[dict[str, Any]]], customers_changed: bool) -> None:
+        """The new generation to the snapshot store, before the callers ask for parses (they read it
+        from there). If the store refuses it, the parses are left to the next sync round (which
+        publishes first), and the callers learn their change is not yet applied in Airflow."""
+        assert self.settings is not None
+        try:
+            publish_newest(self.settings)
+        except Exception:
+            from customer_pipelines.fleet.shards import files_to_reparse
+            from customer_pipelines.syncer import defer_parses
+
+            dag_ids = (
+                None
+                if customers_changed
+                else [dag_id_for(str(r["customer_id"]), str(r["config_id"])) for rows in configs for r in rows]
+            )
+            defer_parses(self.settings, files_to_reparse(dag_ids, self.settings.fleet_shards))
+            raise
 
 
 class BatchedInserts:
@@ -354,7 +377,7 @@ class Services:
         self.ledger = ApiLedger(settings)
         self.airflow = AirflowControl(settings)
         self.snapshots = SnapshotReader(settings.snapshot_file)
-        self.patcher = SnapshotPatcher(settings.snapshot_file)
+        self.patcher = SnapshotPatcher(settings.snapshot_file, settings)
         self.keys = KeyRing(lambda: self.store.query("queries/api_keys.sql"), settings.api_key_refresh_seconds)
         self.rate_limiter = RateLimiter(settings.api_rate_limit_per_minute)
         self.verified_tokens = VerifiedTokens(settings.api_token_cache_seconds)

@@ -35,6 +35,7 @@ from customer_pipelines.runs.operators import CustomerPipelineOperator
 from customer_pipelines.runs.sla import record_sla_breach
 from customer_pipelines.settings import ParseSettings, Settings, get_parse_settings, settings_problems
 from customer_pipelines.snapshot import ConfigRow, FileIdentity, Snapshot, SnapshotError, config_id_key
+from customer_pipelines.snapshot_store import pinned_snapshot
 from customer_pipelines.templates import TEMPLATES
 
 log = logging.getLogger(__name__)
@@ -335,7 +336,7 @@ def load_fleet(
     raises hides every DAG it defines)."""
     try:
         settings = settings or get_parse_settings()
-        path = snapshot_path or settings.snapshot_file
+        path = snapshot_path or pinned_snapshot() or settings.snapshot_file
         only_dag_id = get_parsing_context().dag_id
         for _ in range(_SWAPS_FOLLOWED + 1):
             opened = FileIdentity.of(path)

@@ -72,6 +72,7 @@ def _publish(settings: Settings, wanted: list[str], result: PublishResult) -> No
     try:
         existing = _existing_dags(settings, wanted)
         bundle_name, bundle_path, prefix = shard_bundle(settings)
+        version = _bundle_version(settings)
     except Exception as exc:  # noqa: BLE001 - the parse requests publish them; say why here
         result.left = wanted
         result.failures.append(f"cannot read which DAGs Airflow has: {type(exc).__name__}: {exc}")
@@ -82,7 +83,7 @@ def _publish(settings: Settings, wanted: list[str], result: PublishResult) -> No
             continue
         path = bundle_path / (prefix + shard_file(shard_of(dag_id, settings.fleet_shards)))
         try:
-            if _publish_one(settings, dag_id, path, bundle_name, bundle_path):
+            if _publish_one(settings, dag_id, path, bundle_name, bundle_path, version):
                 result.published.append(dag_id)
             else:
                 result.left.append(dag_id)  # invalid or deleted since: the errors file and the parse say so
@@ -102,7 +103,21 @@ def _existing_dags(settings: Settings, dag_ids: list[str]) -> set[str]:
         return set(session.scalars(select(DagModel.dag_id).where(DagModel.dag_id.in_(dag_ids))))
 
 
-def _publish_one(settings: Settings, dag_id: str, path: Path, bundle_name: str, bundle_path: Path) -> bool:
+def _bundle_version(settings: Settings) -> str | None:
+    """The bundle version the published DAGs are recorded with: with a snapshot store, the
+    generation they are built from (published before them, fleet/bundle.py); otherwise none."""
+    from customer_pipelines.snapshot_store import local_generation, publish_newest
+
+    if not settings.snapshot_store_url:
+        return None
+    publish_newest(settings)
+    generation = local_generation(settings.snapshot_file)
+    return None if generation is None else str(generation)
+
+
+def _publish_one(
+    settings: Settings, dag_id: str, path: Path, bundle_name: str, bundle_path: Path, version: str | None
+) -> bool:
     """Parse ``path`` under ``dag_id``'s parsing context with Airflow's DagBag and write what it
     built, as ``sync_bag_to_db`` does but for that DAG alone and touching no file's import errors;
     False when the file built no such DAG (the config is invalid or gone now). A DAG Airflow cannot
@@ -121,7 +136,7 @@ def _publish_one(settings: Settings, dag_id: str, path: Path, bundle_name: str, 
     with metadata_session(settings) as session:
         update_dag_parsing_results_in_db(
             bundle_name,
-            None,
+            version,
             [LazyDeserializedDAG.from_dag(bag.dags[dag_id])],
             serialize_errors,
             None,

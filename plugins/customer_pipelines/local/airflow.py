@@ -176,6 +176,8 @@ def airflow_env(settings: Settings, metadata_db_url: str, *, extra: dict[str, st
     env.update({name: str(value) for name, value in data_plane.items() if value is not None})
     if settings.quota_db_url:
         env["CP_QUOTA_DB_URL"] = settings.quota_db_url
+    if settings.snapshot_store_url:
+        env.update(snapshot_store_env(settings))
     if settings.executor == "CeleryExecutor":
         from customer_pipelines.local import broker
 
@@ -193,6 +195,43 @@ def airflow_env(settings: Settings, metadata_db_url: str, *, extra: dict[str, st
         )
     env.update(extra or {})
     return env
+
+
+SNAPSHOT_BUNDLE = "customer_pipelines.fleet.bundle.SnapshotDagBundle"
+
+
+def snapshot_store_env(settings: Settings) -> dict[str, str]:
+    """With a snapshot store: the DAGs folder as the bundle versioned by snapshot generation
+    (fleet/bundle.py), under Airflow's default bundle name, so DAGs keep their identity."""
+    from customer_pipelines.fleet.parsing import DEFAULT_BUNDLE
+
+    bundles = [{"name": DEFAULT_BUNDLE, "classpath": SNAPSHOT_BUNDLE, "kwargs": {"path": str(REPO_ROOT / "dags")}}]
+    return {
+        "CP_SNAPSHOT_STORE_URL": str(settings.snapshot_store_url),
+        "CP_SNAPSHOT_STORE_KEEP_HOURS": str(settings.snapshot_store_keep_hours),
+        "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST": json.dumps(bundles),
+    }
+
+
+HOSTS_DIR = "hosts"
+"""In the state directory: with a snapshot store, the DAG processor's and each Celery worker's own
+state directory (``hosts/<component>``), as if each ran on a host of its own."""
+
+
+def component_env(settings: Settings, env: dict[str, str], component: str) -> dict[str, str]:
+    """A component's environment: the stack's, and with a snapshot store, for the DAG processor
+    and the Celery workers, a state directory of their own (nothing of the syncer's is on their
+    disk: they fetch the snapshot from the store)."""
+    if not settings.snapshot_store_url or not (
+        component == "dag-processor" or component.startswith(f"{CELERY_WORKER}-")
+    ):
+        return env
+    own = private_dir(settings.state_dir / HOSTS_DIR / component)
+    return {
+        **env,
+        "CP_STATE_DIR": str(own),
+        "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_STORAGE_PATH": str(private_dir(own / "bundles")),
+    }
 
 
 FAB_AUTH_MANAGER = "airflow.providers.fab.auth_manager.fab_auth_manager.FabAuthManager"
@@ -284,7 +323,9 @@ def start(
     for component in components:
         name = f"airflow-{component}"
         if read_pid(run_dir / f"{name}.pid") is None:
-            spawn(name, component_argv(settings, component), run_dir=run_dir, env=env)
+            spawn(
+                name, component_argv(settings, component), run_dir=run_dir, env=component_env(settings, env, component)
+            )
     if "api-server" in components:
         wait_until(
             lambda: http_ok(f"{api_url(settings)}/api/v2/monitor/health"),

@@ -116,8 +116,9 @@ class CustomerPipelineOperator(BaseOperator):
         pauses DAGs by). Returns the customer, for the quota gate."""
         from customer_pipelines.models import ConfigError, SkipReason, hold_reason
         from customer_pipelines.snapshot import Snapshot
+        from customer_pipelines.snapshot_store import newest_snapshot_file
 
-        with Snapshot.open_last_good(settings.snapshot_file) as snapshot:
+        with Snapshot.open_last_good(newest_snapshot_file(settings)) as snapshot:
             row = snapshot.config_by_dag_id(identity.dag_id)
             customer = snapshot.customer(self.customer_id)
         config = row.parse() if row is not None else None
