@@ -63,6 +63,7 @@ def cmd_seed(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_snapshot(args: argparse.Namespace, settings: Settings) -> int:
     from customer_pipelines.fleet.publish import publish_dags
     from customer_pipelines.snapshot import RefreshGuard, Snapshot, refresh_lock, refresh_snapshot
+    from customer_pipelines.snapshot_store import fetch_newest
     from customer_pipelines.syncer import converge_paused, request_parses
 
     if args.action == "refresh":
@@ -70,6 +71,8 @@ def cmd_snapshot(args: argparse.Namespace, settings: Settings) -> int:
         # Incremental as the syncer's rounds are (the changed configs only), unless --full or --force.
         full_every = None if args.full else timedelta(minutes=settings.full_refresh_minutes)
         with refresh_lock(settings.snapshot_file):
+            if settings.snapshot_store_url:  # generations go on from the store's newest (syncer.py)
+                fetch_newest(settings, locked=True)
             result = refresh_snapshot(
                 _store(settings), settings.snapshot_file, guard=guard, force=args.force, full_every=full_every
             )

@@ -7,6 +7,7 @@ that rendering. The airflow-init script is run for real, with stub ``airflow``/`
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -38,6 +39,9 @@ REQUIRED_SERVICES = {
 ONE_SHOT = {"airflow-init"}
 SNAPSHOT_READERS_AND_WRITERS = {"airflow-init", "airflow-dag-processor", "airflow-worker", "customer-pipelines-syncer"}
 STATE_DIR = "/opt/airflow/state"
+STORE_DIR = "/opt/airflow/snapshot-store"
+REMOTE_SERVICES = {"airflow-dag-processor", "airflow-worker"}
+"""Services that may run on other hosts: no shared state, the snapshot from the store."""
 KEY_IN_CONTAINER = "/opt/airflow/secrets/gcp.json"
 EMULATOR_COMMAND = [
     *("bqemulator", "start", "--persistent", "--data-dir", "/data"),
@@ -319,14 +323,35 @@ def test_the_services_run_the_commands_the_local_celery_stack_starts_as_processe
         assert local_env[key].split("://")[0] == compose_env[key].split("://")[0], key
 
 
-def test_every_airflow_service_shares_the_snapshot_volume(stack):
+def test_workers_and_the_dag_processor_share_no_state_and_fetch_the_snapshot_from_the_store(stack, tmp_path):
+    """The snapshot's writers (airflow-init, syncer, API server) share the control plane's state
+    volume and its lock; the dag-processor and the workers mount no shared state: they fetch the
+    snapshot's generations from CP_SNAPSHOT_STORE_URL, through the versioned DAG bundle the local
+    Celery stack runs too (tests/e2e/test_celery_stack.py)."""
+    from customer_pipelines.local.airflow import snapshot_store_env
+    from customer_pipelines.settings import Settings
+
     airflow = _airflow_services(stack)
     assert set(airflow) >= SNAPSHOT_READERS_AND_WRITERS
+    local = snapshot_store_env(Settings(state_dir=tmp_path, snapshot_store_url="file:///x"))
+    local_bundles = json.loads(local["AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST"])
     for name, service in airflow.items():
-        source, mode = _volumes(service).get(STATE_DIR, ("", ""))
-        assert source == "cp-state" and mode == "rw", f"{name} does not mount the cp-state volume at {STATE_DIR}"
-        assert service["environment"]["CP_STATE_DIR"] == STATE_DIR, name
-    assert "cp-state" in yaml.safe_load(BASE.read_text())["volumes"]
+        env = service["environment"]
+        assert env["CP_STATE_DIR"] == STATE_DIR, name
+        store = env["CP_SNAPSHOT_STORE_URL"]
+        assert store == f"file://{STORE_DIR}", name
+        bundles = json.loads(env["AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST"])
+        assert [(b["name"], b["classpath"]) for b in bundles] == [(b["name"], b["classpath"]) for b in local_bundles], (
+            name
+        )
+        volumes = _volumes(service)
+        assert volumes.get(STORE_DIR) == ("snapshot-store", "rw"), f"{name}: the store's volume at {STORE_DIR}"
+        source, mode = volumes.get(STATE_DIR, ("", ""))
+        if name in REMOTE_SERVICES:
+            assert STATE_DIR not in volumes, f"{name} must not share the control plane's state"
+        else:
+            assert (source, mode) == ("cp-state", "rw"), f"{name} does not mount the cp-state volume at {STATE_DIR}"
+    assert {"cp-state", "snapshot-store"} <= set(yaml.safe_load(BASE.read_text())["volumes"])
 
 
 def test_airflow_talks_to_the_emulator_by_default_and_the_emulator_starts_by_default(stack):
@@ -371,7 +396,9 @@ def test_bigquery_override_mounts_the_key_read_only_where_google_credentials_poi
     for name, service in airflow.items():
         assert service["environment"]["GOOGLE_APPLICATION_CREDENTIALS"] == KEY_IN_CONTAINER, name
         assert _volumes(service).get(KEY_IN_CONTAINER) == (str(key_file), "ro"), name
-        assert _volumes(service).get(STATE_DIR, ("",))[0] == "cp-state", f"{name} lost the snapshot volume"
+        assert _volumes(service).get(STORE_DIR, ("",))[0] == "snapshot-store", f"{name} lost the store's volume"
+        if name not in REMOTE_SERVICES:
+            assert _volumes(service).get(STATE_DIR, ("",))[0] == "cp-state", f"{name} lost the state volume"
 
 
 def test_bigquery_override_does_not_seed_demo_customers_unless_asked(stack, bigquery_stack):

@@ -3,13 +3,17 @@ the emulator, PostgreSQL (the embedded one) as Airflow's metadata database, Redi
 (run by the stack), Airflow's API server (with the FAB auth manager, as in production), scheduler,
 DAG processor and triggerer, and two Celery workers. The demo fleet and a small synthetic fleet run
 on the workers and are mirrored; a worker killed in the middle of a run loses that try only: the
-retry runs on the other worker and is mirrored."""
+retry runs on the other worker and is mirrored. The workers and the DAG processor share no disk with
+the syncer: each has a state directory of its own and fetches the snapshot from the store (a
+``file://`` store here, object storage in production), and a task runs on the generation its DAG was
+parsed from."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import re
+import shutil
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -44,7 +48,9 @@ def celery_stack() -> Iterator:
     from customer_pipelines.settings import Settings
 
     state = service_state_dir("cp-test-celery-")
+    object_store = service_state_dir("cp-test-snapshot-store-")
     settings = Settings(
+        snapshot_store_url=f"file://{object_store}",
         state_dir=state,
         executor="CeleryExecutor",
         celery_workers=2,
@@ -61,6 +67,7 @@ def celery_stack() -> Iterator:
         settings, {"AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": str(ZOMBIE_AFTER_SECONDS)}
     ) as up:
         yield up
+    shutil.rmtree(object_store, ignore_errors=True)
 
 
 def test_fab_is_the_auth_manager_and_its_roles_govern_the_rest_api(celery_stack):
@@ -220,3 +227,71 @@ def test_a_worker_killed_mid_run_loses_that_try_only_and_the_retry_runs_on_the_o
     assert eventually(lambda: ended() == [(1, "RETRYING"), (2, "COMPLETED")], 60), [
         (e["try_number"], e["state"], e["source"]) for e in mirrored_events(store, dag_id, run_id)
     ]
+
+
+def _environ(pid: int) -> dict[str, str]:
+    raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return dict(item.decode(errors="replace").split("=", 1) for item in raw if b"=" in item)
+
+
+def _cached_generations(info, worker: str) -> set[int]:
+    cache = info.settings.state_dir / "hosts" / worker / "snapshot-cache"
+    return {int(p.stem.split("-")[1]) for p in cache.glob("configs-*.sqlite")}
+
+
+def test_workers_share_no_disk_with_the_syncer_and_run_each_task_on_its_dags_generation(celery_stack):
+    from customer_pipelines.snapshot import Snapshot
+    from customer_pipelines.snapshot_store import SnapshotStore
+
+    info, client = celery_stack
+    settings = info.settings
+    run_dir = settings.state_dir / "run"
+    store = SnapshotStore(str(settings.snapshot_store_url))
+    # Each worker and the DAG processor run with a state directory of their own and the store's URL.
+    own_dirs = {}
+    for component in ("dag-processor", *WORKERS):
+        env = _environ(read_pid(run_dir / f"airflow-{component}.pid"))
+        own_dirs[component] = Path(env["CP_STATE_DIR"])
+        assert env["CP_SNAPSHOT_STORE_URL"] == settings.snapshot_store_url
+        assert own_dirs[component] != settings.state_dir
+        assert settings.snapshot_file.parent not in (own_dirs[component], *own_dirs[component].parents)
+    assert len(set(own_dirs.values())) == 3
+    # The DAG processor's snapshot is a copy fetched from the store, not the syncer's file.
+    with (
+        Snapshot(settings.snapshot_file) as syncer,
+        Snapshot(own_dirs["dag-processor"] / "snapshot" / "configs.sqlite") as dp,
+    ):
+        assert eventually(lambda: store.current() == syncer.generation, 30)
+        assert os.stat(dp.path).st_ino != os.stat(syncer.path).st_ino
+
+    [pinned] = add_customer(info, "cust_celery_gen_1", "SCALE", [("gen_pinned", 5)])
+    client.wait_for_dags([pinned], timeout=240)
+    client.set_paused(pinned, False)
+    parsed_from = eventually(lambda: client.dag_details(pinned)["bundle_version"], 60)
+    assert parsed_from is not None and int(parsed_from) <= store.current()
+
+    # The DAG processor stops (no parse publishes anything newer) while the syncer publishes a
+    # newer generation: the pinned DAG's runs still run on the generation it was parsed from.
+    dag_processor = read_pid(run_dir / "airflow-dag-processor.pid")
+    os.kill(dag_processor, signal.SIGSTOP)
+    try:
+        [newer_dag] = add_customer(info, "cust_celery_gen_2", "SCALE", [("gen_newer", 5)])
+        newest = store.current()
+        assert newest > int(parsed_from), (newest, parsed_from)
+        run_id = client.trigger(pinned)["dag_run_id"]
+        assert client.wait_for_run(pinned, run_id, timeout=300)["state"] == "success"
+        assert client.dag_run(pinned, run_id)["bundle_version"] == parsed_from
+        cached = {worker: _cached_generations(info, worker) for worker in WORKERS}
+        assert any(int(parsed_from) in generations for generations in cached.values()), cached
+        assert not any(newest in generations for generations in cached.values()), cached
+    finally:
+        os.kill(dag_processor, signal.SIGCONT)
+
+    # Parsed again, the new customer's DAG is recorded with the newest generation and runs on it.
+    client.wait_for_dags([newer_dag], timeout=240)
+    client.set_paused(newer_dag, False)
+    assert eventually(lambda: client.dag_details(newer_dag)["bundle_version"] == str(newest), 60)
+    run_id = client.trigger(newer_dag)["dag_run_id"]
+    assert client.wait_for_run(newer_dag, run_id, timeout=300)["state"] == "success"
+    assert client.dag_run(newer_dag, run_id)["bundle_version"] == str(newest)
+    assert any(newest in _cached_generations(info, worker) for worker in WORKERS)

@@ -149,7 +149,9 @@ def test_a_workers_cache_keeps_the_newest_generations_only(tmp_path, writer, dem
     assert not [p for p in cache.iterdir() if p.name.startswith(f".configs-{generations[0]:012d}")], "sidecars go too"
 
 
-def test_without_a_store_nothing_is_published_and_the_local_file_is_the_snapshot(tmp_path, demo_customers, demo_configs):
+def test_without_a_store_nothing_is_published_and_the_local_file_is_the_snapshot(
+    tmp_path, demo_customers, demo_configs
+):
     settings = ParseSettings(state_dir=tmp_path / "state")
     generation = _write(settings.snapshot_file, demo_customers, demo_configs)
     assert publish_newest(settings) is None

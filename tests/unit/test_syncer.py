@@ -168,3 +168,36 @@ def test_a_parse_request_that_could_not_be_sent_is_sent_with_the_next_rounds_own
     assert syncer.request_parses(SimpleNamespace(changed_dag_ids=frozenset()), settings) == 0
     syncer.request_parses(SimpleNamespace(changed_dag_ids=frozenset({first})), settings)
     assert sent[1:] == [sorted(files_to_reparse([first], settings.fleet_shards))]
+
+
+def test_with_a_store_a_round_publishes_the_generation_before_asking_for_parses_and_waits_when_it_cannot(
+    tmp_path, monkeypatch, demo_customers, demo_configs
+):
+    """The store refusing a write is simulated by a store URL whose directory cannot be created (a
+    regular file in its place); a real ``file://`` store otherwise. Parse requests are recorded
+    (Airflow's database is not part of a unit test)."""
+    from customer_pipelines.fleet.shards import files_to_reparse
+    from customer_pipelines.settings import Settings
+    from customer_pipelines.snapshot import write_snapshot
+    from customer_pipelines.snapshot_store import SnapshotStore
+
+    blocked = tmp_path / "blocked"
+    blocked.write_text("not a directory")
+    settings = Settings(state_dir=tmp_path / "state", snapshot_store_url=f"file://{blocked}/store")
+    write_snapshot(settings.snapshot_file, demo_customers, demo_configs, source="test")
+    seen_by_request: list[int | None] = []
+
+    def request_files(_settings: Any, files: list[str]) -> None:
+        seen_by_request.append(SnapshotStore(str(_settings.snapshot_store_url)).current())
+
+    monkeypatch.setattr("customer_pipelines.fleet.parsing.request_files", request_files)
+    changed = SimpleNamespace(changed_dag_ids=frozenset({"cust_a.daily_sales"}))
+    assert syncer.request_parses(changed, settings) == 0, "no parse of a generation the store does not have"
+    assert seen_by_request == []
+
+    store_dir = tmp_path / "store"
+    settings = settings.model_copy(update={"snapshot_store_url": f"file://{store_dir}"})
+    asked = syncer.request_parses(SimpleNamespace(changed_dag_ids=frozenset()), settings)
+    assert asked == len(files_to_reparse(["cust_a.daily_sales"], settings.fleet_shards)), "the kept requests go now"
+    with Snapshot(settings.snapshot_file) as snapshot:
+        assert seen_by_request == [snapshot.generation], "published before the parses were asked for"
