@@ -159,6 +159,67 @@ def test_the_demo_fleet_and_a_synthetic_fleet_run_on_both_workers_and_every_run_
     assert sum(received.values()) >= len(runs)
 
 
+def _cached_generations(info, worker: str) -> set[int]:
+    cache = info.settings.state_dir / "hosts" / worker / "snapshot-cache"
+    return {int(p.stem.split("-")[1]) for p in cache.glob("configs-*.sqlite")}
+
+
+def test_workers_share_no_disk_with_the_syncer_and_run_each_task_on_its_dags_generation(celery_stack):
+    from customer_pipelines.snapshot import Snapshot
+    from customer_pipelines.snapshot_store import SnapshotStore
+
+    info, client = celery_stack
+    settings = info.settings
+    run_dir = settings.state_dir / "run"
+    store = SnapshotStore(str(settings.snapshot_store_url))
+    # The DAG processor and each worker run with a state directory of their own (their environment:
+    # tests/unit/test_local_stack.py; Airflow's process titles overwrite /proc/<pid>/environ). The DAG
+    # processor's snapshot there is a copy it fetched from the store, not the syncer's file.
+    hosts = {component: settings.state_dir / "hosts" / component for component in ("dag-processor", *WORKERS)}
+    assert all(path.is_dir() for path in hosts.values()), hosts
+    with (
+        Snapshot(settings.snapshot_file) as syncer,
+        Snapshot(hosts["dag-processor"] / "snapshot" / "configs.sqlite") as dag_processor_copy,
+    ):
+        assert eventually(lambda: store.current() == syncer.generation, 30)
+        assert os.stat(dag_processor_copy.path).st_ino != os.stat(syncer.path).st_ino
+        assert dag_processor_copy.generation <= syncer.generation
+
+    [pinned] = add_customer(info, "cust_celery_gen_1", "SCALE", [("gen_pinned", 5)])
+    client.wait_for_dags([pinned], timeout=240)
+    client.set_paused(pinned, False)
+    parsed_from = eventually(lambda: client.dag_details(pinned)["bundle_version"], 60)
+    assert parsed_from is not None and int(parsed_from) <= store.current()
+
+    # The DAG processor stops (no parse publishes anything newer) while the syncer publishes a
+    # newer generation: the pinned DAG's runs still run on the generation it was parsed from.
+    dag_processor = read_pid(run_dir / "airflow-dag-processor.pid")
+    os.kill(dag_processor, signal.SIGSTOP)
+    try:
+        [newer_dag] = add_customer(info, "cust_celery_gen_2", "SCALE", [("gen_newer", 5)])
+        newest = store.current()
+        assert newest > int(parsed_from), (newest, parsed_from)
+        run_id = client.trigger(pinned)["dag_run_id"]
+        assert client.wait_for_run(pinned, run_id, timeout=300)["state"] == "success"
+        assert client.dag_run(pinned, run_id)["bundle_version"] == parsed_from
+        cached = {worker: _cached_generations(info, worker) for worker in WORKERS}
+        assert any(int(parsed_from) in generations for generations in cached.values()), cached
+        assert not any(newest in generations for generations in cached.values()), cached
+    finally:
+        os.kill(dag_processor, signal.SIGCONT)
+
+    # Parsed again, the new customer's DAG is recorded with the newest generation and runs on it.
+    client.wait_for_dags([newer_dag], timeout=240)
+    client.set_paused(newer_dag, False)
+    assert eventually(lambda: client.dag_details(newer_dag)["bundle_version"] == str(newest), 60)
+    run_id = client.trigger(newer_dag)["dag_run_id"]
+    assert client.wait_for_run(newer_dag, run_id, timeout=300)["state"] == "success"
+    assert client.dag_run(newer_dag, run_id)["bundle_version"] == str(newest)
+    assert any(newest in _cached_generations(info, worker) for worker in WORKERS)
+    for worker in WORKERS:  # a worker that ran tasks fetched their generations into its own directory
+        assert bool(_cached_generations(info, worker)) == bool(_received(info, worker)), worker
+
+
 def _parent(pid: int) -> int | None:
     try:
         return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
@@ -227,71 +288,3 @@ def test_a_worker_killed_mid_run_loses_that_try_only_and_the_retry_runs_on_the_o
     assert eventually(lambda: ended() == [(1, "RETRYING"), (2, "COMPLETED")], 60), [
         (e["try_number"], e["state"], e["source"]) for e in mirrored_events(store, dag_id, run_id)
     ]
-
-
-def _environ(pid: int) -> dict[str, str]:
-    raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-    return dict(item.decode(errors="replace").split("=", 1) for item in raw if b"=" in item)
-
-
-def _cached_generations(info, worker: str) -> set[int]:
-    cache = info.settings.state_dir / "hosts" / worker / "snapshot-cache"
-    return {int(p.stem.split("-")[1]) for p in cache.glob("configs-*.sqlite")}
-
-
-def test_workers_share_no_disk_with_the_syncer_and_run_each_task_on_its_dags_generation(celery_stack):
-    from customer_pipelines.snapshot import Snapshot
-    from customer_pipelines.snapshot_store import SnapshotStore
-
-    info, client = celery_stack
-    settings = info.settings
-    run_dir = settings.state_dir / "run"
-    store = SnapshotStore(str(settings.snapshot_store_url))
-    # Each worker and the DAG processor run with a state directory of their own and the store's URL.
-    own_dirs = {}
-    for component in ("dag-processor", *WORKERS):
-        env = _environ(read_pid(run_dir / f"airflow-{component}.pid"))
-        own_dirs[component] = Path(env["CP_STATE_DIR"])
-        assert env["CP_SNAPSHOT_STORE_URL"] == settings.snapshot_store_url
-        assert own_dirs[component] != settings.state_dir
-        assert settings.snapshot_file.parent not in (own_dirs[component], *own_dirs[component].parents)
-    assert len(set(own_dirs.values())) == 3
-    # The DAG processor's snapshot is a copy fetched from the store, not the syncer's file.
-    with (
-        Snapshot(settings.snapshot_file) as syncer,
-        Snapshot(own_dirs["dag-processor"] / "snapshot" / "configs.sqlite") as dp,
-    ):
-        assert eventually(lambda: store.current() == syncer.generation, 30)
-        assert os.stat(dp.path).st_ino != os.stat(syncer.path).st_ino
-
-    [pinned] = add_customer(info, "cust_celery_gen_1", "SCALE", [("gen_pinned", 5)])
-    client.wait_for_dags([pinned], timeout=240)
-    client.set_paused(pinned, False)
-    parsed_from = eventually(lambda: client.dag_details(pinned)["bundle_version"], 60)
-    assert parsed_from is not None and int(parsed_from) <= store.current()
-
-    # The DAG processor stops (no parse publishes anything newer) while the syncer publishes a
-    # newer generation: the pinned DAG's runs still run on the generation it was parsed from.
-    dag_processor = read_pid(run_dir / "airflow-dag-processor.pid")
-    os.kill(dag_processor, signal.SIGSTOP)
-    try:
-        [newer_dag] = add_customer(info, "cust_celery_gen_2", "SCALE", [("gen_newer", 5)])
-        newest = store.current()
-        assert newest > int(parsed_from), (newest, parsed_from)
-        run_id = client.trigger(pinned)["dag_run_id"]
-        assert client.wait_for_run(pinned, run_id, timeout=300)["state"] == "success"
-        assert client.dag_run(pinned, run_id)["bundle_version"] == parsed_from
-        cached = {worker: _cached_generations(info, worker) for worker in WORKERS}
-        assert any(int(parsed_from) in generations for generations in cached.values()), cached
-        assert not any(newest in generations for generations in cached.values()), cached
-    finally:
-        os.kill(dag_processor, signal.SIGCONT)
-
-    # Parsed again, the new customer's DAG is recorded with the newest generation and runs on it.
-    client.wait_for_dags([newer_dag], timeout=240)
-    client.set_paused(newer_dag, False)
-    assert eventually(lambda: client.dag_details(newer_dag)["bundle_version"] == str(newest), 60)
-    run_id = client.trigger(newer_dag)["dag_run_id"]
-    assert client.wait_for_run(newer_dag, run_id, timeout=300)["state"] == "success"
-    assert client.dag_run(newer_dag, run_id)["bundle_version"] == str(newest)
-    assert any(newest in _cached_generations(info, worker) for worker in WORKERS)

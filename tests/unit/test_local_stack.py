@@ -185,3 +185,27 @@ def test_an_unreadable_record_is_an_error_naming_the_file(tmp_path):
     (tmp_path / "stack-environment.json").write_text("{not json")
     with pytest.raises(StackEnvironmentError, match=r"stack-environment\.json"):
         apply_stack_environment({"CP_STATE_DIR": str(tmp_path)})
+
+
+def test_with_a_snapshot_store_the_dag_processor_and_each_worker_get_a_state_directory_of_their_own(tmp_path):
+    from customer_pipelines.local.airflow import SNAPSHOT_BUNDLE, component_env, components_of
+
+    settings = Settings(
+        state_dir=tmp_path / "state", executor="CeleryExecutor", snapshot_store_url=f"file://{tmp_path / 'store'}"
+    )
+    env = airflow_env(settings, "postgresql://x/y")
+    [bundle] = json.loads(env["AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST"])
+    assert (bundle["name"], bundle["classpath"]) == ("dags-folder", SNAPSHOT_BUNDLE)
+    own = {c: component_env(settings, env, c)["CP_STATE_DIR"] for c in components_of(settings)}
+    remote = {c: d for c, d in own.items() if c == "dag-processor" or c.startswith("celery-worker-")}
+    assert set(remote) == {"dag-processor", "celery-worker-1", "celery-worker-2"}
+    assert len(set(remote.values())) == 3 and str(settings.state_dir) not in remote.values()
+    assert all(own[c] == str(settings.state_dir) for c in own if c not in remote), "the control plane shares one"
+    for component, directory in remote.items():
+        assert component_env(settings, env, component)["CP_SNAPSHOT_STORE_URL"] == settings.snapshot_store_url
+        assert directory == str(tmp_path / "state" / "hosts" / component)
+    # Without a store nothing changes: every process reads the one snapshot.
+    plain = settings.model_copy(update={"snapshot_store_url": None})
+    plain_env = airflow_env(plain, "postgresql://x/y")
+    assert "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST" not in plain_env
+    assert component_env(plain, plain_env, "celery-worker-1") is plain_env
