@@ -135,7 +135,17 @@ class Settings(ParseSettings):
     through Airflow's secrets backends when its pipeline starts (runs/credentials.py); a missing one
     fails the run without a retry."""
     alert_notifier: str | None = None
-    """``package.module:function`` called with each failure-policy Alert (besides the log)."""
+    """``package.module:function`` called with each Alert (failure policy, fleet alerts; besides the log)."""
+    alert_waiting_runs: int = Field(default=1000, ge=1)
+    """Fleet alert RUNS_WAITING: more runs than this waiting to start (the seeds: queue length > 1000)."""
+    alert_running_minutes: float = Field(default=30.0, gt=0)
+    """Fleet alert RUN_TOO_LONG: a run whose task has been running longer than this."""
+    alert_failure_rate: float = Field(default=0.10, gt=0, le=1)
+    """Fleet alert FAILURE_RATE: the fleet's or a customer's failed share of the runs finished in
+    the window above this."""
+    alert_failure_window_minutes: float = Field(default=60.0, gt=0, le=7 * 24 * 60)
+    alert_failure_min_runs: int = Field(default=10, ge=1)
+    """Runs finished in the window below which no failure rate is judged (one failure of two is not 50%)."""
 
     late_after_minutes: float = Field(default=10.0, gt=0, le=24 * 60)
     """A tick with no started run this long after it is *late* (the tick history, the syncer's alert)."""

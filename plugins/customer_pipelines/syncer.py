@@ -40,6 +40,7 @@ from customer_pipelines.snapshot import (
 )
 
 if TYPE_CHECKING:
+    from customer_pipelines.runs.fleet_alerts import AlertRound
     from customer_pipelines.runs.tick_watch import TickCheck, TickWatch
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,10 @@ class SyncReport:
     """Configs newly late (alerted LATE_START)."""
     files_parsed: int = 0
     """DAG files the round asked the DAG processor to parse (the shards whose configs changed)."""
+    alerts_raised: list[str] = field(default_factory=list)
+    """Fleet alerts this round raised (their keys; runs/fleet_alerts.py)."""
+    alerts_cleared: list[str] = field(default_factory=list)
+    alerts_open: int = 0
 
     def summary(self) -> str:
         return (
@@ -78,6 +83,8 @@ class SyncReport:
             f"backlog {self.mirror_backlog}, rejected {self.mirror_rejected}; "
             f"ticks: {self.ticks_missed} missed unexplained, {self.ticks_late} late; "
             f"parse asked for {self.files_parsed} file(s); "
+            f"fleet alerts: {self.alerts_open} open, raised {sorted(self.alerts_raised)}, "
+            f"cleared {sorted(self.alerts_cleared)}; "
             f"auto-paused {len(self.auto_paused)} ({self.seconds:.2f}s)"
             + (
                 f"; REFRESH REFUSED, serving the last good snapshot: {self.refresh_refused}"
@@ -263,6 +270,20 @@ def _refresh(store: Any, settings: Settings) -> tuple[RefreshResult | None, str 
         return None, str(exc)
 
 
+def _fleet_alerts(fleet: Fleet, settings: Settings) -> AlertRound:
+    """The fleet alerts of this round (runs/fleet_alerts.py); a source that cannot be read (Airflow's
+    database, the ledger) fails only this step: the open episodes stay as they are until next round."""
+    from customer_pipelines.runs.fleet_alerts import AlertRound, evaluate, gather_facts
+
+    now = datetime.now(UTC)
+    try:
+        limits = {customer_id: customer.daily_run_limit for customer_id, customer in fleet.customers.items()}
+        return evaluate(settings, gather_facts(settings, limits, now), now=now)
+    except Exception:
+        log.exception("fleet alerts not evaluated this round")
+        return AlertRound()
+
+
 def _adopt_newer_generation(settings: Settings) -> None:
     """With a snapshot store, a newer generation there than here (this state directory is new, or
     restored from an older backup) becomes this host's before the refresh: generations go on from
@@ -305,6 +326,7 @@ def run_sync(settings: Settings | None = None, store: Any = None, watch: TickWat
         ticks = _check_ticks(watch, fleet, anchors, settings)
         _write_next_runs(store, fleet)
         delivered, reconciled, backlog, rejected = _mirror_housekeeping(store, settings)
+        alerts = _fleet_alerts(fleet, settings)
     return SyncReport(
         refreshed.configs if refreshed else len(fleet.configs),
         refreshed.customers if refreshed else len(fleet.customers),
@@ -321,6 +343,9 @@ def run_sync(settings: Settings | None = None, store: Any = None, watch: TickWat
         ticks_missed=len(ticks.missed),
         ticks_late=len(ticks.late),
         files_parsed=files_parsed,
+        alerts_raised=[c.key for c in alerts.raised],
+        alerts_cleared=[str(e["key"]) for e in alerts.cleared],
+        alerts_open=len(alerts.open),
     )
 
 

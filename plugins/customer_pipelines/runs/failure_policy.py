@@ -26,17 +26,22 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Alert:
-    level: str  # WARNING | PAUSED
+    level: str  # WARNING | PAUSED, or the kind of a fleet alert (runs/fleet_alerts.py)
     config_id: str
     customer_id: str
     consecutive_failures: int
     message: str
+    state: str = "RAISED"
+    """RAISED, or CLEARED when the condition of an alert raised earlier has ended (fleet alerts)."""
 
 
 Notifier = Callable[[Alert], None]
 
 
 def log_notifier(alert: Alert) -> None:
+    if alert.state == "CLEARED":
+        log.info("pipeline alert cleared: %s", alert.message)
+        return
     (log.error if alert.level == "PAUSED" else log.warning)("pipeline alert: %s", alert.message)
 
 

@@ -210,6 +210,12 @@ class QuotaLedger:
             conn.execute("SELECT pg_advisory_xact_lock(hashtext('cp_quota_schema'))")
             conn.execute(raw_sql("quota/001_schema.sql"))
 
+    def used_on(self, day: date) -> dict[str, int]:
+        """Executions counted against each customer's daily quota on ``day`` (UTC)."""
+        with self._transaction() as conn:
+            rows = conn.execute(raw_sql("quota/usage_today.sql"), {"usage_day": day}).fetchall()
+        return {str(customer_id): int(used) for customer_id, used in rows}
+
     def reserve(self, customer: Customer, run_key: str, *, tick: datetime | None = None) -> QuotaDecision:
         """Take one unit for ``run_key`` on the UTC day and month of ``tick`` (a scheduled run's
         logical date), or of now when None."""
