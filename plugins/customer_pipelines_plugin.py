@@ -1,12 +1,17 @@
 """The Airflow plugin of this project: registers the customer DAGs' timetable (Airflow serialises a
-custom timetable only when a plugin names it), the run-state listeners, and the REST API, which
-Airflow's API server serves under /customer-pipelines/api/v1."""
+custom timetable only when a plugin names it), the run-state listeners, the REST API, which Airflow's
+API server serves under /customer-pipelines/api/v1, and the fleet page (/customer-pipelines/fleet,
+the UI's "Customers" page), served over the same services."""
 
 from airflow.plugins_manager import AirflowPlugin
 
 from customer_pipelines.api.app import URL_PREFIX, create_app_or_refusal
 from customer_pipelines.fleet.timetables import CustomerCronTimetable
 from customer_pipelines.runs import listeners
+from customer_pipelines.ui import URL_PREFIX as PAGE_PREFIX
+from customer_pipelines.ui.app import create_fleet_page_or_refusal
+
+_api = create_app_or_refusal()
 
 
 class CustomerPipelinesPlugin(AirflowPlugin):
@@ -14,4 +19,17 @@ class CustomerPipelinesPlugin(AirflowPlugin):
     timetables = [CustomerCronTimetable]
     # Run-state transitions the operator's own code never sees (see runs/listeners.py).
     listeners = [listeners]
-    fastapi_apps = [{"app": create_app_or_refusal(), "url_prefix": URL_PREFIX, "name": "Customer pipelines API"}]
+    fastapi_apps = [
+        {"app": _api, "url_prefix": URL_PREFIX, "name": "Customer pipelines API"},
+        {"app": create_fleet_page_or_refusal(_api), "url_prefix": PAGE_PREFIX, "name": "Customer pipelines fleet page"},
+    ]
+    # The fleet page in the UI's navigation (shown inside the UI at /plugin/customers).
+    external_views = [
+        {
+            "name": "Customers",
+            "href": f"{PAGE_PREFIX}/",
+            "destination": "nav",
+            "url_route": "customers",
+            "category": "browse",
+        }
+    ]

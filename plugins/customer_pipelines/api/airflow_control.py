@@ -101,6 +101,35 @@ class AirflowControl:
             )
         return int(running or 0), slots
 
+    def pools_in_use(self, pool_prefix: str) -> dict[str, tuple[int, int]]:
+        """Every fleet pool: (task instances running or queued now, slots), in two reads."""
+        from airflow.models.pool import Pool
+        from airflow.models.taskinstance import TaskInstance
+        from airflow.utils.state import TaskInstanceState
+        from sqlalchemy import func, select
+
+        with metadata_session(self.settings) as session:
+            slots = dict(session.execute(select(Pool.pool, Pool.slots).where(Pool.pool.startswith(pool_prefix))).all())
+            running = dict(
+                session.execute(
+                    select(TaskInstance.pool, func.count())
+                    .where(
+                        TaskInstance.pool.startswith(pool_prefix),
+                        TaskInstance.state.in_((TaskInstanceState.RUNNING, TaskInstanceState.QUEUED)),
+                    )
+                    .group_by(TaskInstance.pool)
+                ).all()
+            )
+        return {pool: (int(running.get(pool, 0)), int(slots[pool])) for pool in slots}
+
+    def paused_dags(self) -> set[str]:
+        """The DAG ids Airflow has paused (active DAGs only)."""
+        from airflow.models.dag import DagModel
+        from sqlalchemy import select
+
+        with metadata_session(self.settings) as session:
+            return set(session.scalars(select(DagModel.dag_id).where(DagModel.is_paused, DagModel.is_stale.is_(False))))
+
     def fleet_figures(self, pool_prefix: str, since: datetime) -> dict[str, int]:
         """Task instances of the fleet's pools: running now, queued now, failed since ``since``."""
         from airflow.models.taskinstance import TaskInstance

@@ -155,3 +155,8 @@ class ApiLedger:
                 raw_sql("quota/reserve.sql"), {"customer_id": customer_id, "usage_day": day, "usage_month": month}
             ).fetchone()
         return int(row[0]), int(row[1])
+
+    def usage_by_customer(self, day: Any, month: Any) -> tuple[dict[str, int], dict[str, int]]:
+        """Every customer's executions on ``day`` and in ``month`` (two reads, for the fleet page)."""
+        self.ensure_schema()
+        return self._quota.used_on(day), self._quota.used_in_month(month)

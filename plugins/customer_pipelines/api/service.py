@@ -40,6 +40,7 @@ from customer_pipelines.api.auth import Caller, RateLimiter, VerifiedTokens
 from customer_pipelines.api.errors import ApiError, field_errors, invalid, invalid_fields
 from customer_pipelines.api.keys import KeyRing, new_key
 from customer_pipelines.api.ledger import ApiLedger
+from customer_pipelines.api.overview import FleetOverview
 from customer_pipelines.api.recovery import Recovery
 from customer_pipelines.bigquery.store import BigQueryStore, RejectedRows, StoreError
 from customer_pipelines.fleet.sync import desired_pools, schedule_of
@@ -383,6 +384,7 @@ class Services:
         self.verified_tokens = VerifiedTokens(settings.api_token_cache_seconds)
         self.read_cache = ReadCache()
         self.recovery = Recovery(self)
+        self.overview = FleetOverview(self)
 
     # -- reads --------------------------------------------------------------------------------
 

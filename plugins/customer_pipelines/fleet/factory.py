@@ -37,6 +37,7 @@ from customer_pipelines.settings import ParseSettings, Settings, get_parse_setti
 from customer_pipelines.snapshot import ConfigRow, FileIdentity, Snapshot, SnapshotError, config_id_key
 from customer_pipelines.snapshot_store import pinned_snapshot
 from customer_pipelines.templates import TEMPLATES
+from customer_pipelines.ui import customer_page_path
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +117,11 @@ def _doc_md(config: PipelineConfig, customer: Customer | None) -> str:
             f"## {md_code(config.display_name or config.config_id, in_table=False)}",
             "",
             f"Customer {company} ({md_code(config.customer_id, in_table=False)}, plan {plan}, status {status}).",
+            "",
+            # The id is a validated slug ([a-z0-9_-]): safe in a link's target.
+            f"[The customer on the fleet page]({customer_page_path(config.customer_id)}) · "
+            f"[its DAGs](/dags?tags=customer%3A{config.customer_id}) · "
+            f"[its runs](/dag_runs?dag_id_pattern={config.customer_id}.)",
             "",
             *([f"**Not running: {HELD_BECAUSE[held]}** (`{held.value}`).", ""] if held else []),
             "| | |",

@@ -221,6 +221,17 @@ class RunStateMirror:
     def backlog(self) -> int:
         return len(self._spooled())
 
+    def lag_seconds(self, now: datetime) -> float:
+        """How long the oldest transition still spooled has waited (0: none): the mirror's lag."""
+        spooled = self._spooled()
+        if not spooled:
+            return 0.0
+        try:
+            oldest = datetime.strptime(spooled[0].name.split("-", 1)[0], "%Y%m%dT%H%M%S%f").replace(tzinfo=UTC)
+        except ValueError:
+            return 0.0
+        return max(0.0, (now - oldest).total_seconds())
+
     def rejected(self) -> int:
         """Transitions BigQuery refused for their content, kept under ``rejected/`` for an operator."""
         folder = self.spool_dir / "rejected"

@@ -216,6 +216,12 @@ class QuotaLedger:
             rows = conn.execute(raw_sql("quota/usage_today.sql"), {"usage_day": day}).fetchall()
         return {str(customer_id): int(used) for customer_id, used in rows}
 
+    def used_in_month(self, month: date) -> dict[str, int]:
+        """Executions counted against each customer's monthly quota in the month starting ``month``."""
+        with self._transaction() as conn:
+            rows = conn.execute(raw_sql("quota/usage_month.sql"), {"usage_month": month}).fetchall()
+        return {str(customer_id): int(used) for customer_id, used in rows}
+
     def reserve(self, customer: Customer, run_key: str, *, tick: datetime | None = None) -> QuotaDecision:
         """Take one unit for ``run_key`` on the UTC day and month of ``tick`` (a scheduled run's
         logical date), or of now when None."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 
 from customer_pipelines.api.auth import Caller, operator_access
 from customer_pipelines.api.idempotency import once
@@ -21,6 +21,22 @@ KeyId = Annotated[str, Path(pattern="^[0-9a-f]{16}$")]
 @router.get("/fleet/status", summary="Due soon, running, failed today, mirror lag")
 def fleet_status(request: Request, caller: Operator) -> dict[str, Any]:
     return services(request).fleet_status()
+
+
+@router.get("/fleet/overview", summary="The fleet page's figures: runs per hour ahead, success by day, mirror, alerts")
+def fleet_overview(request: Request, caller: Operator) -> dict[str, Any]:
+    return services(request).overview.fleet()
+
+
+@router.get("/fleet/customers", summary="Customers with quota use, concurrency, failing and paused configs, SLA")
+def fleet_customers(
+    request: Request,
+    caller: Operator,
+    q: Annotated[str, Query(max_length=200, description="part of a customer id or company name")] = "",
+    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> dict[str, Any]:
+    return services(request).overview.customers(q, offset, limit)
 
 
 @router.get("/fleet/missed-runs", summary="Per customer: runnable configs' ticks without a run in a window, by cause")
