@@ -40,3 +40,13 @@ if ! command -v redis-server >/dev/null 2>&1 && [ ! -x /usr/bin/redis-server ]; 
     echo "warning: redis-server not found; the CeleryExecutor stack needs it (or CP_REDIS_URL)" >&2
   fi
 fi
+
+# The fleet page's browser test drives Debian's Chromium with Playwright (no browser download).
+if [ ! -x /usr/bin/chromium ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing chromium (Debian) for the fleet page's browser test..."
+    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  else
+    echo "warning: /usr/bin/chromium not found; the fleet page's browser test will fail" >&2
+  fi
+fi

@@ -512,7 +512,15 @@ def test_airflow_image_matches_the_pinned_airflow_and_installs_the_constraints()
 
 
 def test_the_airflow_image_installs_no_test_or_lint_tool_and_the_dev_install_adds_them():
-    dev_tools = {"pytest", "pytest-timeout", "ruff", "schemathesis", "apache-airflow-client", "markdown-it-py"}
+    dev_tools = {
+        "pytest",
+        "pytest-timeout",
+        "ruff",
+        "schemathesis",
+        "apache-airflow-client",
+        "markdown-it-py",
+        "playwright",
+    }
     runtime = (REPO / "requirements.txt").read_text().splitlines()
     names = {re.split(r"[=<>\[; ]", line)[0].lower() for line in runtime if line[:1].isalpha()}
     assert names and not names & dev_tools, names & dev_tools

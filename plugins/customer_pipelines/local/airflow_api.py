@@ -49,6 +49,9 @@ class AirflowClient:
         query = f"?limit={limit}" + (f"&tags={tag}" if tag else "")
         return self._request("GET", f"/api/v2/dags{query}")["dags"]
 
+    def plugins(self) -> list[dict[str, Any]]:
+        return self._request("GET", "/api/v2/plugins?limit=100")["plugins"]
+
     def import_errors(self) -> list[dict[str, Any]]:
         return self._request("GET", "/api/v2/importErrors")["import_errors"]
 

@@ -24,7 +24,12 @@ def bars(
     for index, (value, label) in enumerate(zip(values, labels, strict=True)):
         x = PAD + index * slot
         text = "no data" if value is None else f"{value:g}{unit}"
-        if value is not None:
+        if value is None:
+            parts.append(
+                f'<text class="label" x="{x + slot / 2:.1f}" y="{HEIGHT - PAD - 4}" text-anchor="middle">'
+                f"<title>{escape(label)}: no data</title>&#8211;</text>"
+            )
+        else:
             height = (HEIGHT - 2 * PAD) * (value / peak)
             parts.append(
                 f'<rect class="bar" x="{x + 2:.1f}" y="{HEIGHT - PAD - height:.1f}" width="{max(slot - 4, 1):.1f}" '
