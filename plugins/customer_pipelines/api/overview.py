@@ -60,6 +60,7 @@ class FleetOverview:
         self.clock = clock
         self._lock = threading.Lock()
         self._figures: tuple[float, _Figures] | None = None
+        self._fleet: tuple[int, Fleet] | None = None
 
     # -- reads ----------------------------------------------------------------------------------
 
@@ -68,7 +69,10 @@ class FleetOverview:
         now = self.clock()
         problems: list[str] = []
         snapshot = services.snapshots.get()
-        fleet = Fleet.of(snapshot)
+        # Parsed once per generation: at 50,000 configs parsing is seconds, and most reads find none new.
+        if self._fleet is None or self._fleet[0] != snapshot.generation:
+            self._fleet = (snapshot.generation, Fleet.of(snapshot))
+        fleet = self._fleet[1]
         today = now.date()
         used_today, used_month = _safe(
             lambda: services.ledger.usage_by_customer(today, today.replace(day=1)), ({}, {}), problems, "quota ledger"

@@ -108,7 +108,8 @@ def _log_in(page: Any, base: str, password: str) -> None:
     page.fill("input[name=username]", "admin")
     page.fill("input[name=password]", password)
     page.click("button[type=submit]")
-    page.wait_for_url(re.compile(re.escape(URL_PREFIX)), timeout=60_000)
+    page.wait_for_url(lambda url: "/auth/login" not in url, timeout=60_000)
+    assert URL_PREFIX in page.url, f"after the login Airflow sends the operator back to the page, not {page.url}"
     page.wait_for_selector("table#customers", timeout=60_000)
 
 
@@ -141,6 +142,10 @@ def test_an_operator_logs_in_sees_the_demo_customers_quota_and_follows_a_link_to
     page.get_by_text("globex_azure_compliance_monthly").first.wait_for(timeout=60_000)
     assert page.get_by_text("acme_gcp_cost_daily").count() == 0, "only the customer's DAGs"
     page.screenshot(path=str(ARTIFACTS / "05-customer-dags.png"), full_page=True)
+    # Inside the Airflow UI: the navigation's entry shows the page in the UI's frame.
+    page.goto(f"{base}/plugin/customers")
+    page.frame_locator("iframe").locator("table#customers").wait_for(timeout=60_000)
+    page.screenshot(path=str(ARTIFACTS / "06-in-airflow-ui.png"), full_page=True)
     page.close()
 
 
@@ -158,7 +163,7 @@ def test_the_page_shows_an_open_alert_and_drops_it_once_cleared(stack, base, bro
         alert = page.locator("[data-alert=RUNS_WAITING]")
         alert.wait_for(timeout=30_000)
         assert "50 runs waiting to start (threshold 5)" in alert.inner_text()
-        page.screenshot(path=str(ARTIFACTS / "06-alert.png"))
+        page.screenshot(path=str(ARTIFACTS / "07-alert.png"))
     finally:
         evaluate(settings, FleetFacts(waiting_runs=0), notifier=sent.append)
     page.reload()
