@@ -38,12 +38,19 @@ class SnapshotDagBundle(LocalDagBundle):
 
     def initialize(self) -> None:
         from customer_pipelines.settings import get_parse_settings
-        from customer_pipelines.snapshot_store import cached_generation, fetch_newest, pin_snapshot
+        from customer_pipelines.snapshot_store import cached_generation, fetch_newest, local_generation, pin_snapshot
 
         settings = get_parse_settings()
         if self.version is None:
-            # The DAG processor (or a run pinned to no version): the newest generation.
-            self._generation = fetch_newest(settings)
+            # The DAG processor (or a run pinned to no version): the newest generation; the store out
+            # of reach, the copy already here (a restarted processor keeps serving its DAGs).
+            try:
+                self._generation = fetch_newest(settings)
+            except Exception:
+                self._generation = local_generation(settings.snapshot_file)
+                if self._generation is None:
+                    raise
+                log.exception("snapshot store unreadable: serving this host's generation %d", self._generation)
             pin_snapshot(None)
         else:
             generation = _generation_of(self.version)

@@ -92,3 +92,21 @@ def test_a_version_that_is_not_a_generation_is_refused(tmp_path, monkeypatch):
     _as_host(monkeypatch, tmp_path / "worker", tmp_path / "store")
     with pytest.raises(ValueError, match="'abc123' is not a snapshot generation"):
         SnapshotDagBundle(name="dags-folder", path=str(DAGS), version="abc123").initialize()
+
+
+def test_a_dag_processor_restarted_while_the_store_is_unreachable_serves_the_generation_it_has(
+    tmp_path, monkeypatch, demo_customers, demo_configs
+):
+    writer = ParseSettings(state_dir=tmp_path / "syncer", snapshot_store_url=f"file://{tmp_path / 'store'}")
+    first = _publish(writer, demo_customers, demo_configs)
+    _as_host(monkeypatch, tmp_path / "dag-processor", tmp_path / "store")
+    SnapshotDagBundle(name="dags-folder", path=str(DAGS)).initialize()
+    # The store's CURRENT unreadable (as an outage answers): the restarted processor keeps its copy.
+    (tmp_path / "store" / "CURRENT").write_text("<html>503</html>")
+    restarted = SnapshotDagBundle(name="dags-folder", path=str(DAGS))
+    restarted.initialize()
+    assert restarted.get_current_version().version == str(first)
+    # With no copy at all there is nothing to serve: the error is Airflow's to log.
+    _as_host(monkeypatch, tmp_path / "new-dag-processor", tmp_path / "store")
+    with pytest.raises(Exception, match="CURRENT is unreadable"):
+        SnapshotDagBundle(name="dags-folder", path=str(DAGS)).initialize()
