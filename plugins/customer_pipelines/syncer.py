@@ -28,7 +28,7 @@ from customer_pipelines.fleet.sync import (
     sync_pools,
 )
 from customer_pipelines.models import ConfigError
-from customer_pipelines.private_files import private_dir, write_private
+from customer_pipelines.private_files import ensure_state_dir, write_private
 from customer_pipelines.settings import Settings, get_settings
 from customer_pipelines.snapshot import (
     RefreshGuard,
@@ -236,7 +236,7 @@ def defer_parses(settings: Settings, files: Iterable[str]) -> None:
     hold the snapshot's refresh lock, as the round that reads them does."""
     path = settings.state_dir / PENDING_PARSES_FILE
     kept = set(_pending_parses(path, settings.fleet_shards)) | set(files)
-    write_private(private_dir(settings.state_dir) / PENDING_PARSES_FILE, json.dumps(sorted(kept)))
+    write_private(ensure_state_dir(settings.state_dir) / PENDING_PARSES_FILE, json.dumps(sorted(kept)))
 
 
 def _pending_parses(path: Path, shards: int) -> list[str]:

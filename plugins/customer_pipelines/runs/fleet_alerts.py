@@ -25,7 +25,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from customer_pipelines.private_files import private_dir, write_private
+from customer_pipelines.private_files import ensure_state_dir, write_private
 from customer_pipelines.runs.failure_policy import Alert, Notifier, notifier_from_settings
 from customer_pipelines.settings import Settings
 
@@ -152,7 +152,8 @@ class AlertEpisodes:
                 }
         result.cleared = [{"key": key, **episode} for key, episode in before.items() if key not in holding]
         if result.open != before:
-            write_private(private_dir(self.state_dir) / STATE_FILE, json.dumps(result.open, sort_keys=True))
+            # ensure_state_dir, not private_dir: the embedded PostgreSQL keeps its traversal (0710).
+            write_private(ensure_state_dir(self.state_dir) / STATE_FILE, json.dumps(result.open, sort_keys=True))
         return result
 
 

@@ -138,3 +138,15 @@ def test_thresholds_come_from_the_settings(tmp_path):
         ("RUNS_WAITING", ""),
         ("RUN_TOO_LONG", "cust_a"),
     ]
+
+
+def test_recording_an_episode_keeps_the_state_directorys_traversal_for_the_embedded_postgresql(settings):
+    """The stack grants the embedded PostgreSQL's user traversal of the state directory (0710) when it
+    runs as root; a write narrowing it to 0700 cut the running database off (found by the page's e2e)."""
+    from customer_pipelines.syncer import defer_parses
+
+    settings.state_dir.mkdir(mode=0o700)
+    settings.state_dir.chmod(0o710)
+    _rounds(settings, FleetFacts(waiting_runs=5000))
+    defer_parses(settings, ["customer_pipelines_config_errors.py"])
+    assert settings.state_dir.stat().st_mode & 0o777 == 0o710
