@@ -269,6 +269,7 @@ def run_ours(runs: int, window: int) -> dict[str, Any]:
 
 
 PROFILE: Path | None = None
+PROFILE_COMPONENT = "airflow-scheduler"
 COMPONENTS = (
     "airflow-scheduler",
     "airflow-api-server",
@@ -313,13 +314,13 @@ def _own_cpu(proc: Path) -> float:
 
 
 def _profile(info: Any, tick: datetime, out: Path) -> Any:
-    """py-spy over the scheduler's process tree (its LocalExecutor workers and every task they
-    fork) from the tick for 150 s, in py-spy's raw (collapsed) format."""
+    """py-spy over a component's process tree (the scheduler's: its LocalExecutor workers and every
+    task they fork; ``--profile-component``) from the tick for 150 s, in py-spy's raw (collapsed) format."""
     import subprocess
 
     from customer_pipelines.local.processes import read_pid
 
-    pid = read_pid(info.settings.state_dir / "run" / "airflow-scheduler.pid")
+    pid = read_pid(info.settings.state_dir / "run" / f"{PROFILE_COMPONENT}.pid")
     while datetime.now(UTC) < tick:
         time.sleep(0.5)
     argv = [str(Path(sys.executable).with_name("py-spy")), "record", "--subprocesses", "--idle", "--rate", "25"]
@@ -351,6 +352,30 @@ for i in range({runs}):
     globals()[dag.dag_id] = dag
 '''
 
+PLAIN_DAG = '''
+"""One of {runs} trivial one-task DAGs due at one tick (bench/burst.py)."""
+import pendulum
+from airflow.sdk import DAG, task
+from airflow.timetables.trigger import CronTriggerTimetable
+
+def noop():
+    return None
+
+with DAG(
+    dag_id="plain_burst_{i:04d}",
+    schedule=CronTriggerTimetable("{cron}", timezone="UTC"),
+    start_date=pendulum.parse("{created}"),
+    catchup=False,
+    is_paused_upon_creation=False,
+) as dag:
+    task(noop, task_id="noop")()
+'''
+
+PLAIN_LAYOUT = "file-per-dag"
+"""plain: each DAG in a file of its own (``--plain-layout``; the default since 2026-12-04), or all in
+one file (``one-file``: each task then parses every DAG of the burst, which at 1,000 made plain's
+tasks, not its scheduler, the pace: an unfair baseline)."""
+
 OUR_OVERRIDES = (
     "AIRFLOW__CORE__PARALLELISM",
     "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL",
@@ -370,7 +395,11 @@ def plain_airflow(runs: int, cron: str) -> Iterator[dict[str, str]]:
     dags = settings.state_dir / "plain_dags"
     dags.mkdir()
     created = datetime.now(UTC).isoformat()
-    (dags / "plain_burst.py").write_text(PLAIN_DAGS.format(runs=runs, cron=cron, created=created))
+    if PLAIN_LAYOUT == "one-file":
+        (dags / "plain_burst.py").write_text(PLAIN_DAGS.format(runs=runs, cron=cron, created=created))
+    else:
+        for i in range(runs):
+            (dags / f"plain_burst_{i:04d}.py").write_text(PLAIN_DAG.format(runs=runs, i=i, cron=cron, created=created))
     try:
         server = postgres.start(settings)
         url = postgres.ensure_database(server, "plain_airflow")
@@ -402,7 +431,15 @@ def run_plain(runs: int) -> dict[str, Any]:
         registered = _dag_count(conn, "plain_burst_")
         ahead = (tick - datetime.now(UTC)).total_seconds()
         print(f"plain: {registered} of {runs} DAGs unpaused {ahead:.0f} s before the tick")
+        run_dir = Path(env["AIRFLOW_HOME"]).parent / "run"
+        while datetime.now(UTC) < tick:
+            time.sleep(0.2)
+        cpu_before = _cpu_by_component(run_dir)
         figures = _figures(_wait_for_burst(conn, "plain_burst_", runs, tick, timeout=1800), runs, tick)
+        cpu_after = _cpu_by_component(run_dir)
+        figures["cpu_seconds_during_burst"] = {
+            name: round(cpu_after[name] - cpu_before[name], 1) for name in cpu_before if name in cpu_after
+        }
         figures["registered_before_tick"] = registered
         figures["settings"] = _airflow_settings(env)
         conn.close()
@@ -572,11 +609,22 @@ def main() -> None:
     parser.add_argument("--window-minutes", type=int, default=0, help="ours: every config's start window")
     parser.add_argument("--profile", type=Path, help="ours: py-spy's raw profile of the scheduler's tree to this file")
     parser.add_argument(
+        "--plain-layout",
+        choices=("file-per-dag", "one-file"),
+        default="file-per-dag",
+        help="plain: a file per DAG (default) or every DAG in one file",
+    )
+    parser.add_argument(
+        "--profile-component", default="airflow-scheduler", help="ours: whose process tree --profile samples"
+    )
+    parser.add_argument(
         "--executor", choices=("LocalExecutor", "CeleryExecutor"), default="LocalExecutor", help="ours: the executor"
     )
     args = parser.parse_args()
-    global PROFILE, EXECUTOR
+    global PROFILE, PROFILE_COMPONENT, EXECUTOR, PLAIN_LAYOUT
+    PLAIN_LAYOUT = args.plain_layout
     PROFILE = args.profile
+    PROFILE_COMPONENT = args.profile_component
     EXECUTOR = args.executor
     results: dict[str, Any] = {"started_at": datetime.now(UTC).isoformat(), "cores": os.cpu_count(), "cases": []}
     for runs in (int(n) for n in args.runs.split(",")):
@@ -594,7 +642,9 @@ def main() -> None:
                 if variant == "plain"
                 else run_provider(runs)
             )
-            executor = {"executor": EXECUTOR} if variant == "ours" else {}
+            executor = (
+                {"executor": EXECUTOR} if variant == "ours" else {"layout": PLAIN_LAYOUT} if variant == "plain" else {}
+            )
             results["cases"].append({"variant": variant, "runs": runs, **executor, **figures})
     print()
     print(
@@ -627,6 +677,7 @@ def main() -> None:
         f"burst-{args.variants.replace(',', '-')}-{args.runs.replace(',', '-')}"
         + (f"-window{args.window_minutes}" if args.window_minutes else "")
         + ("-celery" if EXECUTOR == "CeleryExecutor" else "")
+        + ("-plain-one-file" if PLAIN_LAYOUT == "one-file" and "plain" in args.variants else "")
     )
     out = RESULTS / f"{name}.json"
     out.write_text(json.dumps(results, indent=1, default=str))
