@@ -3,8 +3,7 @@ needs its listeners and timetable (every task), and what the API server gets fro
 
 from __future__ import annotations
 
-import importlib.util
-import uuid
+import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -14,16 +13,18 @@ from fastapi import FastAPI
 import customer_pipelines.api.app as api_app
 import customer_pipelines.ui.app as page_app
 
-PLUGIN_FILE = Path(__file__).resolve().parents[2] / "plugins" / "customer_pipelines_plugin.py"
+PLUGINS_FOLDER = Path(__file__).resolve().parents[2] / "plugins"
 
 
 def _load_plugin_file() -> ModuleType:
-    """The plugin file executed as Airflow's plugins manager does: a fresh module from its path."""
-    spec = importlib.util.spec_from_file_location(f"plugin_under_test_{uuid.uuid4().hex}", PLUGIN_FILE)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """The plugins folder loaded by Airflow's own loader, as a task's listener manager loads it (the
+    Task SDK's plugins manager: every .py file of the folder not in its .airflowignore, as a fresh module)."""
+    from airflow.sdk.plugins_manager import _load_plugins_from_plugin_directory
+
+    plugins, errors = _load_plugins_from_plugin_directory(plugins_folder=str(PLUGINS_FOLDER))
+    assert errors == {}
+    [ours] = [p for p in plugins if p.name == "customer_pipelines"]
+    return sys.modules[type(ours).__module__]
 
 
 @pytest.fixture
