@@ -6,7 +6,8 @@ machine and the same PostgreSQL server, one after the other in one command.
   run mirrored into BigQuery (the emulator);
 - ``plain``: Airflow 3.3 itself with its defaults (LocalExecutor on the same embedded PostgreSQL
   build, no plugin, Airflow's default parallelism and parsing intervals), N trivial one-task DAGs
-  (a Python task that returns) at the same kind of cron;
+  (a Python task that returns), each in a file of its own (``--plain-layout one-file``: all in one),
+  at the same kind of cron;
 - ``provider`` (benchmark b): the same BigQuery work without our layer: N DAGs each running the
   template's MERGE with the google provider's own ``BigQueryInsertJobOperator`` (its defaults) on the
   same emulator, PostgreSQL build and shipped Airflow settings (and the same preload of what the
@@ -19,7 +20,7 @@ For each: when the runs were created after the tick (created over), when their t
 (all done), runs lost (no run for the tick) and runs not successful; for ours, the runs mirrored
 terminal in BigQuery. Prints a table and writes JSON to bench/results/.
 
-    flock /tmp/cp-e2e.lock env PYTHONPATH=plugins .venv/bin/python bench/burst.py --runs 200
+    flock /tmp/cp-e2e.lock env PYTHONPATH=plugins .venv/bin/python bench/burst.py --runs 200,1000
     flock /tmp/cp-e2e.lock env PYTHONPATH=plugins .venv/bin/python bench/burst.py --runs 200 --variants provider,ours
 """
 
