@@ -252,9 +252,7 @@ def run_ours(runs: int, window: int) -> dict[str, Any]:
         figures["registered_before_tick"] = registered
         figures["window_minutes"] = window
         figures.update(_spread(figures["start_seconds"], window))
-        figures["cpu_seconds_during_burst"] = {
-            name: round(cpu_after[name] - cpu_before[name], 1) for name in cpu_before if name in cpu_after
-        }
+        figures["cpu_seconds_during_burst"] = _cpu_spent(cpu_before, cpu_after)
         if window:
             from customer_pipelines.models import dag_id_for, start_offset
 
@@ -297,6 +295,11 @@ def _cpu_by_component(run_dir: Path) -> dict[str, float]:
     postgres = sum(_own_cpu(p) for p in Path("/proc").iterdir() if p.name.isdigit() and _comm(p) == "postgres")
     cpu["postgres (all servers)"] = postgres
     return cpu
+
+
+def _cpu_spent(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """CPU seconds each component spent between two readings of :func:`_cpu_by_component`."""
+    return {name: round(after[name] - before[name], 1) for name in before if name in after}
 
 
 def _comm(proc: Path) -> str:
@@ -438,9 +441,7 @@ def run_plain(runs: int) -> dict[str, Any]:
         cpu_before = _cpu_by_component(run_dir)
         figures = _figures(_wait_for_burst(conn, "plain_burst_", runs, tick, timeout=1800), runs, tick)
         cpu_after = _cpu_by_component(run_dir)
-        figures["cpu_seconds_during_burst"] = {
-            name: round(cpu_after[name] - cpu_before[name], 1) for name in cpu_before if name in cpu_after
-        }
+        figures["cpu_seconds_during_burst"] = _cpu_spent(cpu_before, cpu_after)
         figures["registered_before_tick"] = registered
         figures["settings"] = _airflow_settings(env)
         conn.close()
@@ -573,9 +574,7 @@ def run_provider(runs: int) -> dict[str, Any]:
         figures = _figures(_wait_for_burst(conn, "provider_burst_", runs, tick, timeout=1800), runs, tick)
         cpu_after = _cpu_by_component(info.settings.state_dir / "run")
         figures["registered_before_tick"] = registered
-        figures["cpu_seconds_during_burst"] = {
-            name: round(cpu_after[name] - cpu_before[name], 1) for name in cpu_before if name in cpu_after
-        }
+        figures["cpu_seconds_during_burst"] = _cpu_spent(cpu_before, cpu_after)
         figures["settings"] = _airflow_settings(env)
         conn.close()
         return figures
